@@ -1,0 +1,45 @@
+# specnet: every target that touches the network needs root (Mininet, tc, iptables).
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+APT_PACKAGES := python3 python3-venv mininet bridge-utils iperf3 iputils-ping iptables ethtool iproute2 util-linux procps
+TOPO ?= topologies/star-wifi-4.yaml
+
+.PHONY: setup apt venv test demo bench clean
+
+setup: apt venv
+
+# Installs only what is missing, so a second run costs a dpkg query.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@# Debian's Mininet is pure Python; link only its package so other dist-packages stay out.
+	@sp=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	  ln -sfn /usr/lib/python3/dist-packages/mininet "$$sp/mininet"
+	$(PY) -c 'import mininet.net, testbed' 
+	touch $@
+
+test: setup
+	$(PY) -m pytest -ra tests
+
+demo: setup
+	$(VENV)/bin/testbed doctor
+	$(VENV)/bin/testbed check $(TOPO)
+	$(VENV)/bin/testbed calibrate $(TOPO)
+
+bench: setup
+	$(PY) -m testbed.bench
+
+clean:
+	-$(VENV)/bin/testbed clean
+	rm -rf .pytest_cache build *.egg-info

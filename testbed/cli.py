@@ -1,0 +1,176 @@
+"""`testbed` command line: doctor, check, up, calibrate, clean.
+
+Exit status: 0 fine, 1 a run failed or calibration is outside tolerance, 2 bad input (nothing started).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+
+from .errors import ConfigError, ShapingError
+
+
+def _sigterm_to_exit(*_):
+    raise SystemExit(143)   # unwinds through `finally`, so everything started is stopped
+
+
+def _backend_for_plan(forced: str | None) -> tuple[str, str]:
+    """Backend for printing a plan: a forced one is shown as is, else the machine is probed."""
+    if forced and forced != "auto":
+        return forced, "forced on the command line"
+    from .capabilities import CapabilityError, choose_delay_backend
+    try:
+        return choose_delay_backend(None)
+    except CapabilityError as e:
+        return "nfqueue", f"probe failed ({e}); showing the nfqueue plan"
+
+
+def cmd_doctor(args) -> int:
+    from .capabilities import CapabilityError, choose_delay_backend, format_table, probe_all
+    caps = probe_all()
+    try:
+        backend, reason = choose_delay_backend(args.delay_backend)
+    except CapabilityError as e:
+        backend, reason = "none", str(e)
+    print(format_table(caps, backend, reason))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .netplan import NetPlan
+    from .shaping import ShapingPlan
+    from .topology import load_topology
+    topo = load_topology(args.topology)
+    backend, reason = _backend_for_plan(args.delay_backend)
+    plan = NetPlan(topo, "0000")
+    shaping = ShapingPlan(plan, backend)
+    print(f"{args.topology}: valid")
+    print(plan.describe())
+    print(f"delay backend: {backend} ({reason})")
+    print("shaping commands (bridge names get a fresh run id at start instead of 0000):")
+    for cmd in shaping.setup_commands():
+        print(f"  {cmd}")
+    for host, queues in shaping.daemons().items():
+        qs = ", ".join(f"queue {q.queue}: delay {q.delay_ms:g} ms ±{q.jitter_ms:g}, loss {100 * q.loss:g} %" for q in queues)
+        print(f"  [{host}] delay daemon (testbed/nfqdelay.py, chrt -f 50): {qs}")
+    return 0
+
+
+def cmd_up(args) -> int:
+    from .emulation import Emulation
+    from .topology import load_topology
+    topo = load_topology(args.topology)
+    emu = Emulation(topo, args.delay_backend, log=lambda m: print(m, flush=True))
+    try:
+        emu.start()
+        print(emu.net_plan.describe(), flush=True)
+        print(f"up: run {emu.run_info.id}, delay backend {emu.backend} ({emu.backend_reason})", flush=True)
+        if args.hold is not None:
+            time.sleep(args.hold)
+        elif sys.stdin.isatty():
+            emu.interact()
+        else:
+            print("holding until SIGINT or SIGTERM", flush=True)
+            signal.pause()
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    finally:
+        emu.stop()
+        print(f"down: run {emu.run_info.id if emu.run_info else '-'} cleaned up", flush=True)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate import Tolerance, calibrate, format_table
+    from .emulation import Emulation
+    from .topology import load_topology
+    topo = load_topology(args.topology)
+    links = args.links.split(",") if args.links else None
+    if links:
+        for name in links:
+            topo.link(name)   # unknown names fail before anything starts
+    tol = Tolerance(rate=args.rate_tolerance, rtt_ms=args.rtt_tolerance_ms)
+    with Emulation(topo, args.delay_backend, log=lambda m: print(m, file=sys.stderr, flush=True)) as emu:
+        rows = calibrate(emu, links=links, duration_s=args.duration, probes=args.probes, tolerance=tol,
+                         progress=lambda m: print(m, file=sys.stderr, flush=True))
+        info = emu.info()
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"emulation": info, "tolerance": vars(tol), "links": [r.as_dict() for r in rows]}, f, indent=2)
+        print(f"wrote {args.json}")
+    bad = [r for r in rows if not r.ok]
+    print(f"calibration: {len(rows) - len(bad)} of {len(rows)} link directions within tolerance")
+    return 1 if bad else 0
+
+
+def cmd_clean(args) -> int:
+    from .runs import clean
+    print(clean(args.run or None, include_live=bool(args.run)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="testbed", description="specnet: emulated wireless edge networks "
+                                "for distributed speculative decoding")
+    sub = p.add_subparsers(dest="command", required=True)
+    backend = dict(choices=["auto", "netem", "nfqueue"], default=None,
+                   help="delay/jitter/loss backend (default: netem if the kernel has it, else nfqueue; "
+                        "env SPECNET_DELAY_BACKEND also forces)")
+    s = sub.add_parser("doctor", help="what this machine offers and what will be used")
+    s.add_argument("--delay-backend", **backend)
+    s.set_defaults(func=cmd_doctor)
+    s = sub.add_parser("check", help="validate a topology and print its plan and shaping commands")
+    s.add_argument("topology")
+    s.add_argument("--delay-backend", **backend)
+    s.set_defaults(func=cmd_check)
+    s = sub.add_parser("up", help="start a topology (Mininet CLI when interactive)")
+    s.add_argument("topology")
+    s.add_argument("--hold", type=float, metavar="S", help="stay up S seconds, then stop")
+    s.add_argument("--delay-backend", **backend)
+    s.set_defaults(func=cmd_up)
+    s = sub.add_parser("calibrate", help="measure every link's rate, RTT and loss against its configuration")
+    s.add_argument("topology")
+    s.add_argument("--links", help="comma-separated link names (default: all)")
+    s.add_argument("--duration", type=float, default=3.0, help="seconds of bulk transfer per direction")
+    s.add_argument("--probes", type=int, default=400, help="RTT/loss probes per link")
+    s.add_argument("--rate-tolerance", type=float, default=0.05, help="allowed |measured/configured - 1|")
+    s.add_argument("--rtt-tolerance-ms", type=float, default=1.0, help="allowed |median RTT - configured|")
+    s.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    s.add_argument("--delay-backend", **backend)
+    s.set_defaults(func=cmd_calibrate)
+    s = sub.add_parser("clean", help="remove what dead runs left (bridges, processes); live runs are kept")
+    s.add_argument("--run", action="append", metavar="ID", help="clean this run even if live (repeatable)")
+    s.set_defaults(func=cmd_clean)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm_to_exit)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    except ShapingError as e:
+        print(f"error: shaping failed, stopped: {e}", file=sys.stderr)
+        return 1
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from .capabilities import CapabilityError
+        from .emulation import EmulationError
+        if isinstance(e, (CapabilityError, EmulationError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
