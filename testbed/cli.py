@@ -13,8 +13,8 @@ import time
 from .errors import ConfigError, ShapingError
 
 
-def _sigterm_to_exit(*_):
-    raise SystemExit(143)   # unwinds through `finally`, so everything started is stopped
+def _sigterm_as_interrupt(*_):
+    raise KeyboardInterrupt   # unwinds through `finally`, so everything started is stopped
 
 
 def _backend_for_plan(forced: str | None) -> tuple[str, str]:
@@ -150,9 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm_to_exit)
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted: everything this command started has been stopped", file=sys.stderr)
+        return 130
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)

@@ -78,24 +78,27 @@ class Emulation:
         self.shaping = ShapingPlan(plan, self.backend, self.delay_elements)
         self.log(f"run {run.id}: building {self.topo.name} ({len(self.topo.hosts())} hosts, "
                  f"{len(plan.bridges)} bridges), delay backend {self.backend}")
-        net = Mininet(topo=None, build=False, controller=None, switch=LinuxBridge, host=Host,
-                      waitConnected=False, autoSetMacs=False)
-        self.net = net
-        for host in self.topo.hosts():
-            net.addHost(host, ip=f"{plan.ip(host)}/{plan.prefixlen}")
-        for node, bridge in plan.bridges.items():
-            net.addSwitch(bridge, stp=False)
-        node = lambda n: net.get(plan.bridges.get(n, n))
-        for link in plan.links:
-            net.addLink(node(link.a.node), node(link.b.node), intfName1=link.a.intf, intfName2=link.b.intf)
-        # Host shells inherit the environment at start: tag them so cleanup can find this run's processes.
+        # Mininet starts each node's shell as it is added; tag them all so cleanup finds this run's processes.
         saved = os.environ.get("SPECNET_RUN")
         os.environ["SPECNET_RUN"] = run.id
         try:
+            net = Mininet(topo=None, build=False, controller=None, switch=LinuxBridge, host=Host,
+                          waitConnected=False, autoSetMacs=False)
+            self.net = net
+            for host in self.topo.hosts():
+                net.addHost(host, ip=f"{plan.ip(host)}/{plan.prefixlen}")
+            for node, bridge in plan.bridges.items():
+                net.addSwitch(bridge, stp=False)
+            node = lambda n: net.get(plan.bridges.get(n, n))
+            for link in plan.links:
+                net.addLink(node(link.a.node), node(link.b.node), intfName1=link.a.intf, intfName2=link.b.intf)
             net.build()
             net.start()
         finally:
-            os.environ.pop("SPECNET_RUN") if saved is None else os.environ.__setitem__("SPECNET_RUN", saved)
+            if saved is None:
+                os.environ.pop("SPECNET_RUN", None)
+            else:
+                os.environ["SPECNET_RUN"] = saved
         for host in self.topo.hosts():
             # IPv6 would bypass the IPv4 delay rules (router solicitations, ND): keep the links to our traffic.
             self.run(host, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
