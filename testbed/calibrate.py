@@ -6,7 +6,7 @@ other hops are fastest, so that the link itself is the bottleneck wherever the t
   link's HTB class twice; counter bytes / elapsed time is the rate on the wire (Ethernet header included, as
   tc counts it). The sink's goodput is reported beside it;
 - RTT: UDP probes timed by the application (plain `ping` takes kernel receive timestamps taken *before* the
-  ingress delay, so it under-reports); compared with 2 × the path's one-way delays plus serialisation;
+  ingress delay, so it under-reports); compared with the sum of the path's one-way delays both ways;
 - loss: the probe split by direction (the echo server reports how many probes it got).
 Results are only trusted when calibration passes.
 """
@@ -26,7 +26,6 @@ from .netplan import DIRECTIONS, LinkPlan
 
 PROBE_PORT, SINK_PORT = 47001, 47002
 PROBE_BYTES = 64
-PROBE_FRAME = PROBE_BYTES + 8 + 20 + 14      # UDP + IPv4 + Ethernet headers, as the shaper counts it
 
 
 @dataclass
@@ -96,10 +95,10 @@ def plan_row(plan, states, link: LinkPlan, direction: str) -> Row:
     rates = [(states[l.name].rate_mbps(d), l.name) for l, d in hops]
     back = plan.path(dst, src)
     one_way = sum(states[l.name].delay_ms for l, _ in hops) + sum(states[l.name].delay_ms for l, _ in back)
-    serial = sum(PROBE_FRAME * 8 / (states[l.name].rate_mbps(d) * 1e3) for l, d in hops + back)
     keep = math.prod(1 - states[l.name].loss_pct / 100 for l, _ in hops)
     rate, bottleneck = min(rates)
-    return Row(link.name, direction, src, dst, bottleneck, rate, one_way + serial, 100 * (1 - keep))
+    # No serialisation term: HTB is a token bucket, so a lone small probe leaves at once, as measured.
+    return Row(link.name, direction, src, dst, bottleneck, rate, one_way, 100 * (1 - keep))
 
 
 class _Server:
