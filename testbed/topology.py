@@ -103,15 +103,18 @@ def _check_nodes(topo: Topology) -> list[tuple[Loc, str]]:
         if not re.match(NODE_NAME, name):
             found.append((loc, f"node name {name!r}: expected a letter then up to 9 letters, digits or '_' "
                                "(it becomes part of a 15-character interface name)"))
-        if spec.is_host:
+        if spec.role != "ap":
             for band in ("band_up_mbps", "band_down_mbps"):
                 if getattr(spec, band) is not None:
                     found.append((loc + (band,), f"only nodes with role 'ap' have a band; {name} is a {spec.role}"))
-        elif spec.ip is not None:
+        if not spec.is_host and spec.ip is not None:
             found.append((loc + ("ip",), f"only hosts (verifier, drafter, user) have an address; {name} is a {spec.role}"))
         if spec.ip is not None:
             if spec.ip not in subnet or spec.ip in (subnet.network_address, subnet.broadcast_address):
-                found.append((loc + ("ip",), f"expected a host address inside addressing.subnet {subnet}, got {spec.ip}"))
+                what = {subnet.network_address: " (the subnet's network address)",
+                        subnet.broadcast_address: " (the subnet's broadcast address)"}.get(spec.ip, "")
+                found.append((loc + ("ip",), f"expected a host address inside addressing.subnet {subnet}, "
+                                             f"got {spec.ip}{what}"))
             elif spec.ip in seen_ips:
                 found.append((loc + ("ip",), f"address {spec.ip} is already used by {seen_ips[spec.ip]}"))
             seen_ips[spec.ip] = name
@@ -137,6 +140,8 @@ def _check_links(topo: Topology) -> list[tuple[Loc, str]]:
             if node not in topo.nodes:
                 found.append((loc + (end,), f"unknown node {node!r}; nodes are: {', '.join(topo.nodes)}"))
                 ok = False
+        for node in {link.a, link.b} & topo.nodes.keys():   # counted even on a bad link: no "h has 0" echo
+            degree[node] += 1
         if link.a == link.b:
             found.append((loc, f"a link needs two different nodes, got {link.a!r} twice"))
             ok = False
@@ -151,8 +156,6 @@ def _check_links(topo: Topology) -> list[tuple[Loc, str]]:
         if pair in pairs:
             found.append((loc, f"{link.a} and {link.b} are already linked by links[{pairs[pair]}]"))
         pairs[pair] = i
-        degree[link.a] += 1
-        degree[link.b] += 1
         if link.kind == "wireless":
             aps = [n for n in (link.a, link.b) if topo.nodes[n].role == "ap"]
             hosts = [n for n in (link.a, link.b) if topo.nodes[n].is_host]
@@ -160,12 +163,13 @@ def _check_links(topo: Topology) -> list[tuple[Loc, str]]:
                 found.append((loc + ("kind",), "a wireless link joins a station (verifier, drafter or user) to an ap"))
             else:
                 ap = topo.nodes[aps[0]]
-                station_up = link.rate_up_mbps if link.a == hosts[0] else link.rate_down_mbps
-                station_down = link.rate_down_mbps if link.a == hosts[0] else link.rate_up_mbps
-                for field, rate, band in (("rate_up_mbps", station_up, ap.band_up_mbps),
-                                          ("rate_down_mbps", station_down, ap.band_down_mbps)):
+                # the field holding the station's uplink (station -> ap) and downlink, by which end the station is
+                fields = ("rate_up_mbps", "rate_down_mbps") if link.a == hosts[0] else ("rate_down_mbps", "rate_up_mbps")
+                for field, band_field in zip(fields, ("band_up_mbps", "band_down_mbps")):
+                    rate, band = getattr(link, field), getattr(ap, band_field)
                     if band is not None and rate > band:
-                        found.append((loc + (field,), f"expected at most the band of {aps[0]} ({band:g} Mbit/s), got {rate:g}"))
+                        found.append((loc + (field,), f"expected at most {aps[0]}'s {band_field} ({band:g} Mbit/s), "
+                                                      f"got {rate:g}"))
     for name, spec in topo.nodes.items():
         if spec.is_host and degree[name] != 1:
             found.append((("nodes", name), f"a host has exactly one link (hosts share one flat subnet; "

@@ -81,6 +81,8 @@ def load_document(path: str | Path) -> Document:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
         what = e.problem or str(e)
+        if e.context and e.context_mark and e.context_mark.line + 1 != line:   # e.g. where an unclosed { began
+            what += f" ({e.context} that starts on line {e.context_mark.line + 1})"
         raise ConfigError([Problem(file, "", f"invalid YAML: {what}", line)]) from None
     except yaml.YAMLError as e:
         raise ConfigError([Problem(file, "", f"invalid YAML: {e}")]) from None
@@ -91,7 +93,7 @@ def load_document(path: str | Path) -> Document:
         raise ConfigError([Problem(file, "", "file is empty: expected a mapping of fields")])
     if not isinstance(data, dict):
         raise ConfigError([Problem(file, "", f"expected a mapping of fields at the top level, "
-                                             f"got {type(data).__name__}", 1)])
+                                             f"got {type(data).__name__}", lines.get((), 1))])
     return Document(file, data, lines)
 
 
@@ -113,6 +115,16 @@ def _describe(err: dict) -> str:
         return f"expected {expected}, got {value!r}"
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
+    if kind in ("too_short", "too_long"):
+        ctx = err.get("ctx") or {}
+        bound = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        return (f"expected {'at least' if kind == 'too_short' else 'at most'} {bound} "
+                f"item{'' if bound == 1 else 's'}, got {ctx.get('actual_length')}")
+    if kind == "int_from_float":
+        return f"expected a whole number, got {value!r}"
+    for prefix in ("Input should be ", "Input is not "):   # e.g. "Input is not a valid IPv4 address"
+        if msg.startswith(prefix):
+            return f"expected {msg.removeprefix(prefix)}, got {value!r}"
     return f"{msg}, got {value!r}"
 
 
