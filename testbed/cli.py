@@ -63,7 +63,7 @@ def cmd_up(args) -> int:
     from .emulation import Emulation
     from .topology import load_topology
     topo = load_topology(args.topology)
-    emu = Emulation(topo, args.delay_backend, log=lambda m: print(m, flush=True))
+    emu = Emulation(topo, args.delay_backend, seed=args.seed, log=lambda m: print(m, flush=True))
     try:
         emu.start()
         print(emu.net_plan.describe(), flush=True)
@@ -93,7 +93,8 @@ def cmd_calibrate(args) -> int:
         for name in links:
             topo.link(name)   # unknown names fail before anything starts
     tol = Tolerance(rate=args.rate_tolerance, rtt_ms=args.rtt_tolerance_ms)
-    with Emulation(topo, args.delay_backend, log=lambda m: print(m, file=sys.stderr, flush=True)) as emu:
+    with Emulation(topo, args.delay_backend, seed=args.seed,
+                   log=lambda m: print(m, file=sys.stderr, flush=True)) as emu:
         rows = calibrate(emu, links=links, duration_s=args.duration, probes=args.probes, tolerance=tol,
                          progress=lambda m: print(m, file=sys.stderr, flush=True))
         info = emu.info()
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("up", help="start a topology (Mininet CLI when interactive)")
     s.add_argument("topology")
     s.add_argument("--hold", type=float, metavar="S", help="stay up S seconds, then stop")
+    s.add_argument("--seed", type=int, default=0, help="seed of jitter and loss draws (default 0)")
     s.add_argument("--delay-backend", **backend)
     s.set_defaults(func=cmd_up)
     s = sub.add_parser("calibrate", help="measure every link's rate, RTT and loss against its configuration")
@@ -140,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rate-tolerance", type=float, default=0.05, help="allowed |measured/configured - 1|")
     s.add_argument("--rtt-tolerance-ms", type=float, default=1.0, help="allowed |median RTT - configured|")
     s.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    s.add_argument("--seed", type=int, default=0, help="seed of jitter and loss draws (default 0)")
     s.add_argument("--delay-backend", **backend)
     s.set_defaults(func=cmd_calibrate)
     s = sub.add_parser("clean", help="remove what dead runs left (bridges, processes); live runs are kept")

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import subprocess
+import zlib
 from typing import Callable
 
 from .capabilities import choose_delay_backend
@@ -34,8 +35,9 @@ class EmulationError(RuntimeError):
 
 class Emulation:
     def __init__(self, topo: Topology, delay_backend: str | None = "auto", delay_elements: str = "needed",
-                 log: Callable[[str], None] | None = None):
+                 seed: int = 0, log: Callable[[str], None] | None = None):
         self.topo = topo
+        self.seed = seed             # jitter and loss draws depend on this and the host name only
         self.log = log or (lambda msg: None)
         self.backend, self.backend_reason = choose_delay_backend(delay_backend)
         self.delay_elements = delay_elements
@@ -106,7 +108,7 @@ class Emulation:
             self.exec(cmd)
         self._verify_qdiscs()
         for host, queues in self.shaping.daemons().items():
-            d = DelayDaemon(queues, netns_prefix=self.prefix(host), seed=hash_seed(run.id, host), env=run.env())
+            d = DelayDaemon(queues, netns_prefix=self.prefix(host), seed=hash_seed(self.seed, host), env=run.env())
             d.start()
             self.daemons[host] = d
         self.log(f"run {run.id}: up; shaping verified on {len(self.shaping.shaped_interfaces())} interface "
@@ -198,13 +200,18 @@ class Emulation:
     def interact(self) -> None:
         """Mininet's CLI on this network (`d1 ping verifier`, `d1 iperf3 -s &`, ...)."""
         from mininet.cli import CLI
-        CLI(self.net)
+        from mininet.log import setLogLevel
+        setLogLevel("output")   # the CLI prints through Mininet's logger; quiet it again afterwards
+        try:
+            CLI(self.net)
+        finally:
+            setLogLevel("error")
 
     def daemon_stats(self) -> dict[str, dict]:
         return {host: d.stats() for host, d in self.daemons.items()}
 
     def info(self) -> dict:
-        return {"run": self.run_info.id if self.run_info else None, "topology": self.topo.name,
+        return {"run": self.run_info.id if self.run_info else None, "topology": self.topo.name, "seed": self.seed,
                 "delay_backend": self.backend, "delay_backend_reason": self.backend_reason,
                 "bridges": dict(self.net_plan.bridges) if self.net_plan else {}}
 
@@ -219,8 +226,7 @@ class Emulation:
                                    f"expected htb at root and {leaf} under 5:1, found {sorted(map(str, kinds))}")
 
 
-def hash_seed(run_id: str, host: str) -> int:
-    """Per-host daemon seed derived from the run, so a rerun with the same id draws the same losses."""
-    import zlib
-    return zlib.crc32(f"{run_id}/{host}".encode())
+def hash_seed(seed: int, host: str) -> int:
+    """Per-host daemon seed: the same emulation seed draws the same jitter and losses in every run."""
+    return zlib.crc32(f"{seed}/{host}".encode())
 

@@ -1,7 +1,12 @@
 import os
 import shutil
 
+from pathlib import Path
+
 import pytest
+
+# Tests name topologies relative to the repository, whatever directory pytest was started from.
+os.chdir(Path(__file__).resolve().parent.parent)
 
 ROOT_REASON = "needs root with Mininet and tc (CI runs as root, so these run there)"
 
