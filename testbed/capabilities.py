@@ -240,10 +240,32 @@ def choose_delay_backend(forced: str | None = None) -> tuple[str, str]:
     raise CapabilityError('no delay backend works here: netem: %s; nfqueue: %s' % (netem.detail, nfq.detail))
 
 
+# What each capability is used for, and what happens without it.
+USES = {
+    'root': ('building networks (Mininet, tc, iptables)', 'only check and the probes run'),
+    'mininet': ('hosts and bridges (LinuxBridge, no controller)', 'no network can be built'),
+    'bridge': ('APs and switches as Linux bridges', 'no network can be built'),
+    'tc': ('rate shaping: HTB class per link direction', 'no network can be built'),
+    'netem': ('delay, jitter, loss as the HTB leaf', 'the NFQUEUE daemon does it instead'),
+    'nfqueue': ('delay, jitter, loss in a userspace daemon per host', 'netem is needed'),
+    'iptables': ('steering packets to the delay daemon', 'the nfqueue backend cannot work'),
+    'ethtool': ('offloads off, so HTB shapes every frame', 'super-packets would leave at line rate'),
+    'chrt': ('real-time priority for the delay daemon', 'daemon runs at normal priority (p99 +4 ms)'),
+    'gpu': ('the verifier model on CUDA', 'models run on the CPU'),
+    'torch': ('the hf model backend', 'only the synthetic backend is available'),
+}
+
+
 def format_table(caps: list[Capability], backend: str | None, reason: str) -> str:
-    """Aligned 'name | ok/MISSING | detail' rows, then the delay backend line."""
+    """One row per capability: whether it is here, what it gives or what happens without it, and the
+    detail; then the delay backend that will be used and why."""
     width = max([len('capability')] + [len(c.name) for c in caps])
-    rows = ['%-*s  %-7s  %s' % (width, 'capability', 'status', 'detail')]
-    rows += ['%-*s  %-7s  %s' % (width, c.name, 'ok' if c.ok else 'MISSING', c.detail) for c in caps]
+    role_width = max(len(u) for pair in USES.values() for u in pair)
+    row = '%-*s  %-7s  %-*s  %s'
+    rows = [row % (width, 'capability', 'status', role_width, 'used for / without it', 'detail')]
+    for c in caps:
+        use, without = USES.get(c.name, ('', ''))
+        rows.append(row % (width, c.name, 'ok' if c.ok else 'MISSING', role_width,
+                           use if c.ok else without, c.detail))
     rows.append('delay backend: %s (%s)' % (backend or 'none', reason))
     return '\n'.join(rows)

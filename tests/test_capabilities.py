@@ -5,7 +5,7 @@ import time
 import pytest
 
 from testbed import capabilities as caps
-from testbed.capabilities import (BACKEND_ENV, Capability, CapabilityError, choose_delay_backend,
+from testbed.capabilities import (USES, BACKEND_ENV, Capability, CapabilityError, choose_delay_backend,
                                   format_table, probe_all, probe_netem, probe_nfqueue)
 
 NAMES = ['root', 'mininet', 'bridge', 'tc', 'netem', 'nfqueue', 'iptables', 'ethtool', 'chrt', 'gpu', 'torch']
@@ -94,10 +94,13 @@ def test_format_table_lists_every_capability():
     text = format_table(found, 'nfqueue', 'netem: Specified qdisc kind is unknown')
     lines = text.splitlines()
     assert len(lines) == len(found) + 2
-    status_col, detail_col = lines[0].index('status'), lines[0].index('detail')
+    status_col, use_col = lines[0].index('status'), lines[0].index('used for')
+    detail_col = lines[0].index('detail')
     for c, line in zip(found, lines[1:]):  # aligned: every row's columns start at the header's
         assert line[:status_col].rstrip() == c.name
-        assert line[status_col:detail_col].rstrip() == ('ok' if c.ok else 'MISSING')
+        assert line[status_col:use_col].rstrip() == ('ok' if c.ok else 'MISSING')
+        use, without = USES[c.name]      # what it gives when present, what happens when missing
+        assert line[use_col:detail_col].rstrip() == (use if c.ok else without)
         assert line[detail_col:] == c.detail
     assert lines[-1] == 'delay backend: nfqueue (netem: Specified qdisc kind is unknown)'
     assert format_table([], None, 'no backend').endswith('delay backend: none (no backend)')
