@@ -2,8 +2,8 @@
 
 Every run gets a 4-hex id. Its bridges are named `sn<id>s<i>` and every process it starts (Mininet host
 shells, delay daemons, tc batch processes, probes) carries SPECNET_RUN=<id> in its environment, so cleanup
-can find exactly one run's leftovers and nothing else: never Mininet's global `mn -c`, which kills other
-runs' shells and every ping on the machine.
+can find exactly one run's leftovers and nothing else. Mininet's own global cleanup is never used: it kills
+other runs' shells and every ping on the machine.
 """
 from __future__ import annotations
 

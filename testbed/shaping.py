@@ -124,15 +124,24 @@ class ShapingPlan:
                 sender, receiver = link.ends(d)
                 self.directions[(link.name, d)] = DirectionShaping(link.name, d, sender, receiver)
         self.paths: list[PathDelay] = []
-        if backend == "nfqueue":
-            hosts = net.topo.hosts()
-            for dst in hosts:
-                for queue, src in enumerate(hosts):
-                    if src == dst:
-                        continue
-                    hops = tuple((l.name, d) for l, d in net.path(src, dst))
-                    if delay_elements == "all" or any(self.states[l].has_delay_element for l, _ in hops):
-                        self.paths.append(PathDelay(src, dst, str(net.ip(src)), f"{dst}-eth0", queue, hops))
+        # Per link: the delay elements of paths through it, and how many host pairs cross it at all; kept
+        # so that a live change touches only its own paths without walking the topology again.
+        self.crossing: dict[str, list[PathDelay]] = {l.name: [] for l in net.links}
+        self.pairs_through: dict[str, int] = {l.name: 0 for l in net.links}
+        hosts = net.topo.hosts()
+        for dst in hosts:
+            for queue, src in enumerate(hosts):
+                if src == dst:
+                    continue
+                hops = tuple((l.name, d) for l, d in net.path(src, dst))
+                for name, _ in hops:
+                    self.pairs_through[name] += 1
+                if backend == "nfqueue" and (delay_elements == "all" or
+                                             any(self.states[l].has_delay_element for l, _ in hops)):
+                    path = PathDelay(src, dst, str(net.ip(src)), f"{dst}-eth0", queue, hops)
+                    self.paths.append(path)
+                    for name, _ in hops:
+                        self.crossing[name].append(path)
 
     # -- set-up -------------------------------------------------------------------------------------
     def setup_commands(self) -> list[Cmd]:
@@ -185,8 +194,8 @@ class ShapingPlan:
         sets: list[tuple[str, QueueParams]] = []
         if self.backend == "nfqueue" and (state.delay_ms, state.jitter_ms, state.loss_pct) != \
                 (old.delay_ms, old.jitter_ms, old.loss_pct):
-            crossing = [p for p in self.paths if any(l == link for l, _ in p.hops)]
-            if state.has_delay_element and len(crossing) < self._pairs_crossing(link):
+            crossing = self.crossing[link]
+            if state.has_delay_element and len(crossing) < self.pairs_through[link]:
                 raise ValueError(f"link {link} was started without delay elements on every path through it, so "
                                  "its delay, jitter and loss cannot change live; give it delay, jitter or loss in "
                                  "the topology, or start the emulation with delay_elements='all'")
@@ -195,6 +204,3 @@ class ShapingPlan:
         self.states[link] = state
         return Update({k: v for k, v in lines.items() if v}, sets)
 
-    def _pairs_crossing(self, link: str) -> int:
-        hosts = self.net.topo.hosts()
-        return sum(1 for s in hosts for t in hosts if s != t and any(l.name == link for l, _ in self.net.path(s, t)))
