@@ -1,0 +1,89 @@
+"""Model backends: what a drafter drafts with and what a verifier verifies with.
+
+Both sides keep per-session state (token history and, for real models, a KV cache) and speak in token ids.
+    drafter side:  DraftBackend.open / extend / commit / close
+    verifier side: TargetBackend.open / verify (batched) / close
+`hf` runs real transformers models; `synthetic` draws acceptance from Bernoulli(alpha) or a replay file and
+paces compute to a latency profile, with no torch, so many drafters fit on one machine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How tokens are chosen. temperature 0 = greedy. For temperature > 0 the drafter samples from a
+    truncated, renormalised q (`topk:K`) or the full q (`full`), and sends exactly that q, so the verifier's
+    rejection sampling stays lossless with respect to the target's own distribution at this temperature."""
+    temperature: float = 0.0
+    payload: str = "ids"          # "ids" (greedy only) | "topk:K" | "full"
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @property
+    def top_k(self) -> int | None:
+        return int(self.payload.split(":", 1)[1]) if self.payload.startswith("topk:") else None
+
+
+@dataclass
+class DraftToken:
+    token: int
+    q_ids: np.ndarray | None = None    # int32 [K] token ids of the truncated q (topk), or None
+    q_probs: np.ndarray | None = None  # float32 [K] (topk) or [V] (full) probabilities; None for greedy ids
+
+
+@dataclass
+class VerifyRequest:
+    session: str
+    draft: list[DraftToken]            # may be empty: prefill / autoregressive step
+    sampling: Sampling
+    rng: np.random.Generator | None = None   # verifier-side randomness for this session (stochastic only)
+
+
+@dataclass
+class VerifyResult:
+    accepted: int                      # number of draft tokens accepted (0..len(draft))
+    token: int                         # correction (on rejection) or bonus (all accepted) token
+    compute_s: float = 0.0             # this request's share of the batch's compute time
+    extra: dict = field(default_factory=dict)
+
+
+class DraftBackend(Protocol):
+    model_id: str
+    eos_token_id: int | None
+    fingerprint: str                   # tokenizer fingerprint, checked by the verifier at HELLO
+    vocab_size: int
+
+    def open(self, session: str, prompt: list[int], sampling: Sampling) -> None: ...
+    def extend(self, session: str, k: int) -> list[DraftToken]:
+        """Draft k more tokens after the session's current speculative chain (committed tokens + drafts
+        not yet verified), growing that chain. Returns the new tokens."""
+    def commit(self, session: str, accepted: int, token: int, window: int) -> int:
+        """Apply a verdict on the oldest unverified `window` tokens of the chain: keep `accepted` of them, then
+        `token`. Drafts beyond the window survive only if all were accepted and `token` equals the next
+        drafted token (proactive drafting hit); returns how many drafted tokens survive beyond the window."""
+    def chain(self, session: str) -> list[DraftToken]:
+        """The session's unverified drafts, oldest first."""
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, tokens: list[int]) -> str: ...
+    def close(self, session: str) -> None: ...
+
+
+class TargetBackend(Protocol):
+    model_id: str
+    fingerprint: str
+    vocab_size: int
+    eos_token_id: int | None
+
+    def open(self, session: str, prompt: list[int]) -> None: ...
+    def verify(self, requests: list[VerifyRequest]) -> list[VerifyResult]:
+        """Verify the drafts of several sessions in one batched pass. A session's first request (empty draft)
+        prefills its prompt and yields the first token; an empty draft later is an autoregressive step."""
+    def close(self, session: str) -> None: ...

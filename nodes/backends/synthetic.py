@@ -1,0 +1,385 @@
+"""Synthetic backends: the real draft/verify protocol with no model and no torch, so many drafters fit on one
+machine and acceptance is under experimental control.
+
+Truth. Every session has a deterministic "true" continuation: the i-th generated token (i = 0 is the first
+token after the prompt) is `true_token(key, i, V)`, a keyed blake2b hash of i modulo the vocabulary, where
+`key = session_key(prompt, sampling.seed)`. Drafter and target derive it independently from the same inputs.
+
+Target. `SyntheticTarget` is greedy over the truth: it accepts drafted tokens while they equal the true tokens
+and returns the true token at the first mismatch (correction) or after the window (bonus). That is the real
+greedy verification path, so the generated text must equal the true sequence: losslessness is checkable.
+It ignores temperature and q (the truth plays the role of the target's distribution); with an
+`eos_token_id` set, the truth contains it by chance (probability 1/V per position), like a model ending.
+
+Drafter. `SyntheticDraft` knows the truth and at each drafted position emits the true token with probability
+alpha, else a uniformly chosen wrong one, so the verifier measures Bernoulli(alpha) acceptance per position.
+alpha is a constant, a piecewise-constant schedule over time since the backend was created, or a replay.
+For `topk:K` / `full` payloads it attaches a placeholder q of the real shape (K or V floats) so wire sizes
+are realistic; the synthetic target never reads it.
+
+Replay file (JSON lines, one object per verification round, `#` comments and blank lines allowed):
+    {"gamma": 4, "accepted": 2}
+    {"gamma": 4, "accepted": 4}
+Each round (from the first draft after a commit) takes the next record, cycling through the file and shared
+by all sessions of the backend: the first `accepted` drafts of the round are true, the next one is wrong (and
+later ones true again; they are discarded anyway). A round with a different gamma therefore accepts the
+recorded count capped at its own gamma. Drafts that survived a proactive hit keep the truth they were drafted
+with, so replay is exact only without proactive drafting. `AcceptanceRecorder` writes this format.
+
+Compute. `ComputeProfile` gives the time an operation takes: drafting k tokens = k * draft_token_s; verifying
+a batch = base + per_token * tokens fed + per_seq * batch size, where a request feeds its prompt (first
+request: prefill) or the last committed token (later ones) plus its drafts. Backends do their tiny real work,
+then sleep the remainder (time.perf_counter) and report the measured wall time.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from nodes.backends import DraftToken, Sampling, VerifyRequest, VerifyResult
+
+FINGERPRINT = "synthetic-v1"
+
+
+# ---------------------------------------------------------------------------------------------- truth
+
+def session_key(prompt: list[int], seed: int) -> bytes:
+    """16-byte key of a session's true continuation, from its prompt tokens and sampling seed."""
+    h = hashlib.blake2b(digest_size=16, person=b"specnet-synth-v1")
+    h.update(np.asarray(prompt, dtype="<i8").tobytes())
+    h.update(int(seed).to_bytes(8, "little", signed=True))
+    return h.digest()
+
+
+def true_token(key: bytes, i: int, vocab_size: int) -> int:
+    """The i-th generated token of the session with this key (64-bit hash; modulo bias is negligible)."""
+    digest = hashlib.blake2b(int(i).to_bytes(8, "little"), digest_size=8, key=key).digest()
+    return int.from_bytes(digest, "little") % vocab_size
+
+
+# ---------------------------------------------------------------------------------------------- compute
+
+@dataclass(frozen=True)
+class ComputeProfile:
+    draft_token_s: float = 0.0
+    verify_base_s: float = 0.0
+    verify_per_token_s: float = 0.0
+    verify_per_seq_s: float = 0.0
+
+    def __post_init__(self):
+        for name, value in vars(self).items():
+            if value < 0:
+                raise ValueError(f"ComputeProfile.{name} must be >= 0, got {value}")
+
+    def draft_s(self, k: int) -> float:
+        return k * self.draft_token_s
+
+    def verify_s(self, tokens_fed: int, batch_size: int) -> float:
+        return self.verify_base_s + self.verify_per_token_s * tokens_fed + self.verify_per_seq_s * batch_size
+
+
+def _pace(start: float, target_s: float) -> float:
+    """Sleep until target_s after start (perf_counter), then return the measured elapsed time."""
+    remaining = target_s - (time.perf_counter() - start)
+    if remaining > 0:
+        time.sleep(remaining)
+    return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------- alpha
+
+@dataclass(frozen=True)
+class AlphaSchedule:
+    """Piecewise-constant alpha: points (t_seconds, alpha) with increasing t; before the first point the
+    first alpha applies. A constant is a one-point schedule."""
+    points: tuple[tuple[float, float], ...]
+
+    def at(self, t: float) -> float:
+        value = self.points[0][1]
+        for start, alpha in self.points:
+            if t < start:
+                break
+            value = alpha
+        return value
+
+
+@dataclass(frozen=True)
+class Replay:
+    records: tuple[tuple[int, int], ...]   # (gamma, accepted) per recorded round
+    path: str = ""
+
+
+def _check_alpha(a) -> float:
+    if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= float(a) <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1], got {a!r}")
+    return float(a)
+
+
+def load_replay(path: str | Path) -> Replay:
+    """Read a replay file (see module docstring); every error names the file and line."""
+    records = []
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not JSON ({e.msg})") from None
+        if not isinstance(obj, dict) or set(obj) != {"gamma", "accepted"}:
+            raise ValueError(f'{where}: expected {{"gamma": int, "accepted": int}}, got {line}')
+        g, a = obj["gamma"], obj["accepted"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (g, a)) or not 0 <= a <= g:
+            raise ValueError(f"{where}: need integers 0 <= accepted <= gamma, got {line}")
+        records.append((g, a))
+    if not records:
+        raise ValueError(f"{path}: replay file has no records")
+    return Replay(tuple(records), str(path))
+
+
+def parse_alpha(spec) -> AlphaSchedule | Replay:
+    """alpha spec -> AlphaSchedule or Replay. Accepts a number in [0, 1], a list of [t_seconds, alpha] pairs
+    with t >= 0 strictly increasing, or {"replay": path}."""
+    if isinstance(spec, (AlphaSchedule, Replay)):
+        return spec
+    if isinstance(spec, dict):
+        if set(spec) != {"replay"}:
+            raise ValueError(f'alpha as a mapping must be {{"replay": path}}, got {spec!r}')
+        return load_replay(spec["replay"])
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            raise ValueError("alpha schedule is empty")
+        points = []
+        for item in spec:
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                raise ValueError(f"alpha schedule entries must be [t_seconds, alpha], got {item!r}")
+            t = item[0]
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0:
+                raise ValueError(f"alpha schedule time must be a number >= 0, got {t!r}")
+            points.append((float(t), _check_alpha(item[1])))
+        if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
+            raise ValueError(f"alpha schedule times must be strictly increasing, got {[p[0] for p in points]}")
+        return AlphaSchedule(tuple(points))
+    return AlphaSchedule(((0.0, _check_alpha(spec)),))
+
+
+class AcceptanceRecorder:
+    """Appends one replay line per verification round, flushed at once so a crashed run keeps its record."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def record(self, gamma: int, accepted: int) -> None:
+        if not 0 <= accepted <= gamma:
+            raise ValueError(f"need 0 <= accepted <= gamma, got accepted={accepted} gamma={gamma}")
+        self._f.write(json.dumps({"gamma": int(gamma), "accepted": int(accepted)}) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------- drafter
+
+@dataclass
+class _DraftSession:
+    key: bytes
+    sampling: Sampling
+    rng: np.random.Generator
+    committed: list[int] = field(default_factory=list)   # generated tokens the verifier has settled
+    chain: list[DraftToken] = field(default_factory=list)  # drafted, not yet verified
+    plan: int | None = None                              # replay: accepted count of the current round
+
+
+class SyntheticDraft:
+    model_id = "synthetic"
+
+    def __init__(self, vocab_size: int = 32000, alpha=None, profile: ComputeProfile = ComputeProfile(),
+                 seed: int = 0, *, replay: str | Path | None = None, eos_token_id: int | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        """alpha: number, [[t, alpha], ...] or {"replay": path} (see parse_alpha), default 0.8; or replay=path.
+        clock drives the alpha schedule only (injectable for tests); pacing always uses perf_counter."""
+        if vocab_size < 2:
+            raise ValueError("vocab_size must be >= 2 (a wrong token must exist)")
+        if alpha is not None and replay is not None:
+            raise ValueError("give alpha or replay, not both")
+        self.vocab_size = vocab_size
+        self.fingerprint = f"{FINGERPRINT}:{vocab_size}"
+        self.source = parse_alpha({"replay": str(replay)} if replay is not None else
+                                  (0.8 if alpha is None else alpha))
+        self.profile = profile
+        self.seed = seed
+        self.eos_token_id = eos_token_id   # the drafter node cuts its output at EOS like the verifier does
+        self._clock = clock
+        self._t0 = clock()        # schedule times count from backend creation
+        self._cursor = 0          # next replay record, shared by all sessions (a recording is one stream)
+        self._sessions: dict[str, _DraftSession] = {}
+        self.last_compute_s = 0.0
+        self.compute_s_total = 0.0
+
+    def alpha_now(self) -> float | None:
+        """Current alpha of a schedule; None when replaying."""
+        if isinstance(self.source, Replay):
+            return None
+        return self.source.at(self._clock() - self._t0)
+
+    def open(self, session: str, prompt: list[int], sampling: Sampling) -> None:
+        if session in self._sessions:
+            raise ValueError(f"session {session!r} is already open")
+        key = session_key(prompt, sampling.seed)
+        # The session name joins the seed so two sessions with the same prompt still draft independently.
+        entropy = hashlib.blake2b(key + session.encode(), digest_size=8).digest()
+        rng = np.random.default_rng([self.seed, int.from_bytes(entropy, "little")])
+        self._sessions[session] = _DraftSession(key, sampling, rng)
+
+    def _session(self, session: str) -> _DraftSession:
+        try:
+            return self._sessions[session]
+        except KeyError:
+            raise KeyError(f"session {session!r} is not open") from None
+
+    def _emit_true(self, s: _DraftSession, offset: int) -> bool:
+        """Whether the draft at this offset past the committed tokens is the true token."""
+        if isinstance(self.source, Replay):
+            if s.plan is None:
+                s.plan = self.source.records[self._cursor % len(self.source.records)][1]
+                self._cursor += 1
+            return offset != s.plan
+        return bool(s.rng.random() < self.source.at(self._clock() - self._t0))
+
+    def _payload(self, token: int, sampling: Sampling) -> DraftToken:
+        """Placeholder q of the real payload's shape: the token gets 0.6, the rest share 0.4."""
+        if sampling.greedy or sampling.payload == "ids":
+            return DraftToken(token)
+        v = self.vocab_size
+        k = sampling.top_k
+        if k is not None:
+            k = max(1, min(k, v))
+            ids = ((token + np.arange(k)) % v).astype(np.int32)
+            probs = np.full(k, 0.4 / (k - 1) if k > 1 else 1.0, dtype=np.float32)
+            probs[0] = 0.6 if k > 1 else 1.0
+            return DraftToken(token, ids, probs)
+        probs = np.full(v, 0.4 / (v - 1), dtype=np.float32)
+        probs[token] = 0.6
+        return DraftToken(token, None, probs)
+
+    def extend(self, session: str, k: int) -> list[DraftToken]:
+        start = time.perf_counter()
+        s = self._session(session)
+        out = []
+        for _ in range(k):
+            truth = true_token(s.key, len(s.committed) + len(s.chain), self.vocab_size)
+            token = truth if self._emit_true(s, len(s.chain)) else \
+                (truth + 1 + int(s.rng.integers(self.vocab_size - 1))) % self.vocab_size
+            out.append(self._payload(token, s.sampling))
+            s.chain.append(out[-1])
+        self.last_compute_s = _pace(start, self.profile.draft_s(k))
+        self.compute_s_total += self.last_compute_s
+        return out
+
+    def commit(self, session: str, accepted: int, token: int, window: int) -> int:
+        """See DraftBackend.commit. On a proactive hit the first draft beyond the window equals `token` and
+        becomes committed; the return value counts the drafts still unverified after that (the chain's
+        length), i.e. the drafts beyond the window minus that one, and 0 on a miss."""
+        s = self._session(session)
+        if not 0 <= accepted <= window <= len(s.chain):
+            raise ValueError(f"need 0 <= accepted ({accepted}) <= window ({window}) <= drafted ({len(s.chain)})")
+        beyond = s.chain[window:]
+        s.committed += [d.token for d in s.chain[:accepted]] + [int(token)]
+        hit = accepted == window and bool(beyond) and beyond[0].token == int(token)
+        s.chain = beyond[1:] if hit else []
+        s.plan = None             # replay: the next draft starts a new round
+        return len(s.chain)
+
+    def tokens(self, session: str) -> list[int]:
+        """Committed generated tokens of a session (for tests and logs)."""
+        return list(self._session(session).committed)
+
+    def chain(self, session: str) -> list[DraftToken]:
+        """The unverified drafts, oldest first (the drafter node sends windows from it)."""
+        return list(self._session(session).chain)
+
+    def encode(self, text: str) -> list[int]:
+        """No tokenizer: UTF-8 bytes modulo the vocabulary, so text prompts give stable token ids."""
+        return [b % self.vocab_size for b in text.encode("utf-8")]
+
+    def decode(self, tokens: list[int]) -> str:
+        """Synthetic tokens mean nothing: render the ids."""
+        return " ".join(str(int(t)) for t in tokens)
+
+    def close(self, session: str) -> None:
+        self._sessions.pop(session, None)
+
+
+# ---------------------------------------------------------------------------------------------- target
+
+@dataclass
+class _TargetSession:
+    prompt: list[int]
+    key: bytes | None = None      # known at the first request, which carries the sampling seed
+    pos: int = 0                  # generated tokens produced so far
+
+
+class SyntheticTarget:
+    model_id = "synthetic"
+
+    def __init__(self, vocab_size: int = 32000, profile: ComputeProfile = ComputeProfile(),
+                 eos_token_id: int | None = None):
+        self.vocab_size = vocab_size
+        self.fingerprint = f"{FINGERPRINT}:{vocab_size}"
+        self.profile = profile
+        self.eos_token_id = eos_token_id
+        self._sessions: dict[str, _TargetSession] = {}
+        self.compute_s_total = 0.0
+
+    def open(self, session: str, prompt: list[int]) -> None:
+        if session in self._sessions:
+            raise ValueError(f"session {session!r} is already open")
+        self._sessions[session] = _TargetSession(list(prompt))
+
+    def _verify_one(self, req: VerifyRequest) -> tuple[int, int, int]:
+        """Greedy verification against the truth; returns (accepted, token, tokens fed)."""
+        s = self._sessions[req.session]
+        first = s.key is None
+        if first:
+            s.key = session_key(s.prompt, req.sampling.seed)
+        n = 0
+        while n < len(req.draft) and int(req.draft[n].token) == true_token(s.key, s.pos + n, self.vocab_size):
+            n += 1
+        token = true_token(s.key, s.pos + n, self.vocab_size)
+        s.pos += n + 1
+        return n, token, (len(s.prompt) if first else 1) + len(req.draft)
+
+    def verify(self, requests: list[VerifyRequest]) -> list[VerifyResult]:
+        if not requests:
+            return []
+        names = [r.session for r in requests]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a batch holds each session at most once, got {names}")
+        unknown = [n for n in names if n not in self._sessions]
+        if unknown:  # checked before any session advances, so a bad batch changes nothing
+            raise KeyError(f"sessions not open: {unknown}")
+        start = time.perf_counter()
+        verdicts = [self._verify_one(r) for r in requests]
+        fed = sum(v[2] for v in verdicts)
+        elapsed = _pace(start, self.profile.verify_s(fed, len(requests)))
+        self.compute_s_total += elapsed
+        share = elapsed / len(requests)
+        return [VerifyResult(n, tok, share, {"fed": f, "batch": len(requests)}) for n, tok, f in verdicts]
+
+    def close(self, session: str) -> None:
+        self._sessions.pop(session, None)
