@@ -78,8 +78,11 @@ class Verifier:
         if isinstance(msg, P.Draft):
             return self.on_draft(identity, msg, nbytes)
         if isinstance(msg, P.End):
-            s = self.sessions.pop(f"{self.drafters[identity]}/{msg.session}", None)
-            if s:
+            s = self.sessions.get(f"{self.drafters[identity]}/{msg.session}")
+            if s is not None and s.identity == identity:   # only the socket that opened it may end it
+                del self.sessions[s.key]
+                # a queued prefill/draft of this session must not reach the backend after close()
+                self.pending = [p for p in self.pending if p.session is not s]
                 self.backend.close(s.key)
             return None
         raise P.ProtocolError("bad_type", f"a verifier does not accept {type(msg).__name__}")
@@ -114,7 +117,7 @@ class Verifier:
     def on_draft(self, identity: bytes, msg: "P.Draft", nbytes: int):
         key = f"{self.drafters[identity]}/{msg.session}"
         s = self.sessions.get(key)
-        if s is None:
+        if s is None or s.identity != identity:   # drafter names are self-declared; sockets are not
             raise P.ProtocolError("bad_session", f"no open session {msg.session}")
         if any(p.session is s for p in self.pending):
             raise P.ProtocolError("bad_round", f"session {msg.session} already has a draft being verified")
