@@ -101,11 +101,11 @@ class Verifier:
     def on_start(self, identity: bytes, msg: "P.Start"):
         key = f"{self.drafters[identity]}/{msg.session}"
         if key in self.sessions:
-            raise P.ProtocolError("bad_session", f"session {msg.session} is already open")
+            raise P.ProtocolError("bad_session", f"session {msg.session} is already open", msg.session)
         if int(msg.prompt.max()) >= self.backend.vocab_size or int(msg.prompt.min()) < 0:
-            raise P.ProtocolError("bad_field", f"prompt token ids must be in [0, {self.backend.vocab_size})")
+            raise P.ProtocolError("bad_field", f"prompt token ids must be in [0, {self.backend.vocab_size})", msg.session)
         if msg.temperature > 0 and msg.payload == "ids":
-            raise P.ProtocolError("bad_field", "sampling (temperature > 0) needs q: payload topk:K or full, not ids")
+            raise P.ProtocolError("bad_field", "sampling (temperature > 0) needs q: payload topk:K or full, not ids", msg.session)
         sampling = Sampling(msg.temperature, msg.payload, msg.seed)
         rng = np.random.default_rng(np.random.SeedSequence([msg.seed, *key.encode()]))
         s = Session(key, identity, msg.session, msg.max_new, sampling, msg.gamma, rng, len(msg.prompt))
@@ -118,15 +118,15 @@ class Verifier:
         key = f"{self.drafters[identity]}/{msg.session}"
         s = self.sessions.get(key)
         if s is None or s.identity != identity:   # drafter names are self-declared; sockets are not
-            raise P.ProtocolError("bad_session", f"no open session {msg.session}")
+            raise P.ProtocolError("bad_session", f"no open session {msg.session}", msg.session)
         if any(p.session is s for p in self.pending):
-            raise P.ProtocolError("bad_round", f"session {msg.session} already has a draft being verified")
+            raise P.ProtocolError("bad_round", f"session {msg.session} already has a draft being verified", msg.session)
         if msg.round != s.round + 1 or msg.base != s.committed:
             raise P.ProtocolError("bad_round", f"session {msg.session}: expected round {s.round + 1} from base "
-                                               f"{s.committed}, got round {msg.round} from base {msg.base}")
+                                               f"{s.committed}, got round {msg.round} from base {msg.base}", msg.session)
         tokens = msg.tokens
         if len(tokens) and (int(tokens.max()) >= self.backend.vocab_size or int(tokens.min()) < 0):
-            raise P.ProtocolError("bad_field", f"draft token ids must be in [0, {self.backend.vocab_size})")
+            raise P.ProtocolError("bad_field", f"draft token ids must be in [0, {self.backend.vocab_size})", msg.session)
         draft = msg.draft_tokens()
         if not s.sampling.greedy:
             expected = "full" if s.sampling.payload == "full" else "topk"
@@ -134,9 +134,9 @@ class Verifier:
                 if d.q_probs is None or (expected == "full") != (d.q_ids is None) or \
                         (expected == "full" and len(d.q_probs) != self.backend.vocab_size):
                     raise P.ProtocolError("bad_field", f"session {msg.session} samples with payload "
-                                                       f"{s.sampling.payload}: every draft token needs that q")
+                                                       f"{s.sampling.payload}: every draft token needs that q", msg.session)
                 if d.q_ids is not None and int(d.q_ids.max()) >= self.backend.vocab_size:
-                    raise P.ProtocolError("bad_field", "q ids must be token ids of the target's vocabulary")
+                    raise P.ProtocolError("bad_field", "q ids must be token ids of the target's vocabulary", msg.session)
         self.pending.append(Pending(s, draft, time.time(), msg.t_send, msg.round, nbytes))
         return None
 
