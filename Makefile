@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv mininet bridge-utils iperf3 iputils-ping iptables ethtool iproute2 util-linux procps
 TOPO ?= topologies/star-wifi-4.yaml
 
-.PHONY: setup apt venv test demo bench clean models-gemma
+.PHONY: setup apt venv test demo calibrate bench clean models-gemma
 
 setup: apt venv
 
@@ -33,9 +33,12 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(PY) -m pytest -ra tests
 
+# Distributed speculative decoding over the emulated Wi-Fi star: gamma 0 (autoregressive), 2 and 4.
 demo: setup
 	$(VENV)/bin/testbed doctor
-	$(VENV)/bin/testbed check $(TOPO)
+	$(VENV)/bin/testbed run experiments/demo.yaml
+
+calibrate: setup
 	$(VENV)/bin/testbed calibrate $(TOPO)
 
 bench: setup

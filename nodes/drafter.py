@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import signal
 import sys
 import time
@@ -46,6 +47,7 @@ class ClientSession:
     accepted: int = 0
     hits: int = 0
     wasted: int = 0
+    delivered: int = 0                 # output tokens counted so far (logged per verdict as `tokens`)
     done: bool = False
 
 
@@ -147,21 +149,32 @@ class Drafter:
         s.hits += hit
         s.wasted += wasted
         s.generated += new
+        committed = self.committed_count(s.generated)
+        fresh, s.delivered = committed - s.delivered, committed
         s.in_flight = None
         s.gamma = v.next_gamma
         now = time.time()
         self.log.write("verdict", session=s.sid, round=v.round, gamma=window, accepted=v.accepted, token=v.token,
                        rtt_s=now - s.sent_at, queue_s=v.queue_s, verify_s=v.verify_s, batch=v.batch,
-                       one_way_s=now - v.t_send, hit=hit, kept=kept, wasted=wasted, bytes_in=nbytes, done=v.done)
+                       one_way_s=now - v.t_send, hit=hit, kept=kept, wasted=wasted, bytes_in=nbytes, done=v.done,
+                       tokens=fresh)
         if v.done:
             self.finish(s)
 
-    def finish(self, s: ClientSession) -> None:
-        """Mirror the verifier's cut (max_new, first EOS) and record the session's output."""
+    def committed_count(self, generated: list[int]) -> int:
+        """Tokens that count as output: the verifier's cut at max_new and at the first EOS, mirrored."""
+        return len(self.cut(generated))
+
+    def cut(self, generated: list[int]) -> list[int]:
         eos = self.backend.eos_token_id
-        tokens = s.generated[:self.args.max_new]
+        tokens = generated[:self.args.max_new]
         if eos is not None and eos in tokens:
             tokens = tokens[:tokens.index(eos) + 1]
+        return tokens
+
+    def finish(self, s: ClientSession) -> None:
+        """Record the session's output, cut as the verifier cut it."""
+        tokens = self.cut(s.generated)
         self.backend.close(s.sid)
         self.results.append({"drafter": self.args.name, "session": s.sid, "prompt": s.prompt,
                              "prompt_tokens": s.prompt_ids, "tokens": tokens, "text": self.backend.decode(tokens),
@@ -173,27 +186,46 @@ class Drafter:
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self, prompts: list[tuple[str, list[int]]]) -> list[dict]:
-        todo = list(enumerate(prompts))
-        deadline_quiet = self.args.timeout
-        while todo or self.sessions:
-            while todo and len(self.sessions) < self.args.sessions:
-                i, (text, ids) = todo.pop(0)
-                self.start(f"{self.args.name}-s{i}", text, ids)
+        """Closed loop (keep `--sessions` sessions open) or Poisson arrivals (`--arrival-rate` per second),
+        for `--requests` sessions or for `--duration` seconds, cycling through the prompts."""
+        args = self.args
+        arrivals = random.Random(args.seed)
+        t0 = time.monotonic()
+        next_at, started, last_activity = t0, 0, t0
+
+        def more() -> bool:
+            if args.duration is not None:
+                return time.monotonic() - t0 < args.duration
+            return started < (args.requests if args.requests is not None else len(prompts))
+
+        while more() or self.sessions:
+            now = time.monotonic()
+            while more() and (now >= next_at if args.arrival_rate else len(self.sessions) < args.sessions):
+                text, ids = prompts[(args.prompt_offset + started) % len(prompts)]
+                self.start(f"{args.name}-s{started}", text, ids)
+                started += 1
+                if args.arrival_rate:
+                    next_at += arrivals.expovariate(args.arrival_rate)
             # Verdicts first: a session that can send again is worth more than drafting ahead.
             got = self.drain(0.0)
             ready = [s for s in self.sessions.values() if s.in_flight is None]
-            if ready:
-                for s in ready:
-                    self.send_window(s)
+            for s in ready:
+                self.send_window(s)
+            if got or ready:
+                last_activity = time.monotonic()
                 continue
-            if got:
+            if args.proactive and any(self.draft_ahead(s) for s in self.sessions.values()):
                 continue
-            if self.args.proactive and any(self.draft_ahead(s) for s in self.sessions.values()):
-                continue
+            wait = args.timeout
+            if args.arrival_rate and more():
+                wait = min(wait, max(0.0, next_at - time.monotonic()))
             t = time.perf_counter()
-            if not self.drain(deadline_quiet):
-                raise DrafterError(f"no verdict for {deadline_quiet} s from {self.args.connect}")
+            got = self.drain(wait)
             self.idle_s += time.perf_counter() - t
+            if got:
+                last_activity = time.monotonic()
+            elif self.sessions and time.monotonic() - last_activity >= args.timeout:
+                raise DrafterError(f"no verdict for {args.timeout} s from {args.connect}")
         self.log.write("done", sessions=len(self.results), idle_s=self.idle_s)
         return self.results
 
@@ -252,7 +284,12 @@ def main(argv=None) -> int:
     ap.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     ap.add_argument("--prompts", help="file: JSON lines with a 'prompt' field, or one prompt per line")
     ap.add_argument("--repeat", type=int, default=1, help="run the prompt list this many times")
-    ap.add_argument("--sessions", type=int, default=1, help="sessions drafted concurrently (interleaved)")
+    ap.add_argument("--requests", type=int, default=None, help="run this many sessions, cycling through prompts")
+    ap.add_argument("--prompt-offset", type=int, default=0, help="start at this prompt (drafters differ)")
+    ap.add_argument("--duration", type=float, default=None, help="start sessions for this many seconds")
+    ap.add_argument("--arrival-rate", type=float, default=None,
+                    help="Poisson session arrivals per second (open loop); default: closed loop")
+    ap.add_argument("--sessions", type=int, default=1, help="closed loop: sessions drafted concurrently")
     ap.add_argument("--max-new", type=int, default=64)
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--payload", default="ids", help="ids | topk:K | full")

@@ -56,6 +56,7 @@ class Verifier:
         self.sessions: dict[str, Session] = {}
         self.pending: list[Pending] = []
         self.sock = None
+        self.batches = 0
 
     # -- messages ------------------------------------------------------------------------------------
     def handle(self, identity: bytes, frame: bytes) -> None:
@@ -142,6 +143,7 @@ class Verifier:
 
     # -- batches -------------------------------------------------------------------------------------
     def run_batch(self, batch: list[Pending]) -> None:
+        self.batches += 1
         started = time.time()
         reqs = [VerifyRequest(p.session.key, p.draft, p.session.sampling, p.session.rng) for p in batch]
         results = self.backend.verify(reqs)
@@ -168,7 +170,8 @@ class Verifier:
             self.log.write("verify", drafter=self.drafters.get(s.identity), session=s.session, round=p.round,
                            gamma=len(p.draft), accepted=r.accepted, tokens=len(new), done=done,
                            t_draft_sent=p.sent, t_arrived=p.arrived, queue_s=started - p.arrived,
-                           verify_s=verify_s, batch=len(batch), bytes_in=p.bytes_in, bytes_out=len(frame),
+                           verify_s=verify_s, batch=len(batch), batch_id=self.batches, bytes_in=p.bytes_in,
+                           bytes_out=len(frame),
                            next_gamma=gamma)
             if done:
                 self.sessions.pop(s.key, None)

@@ -1,4 +1,4 @@
-"""`testbed` command line: doctor, check, up, calibrate, clean.
+"""`testbed` command line: doctor, check, up, calibrate, run, report, clean.
 
 Exit status: 0 fine, 1 a run failed or calibration is outside tolerance, 2 bad input (nothing started).
 """
@@ -108,6 +108,62 @@ def cmd_calibrate(args) -> int:
     return 1 if bad else 0
 
 
+def cmd_run(args) -> int:
+    from pathlib import Path
+    from .experiment import load_experiment
+    from .runner import _drafter_argv, _verifier_argv, run_point
+    exp = load_experiment(args.experiment, args.set or [])
+    points = exp.points()
+    if args.dry_run:
+        print(f"{args.experiment}: valid; {len(points)} run(s), backend {exp.backend}")
+        for p in points:
+            print(f"  {p.label:<24} config {p.config_hash()}")
+        first = points[0]
+        print("node commands of the first run (addresses and paths are filled in at start):")
+        print("  [" + first.verifier.node + "] " + " ".join(_verifier_argv(first, Path("RUN/events"), "tcp://ADDR:PORT")))
+        for i, d in enumerate(first.drafter_nodes()):
+            print(f"  [{d}] " + " ".join(_drafter_argv(first, d, i, "tcp://ADDR:PORT", Path("RUN"))))
+        return 0
+    results = []
+    for i, p in enumerate(points, 1):
+        print(f"=== [{i}/{len(points)}] {exp.name} {p.label}", file=sys.stderr, flush=True)
+        r = run_point(p, Path(args.results))
+        results.append(r)
+        print(f"{r.status}: {r.run_dir}" + (f"\n{r.message}" if r.message else ""), flush=True)
+        if r.status != "complete":
+            break
+    done = [r.run_dir for r in results if (r.run_dir / "metrics.json").exists()]
+    if done:
+        _print_report(done, Path(args.results) / exp.name)
+    if any(r.status == "interrupted" for r in results):
+        return 130
+    return 0 if all(r.status == "complete" for r in results) else 1
+
+
+def _print_report(run_dirs, out_root) -> None:
+    from datetime import datetime, timezone
+    from pathlib import Path
+    from .report import compare, overlay_plots
+    print(compare([Path(d) for d in run_dirs]))
+    for d in run_dirs:
+        print(f"  plots: {Path(d) / 'plots'}")
+    if len(run_dirs) > 1:
+        out = Path(out_root) / ("compare-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+        for path in overlay_plots([Path(d) for d in run_dirs], out):
+            print(f"  comparison plot: {path}")
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+    dirs = [Path(d) for d in args.runs]
+    for d in dirs:
+        if not (d / "metrics.json").exists():
+            print(f"error: {d}: no metrics.json (not a run directory, or the run wrote no results)", file=sys.stderr)
+            return 2
+    _print_report(dirs, Path(args.out) if args.out else dirs[0].parent)
+    return 0
+
+
 def cmd_clean(args) -> int:
     from .runs import clean
     print(clean(args.run or None, include_live=bool(args.run)))
@@ -145,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of jitter and loss draws (default 0)")
     s.add_argument("--delay-backend", **backend)
     s.set_defaults(func=cmd_calibrate)
+    s = sub.add_parser("run", help="run an experiment (every point of its sweep) and report")
+    s.add_argument("experiment")
+    s.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a field, e.g. speculation.gamma=8")
+    s.add_argument("--dry-run", action="store_true", help="validate, list the runs and node commands; start nothing")
+    s.add_argument("--results", default="results", help="results root (default ./results)")
+    s.set_defaults(func=cmd_run)
+    s = sub.add_parser("report", help="compare run directories side by side, with overlay plots")
+    s.add_argument("runs", nargs="+")
+    s.add_argument("--out", help="where overlay plots go (default: beside the first run)")
+    s.set_defaults(func=cmd_report)
     s = sub.add_parser("clean", help="remove what dead runs left (bridges, processes); live runs are kept")
     s.add_argument("--run", action="append", metavar="ID", help="clean this run even if live (repeatable)")
     s.set_defaults(func=cmd_clean)
