@@ -134,22 +134,22 @@ def cmd_run(args) -> int:
             break
     done = [r.run_dir for r in results if (r.run_dir / "metrics.json").exists()]
     if done:
-        _print_report(done, Path(args.results) / exp.name)
+        from datetime import datetime, timezone
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        _print_report(done, Path(args.results) / exp.name / f"compare-{stamp}")
     if any(r.status == "interrupted" for r in results):
         return 130
     return 0 if all(r.status == "complete" for r in results) else 1
 
 
-def _print_report(run_dirs, out_root) -> None:
-    from datetime import datetime, timezone
+def _print_report(run_dirs, out_dir) -> None:
     from pathlib import Path
     from .report import compare, overlay_plots
     print(compare([Path(d) for d in run_dirs]))
     for d in run_dirs:
         print(f"  plots: {Path(d) / 'plots'}")
     if len(run_dirs) > 1:
-        out = Path(out_root) / ("compare-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
-        for path in overlay_plots([Path(d) for d in run_dirs], out):
+        for path in overlay_plots([Path(d) for d in run_dirs], Path(out_dir)):
             print(f"  comparison plot: {path}")
 
 
@@ -160,7 +160,12 @@ def cmd_report(args) -> int:
         if not (d / "metrics.json").exists():
             print(f"error: {d}: no metrics.json (not a run directory, or the run wrote no results)", file=sys.stderr)
             return 2
-    _print_report(dirs, Path(args.out) if args.out else dirs[0].parent)
+    if args.out:
+        out = Path(args.out)
+    else:
+        from datetime import datetime, timezone
+        out = dirs[0].parent / ("compare-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    _print_report(dirs, out)
     return 0
 
 

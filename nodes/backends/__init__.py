@@ -8,6 +8,7 @@ paces compute to a latency profile, with no torch, so many drafters fit on one m
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -53,6 +54,17 @@ class VerifyResult:
     token: int                         # correction (on rejection) or bonus (all accepted) token
     compute_s: float = 0.0             # this request's share of the batch's compute time
     extra: dict = field(default_factory=dict)
+
+
+def position_rng(seed: int, session: str, position: int) -> np.random.Generator:
+    """Randomness for drafting the token at `position` of a session, independent of how many drafts came before.
+
+    Proactive drafting drafts a timing-dependent number of tokens that may be discarded; drawing from one
+    stream would let that timing shift every later sample, so a rerun with the same seed would differ. A position
+    is only drafted again when its earlier draw was never tested by the verifier, so reusing the draw keeps
+    verification lossless."""
+    digest = hashlib.blake2b(session.encode(), digest_size=8).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest, "little"), position])
 
 
 class DraftBackend(Protocol):

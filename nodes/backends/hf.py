@@ -19,7 +19,7 @@ from transformers import DynamicCache
 
 from ..models import load, tokenizer_fingerprint
 from ..verification import greedy_verify, sample_draft_token, softmax, stochastic_verify
-from . import DraftToken, Sampling, VerifyRequest, VerifyResult
+from . import DraftToken, Sampling, VerifyRequest, VerifyResult, position_rng
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]    # per layer: keys, values shaped [1, heads, tokens, head_dim]
 
@@ -124,7 +124,6 @@ class HfTarget(_HfBase):
 class _DraftSession:
     tokens: list[int]
     sampling: Sampling
-    rng: np.random.Generator
     chain: list[DraftToken] = field(default_factory=list)
     cache: DynamicCache | None = None
 
@@ -135,9 +134,7 @@ class HfDraft(_HfBase):
         self.sessions: dict[str, _DraftSession] = {}
 
     def open(self, session: str, prompt: list[int], sampling: Sampling) -> None:
-        seed = np.random.SeedSequence([sampling.seed, *session.encode()])
-        self.sessions[session] = _DraftSession(list(prompt), sampling, np.random.default_rng(seed),
-                                               cache=DynamicCache(config=self.model.config))
+        self.sessions[session] = _DraftSession(list(prompt), sampling, cache=DynamicCache(config=self.model.config))
 
     def close(self, session: str) -> None:
         self.sessions.pop(session, None)
@@ -154,7 +151,8 @@ class HfDraft(_HfBase):
             if s.sampling.greedy:
                 d = DraftToken(int(row.argmax()))
             else:
-                d = sample_draft_token(softmax(row.double().cpu().numpy(), s.sampling.temperature), s.sampling, s.rng)
+                rng = position_rng(s.sampling.seed, session, len(seq) + len(new))
+                d = sample_draft_token(softmax(row.double().cpu().numpy(), s.sampling.temperature), s.sampling, rng)
             new.append(d)
             feed = [d.token]
         s.chain += new

@@ -42,7 +42,7 @@ from typing import Callable
 
 import numpy as np
 
-from nodes.backends import DraftToken, Sampling, VerifyRequest, VerifyResult
+from nodes.backends import DraftToken, Sampling, VerifyRequest, VerifyResult, position_rng
 
 FINGERPRINT = "synthetic-v1"
 
@@ -199,7 +199,6 @@ class AcceptanceRecorder:
 class _DraftSession:
     key: bytes
     sampling: Sampling
-    rng: np.random.Generator
     committed: list[int] = field(default_factory=list)   # generated tokens the verifier has settled
     chain: list[DraftToken] = field(default_factory=list)  # drafted, not yet verified
     plan: int | None = None                              # replay: accepted count of the current round
@@ -241,10 +240,7 @@ class SyntheticDraft:
         if session in self._sessions:
             raise ValueError(f"session {session!r} is already open")
         key = session_key(prompt, sampling.seed)
-        # The session name joins the seed so two sessions with the same prompt still draft independently.
-        entropy = hashlib.blake2b(key + session.encode(), digest_size=8).digest()
-        rng = np.random.default_rng([self.seed, int.from_bytes(entropy, "little")])
-        self._sessions[session] = _DraftSession(key, sampling, rng)
+        self._sessions[session] = _DraftSession(key, sampling)
 
     def _session(self, session: str) -> _DraftSession:
         try:
@@ -252,14 +248,14 @@ class SyntheticDraft:
         except KeyError:
             raise KeyError(f"session {session!r} is not open") from None
 
-    def _emit_true(self, s: _DraftSession, offset: int) -> bool:
+    def _emit_true(self, s: _DraftSession, offset: int, rng: np.random.Generator) -> bool:
         """Whether the draft at this offset past the committed tokens is the true token."""
         if isinstance(self.source, Replay):
             if s.plan is None:
                 s.plan = self.source.records[self._cursor % len(self.source.records)][1]
                 self._cursor += 1
             return offset != s.plan
-        return bool(s.rng.random() < self.source.at(self._clock() - self._t0))
+        return bool(rng.random() < self.source.at(self._clock() - self._t0))
 
     def _payload(self, token: int, sampling: Sampling) -> DraftToken:
         """Placeholder q of the real payload's shape: the token gets 0.6, the rest share 0.4."""
@@ -282,9 +278,11 @@ class SyntheticDraft:
         s = self._session(session)
         out = []
         for _ in range(k):
-            truth = true_token(s.key, len(s.committed) + len(s.chain), self.vocab_size)
-            token = truth if self._emit_true(s, len(s.chain)) else \
-                (truth + 1 + int(s.rng.integers(self.vocab_size - 1))) % self.vocab_size
+            position = len(s.committed) + len(s.chain)
+            rng = position_rng(self.seed, session, position)      # reproducible whatever was drafted ahead
+            truth = true_token(s.key, position, self.vocab_size)
+            token = truth if self._emit_true(s, len(s.chain), rng) else \
+                (truth + 1 + int(rng.integers(self.vocab_size - 1))) % self.vocab_size
             out.append(self._payload(token, s.sampling))
             s.chain.append(out[-1])
         self.last_compute_s = _pace(start, self.profile.draft_s(k))

@@ -1,0 +1,137 @@
+"""`testbed run` end to end on real Mininet: files, metric consistency, sweeps, SIGINT, reproducibility."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from testbed.runs import links_of, processes_of
+
+pytestmark = pytest.mark.root
+REPO = Path(__file__).resolve().parent.parent
+TESTBED = [sys.executable, "-m", "testbed.cli"]
+STATION = {"rate_up_mbps": 10, "rate_down_mbps": 10, "delay_ms": 15, "jitter_ms": 0, "loss_pct": 0}
+# Synthetic models paced like a GPU verifier and a fast edge draft: the network, not this CPU, sets the pace.
+SYNTHETIC = {
+    "verifier": {"backend": "synthetic", "vocab_size": 32000, "verify_base_ms": 20, "verify_per_token_ms": 1},
+    "drafters": {"backend": "synthetic", "vocab_size": 32000, "alpha": 0.8, "draft_token_ms": 4},
+}
+
+
+def experiment(tmp_path, name, **fields) -> Path:
+    exp = {"name": name, "topology": str(REPO / "topologies/star-wifi-4.yaml"),
+           "links": {f"d{i}-ap1": STATION for i in range(1, 5)}, "backend": "mininet",
+           "workload": {"prompts": "builtin", "requests": 2, "max_new": 48},
+           "speculation": {"gamma": 4, "payload": "ids", "proactive": True}, "seed": 0}
+    for key, value in fields.items():
+        exp[key] = {**exp.get(key, {}), **value} if isinstance(value, dict) and key in exp else value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    return path
+
+
+def run(path, results, *extra, timeout=600):
+    return subprocess.run(TESTBED + ["run", str(path), "--results", str(results), *extra], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+def run_dirs(results, name):
+    return sorted(p for p in (results / name).iterdir() if (p / "manifest.json").exists())
+
+
+def events(path):
+    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+
+
+def test_short_real_model_run_writes_every_file_and_consistent_metrics(tmp_path):
+    exp = experiment(tmp_path, "short", drafters={"nodes": ["d1", "d2"], "backend": "hf", "model": "smollm2-135m:int8"},
+                     verifier={"backend": "hf", "model": "smollm2-135m", "threads": 1},
+                     workload={"requests": 1, "max_new": 8}, speculation={"gamma": 2})
+    r = run(exp, tmp_path / "results")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (d,) = run_dirs(tmp_path / "results", "short")
+    for f in ["manifest.json", "prompts.jsonl", "events/verifier.jsonl", "events/d1.jsonl", "events/d2.jsonl",
+              "events/links.jsonl", "outputs/d1.jsonl", "outputs/d2.jsonl", "metrics.json", "metrics.csv",
+              "summary.md", "plots/goodput.png", "plots/acceptance.png", "plots/latency_cdf.png", "plots/links.png"]:
+        assert (d / f).is_file() and (d / f).stat().st_size > 0, f
+    man = json.loads((d / "manifest.json").read_text())
+    assert man["status"] == "complete" and man["config_hash"] in d.name
+    assert man["git"]["commit"] and man["versions"]["torch"] and man["kernel"]
+    assert man["emulation"]["delay_backend"] in ("netem", "nfqueue")
+    m = json.loads((d / "metrics.json").read_text())
+    assert sum(m["drafters"][n]["tokens"] for n in ("d1", "d2")) == m["total"]["tokens"]
+    assert 0 < m["total"]["tokens"] <= 16       # 2 requests of at most 8 tokens (EOS may end one sooner)
+    for name in ("d1", "d2"):
+        ev = events(d / "events" / f"{name}.jsonl")
+        first = min(e["t"] for e in ev if e["event"] == "start")
+        last = max(e["t"] for e in ev if e["event"] == "verdict")
+        tokens = sum(e.get("tokens", 0) for e in ev if e["event"] == "verdict")
+        assert m["drafters"][name]["goodput_tps"] == pytest.approx(tokens / (last - first), rel=0.01)
+        out = events(d / "outputs" / f"{name}.jsonl")
+        assert sum(len(o["tokens"]) for o in out) == tokens
+
+
+def test_sweep_speculative_beats_autoregressive_at_40ms_rtt(tmp_path):
+    exp = experiment(tmp_path, "sdvsad", sweep={"speculation.gamma": [0, 4]}, **SYNTHETIC)
+    r = run(exp, tmp_path / "results")
+    assert r.returncode == 0, r.stdout + r.stderr
+    dirs = run_dirs(tmp_path / "results", "sdvsad")
+    assert len(dirs) == 2
+    labels = [json.loads((p / "manifest.json").read_text())["label"] for p in dirs]
+    assert sorted(labels) == ["gamma=0", "gamma=4"]
+    assert "gamma=0" in r.stdout and "gamma=4" in r.stdout and "total goodput" in r.stdout   # the report
+    goodput = {lab: json.loads((p / "metrics.json").read_text())["total"]["goodput_tps"] for lab, p in zip(labels, dirs)}
+    rtt = [e["rtt_s"] for e in events(dirs[0] / "events" / "d1.jsonl") if e["event"] == "verdict"]
+    assert min(rtt) >= 0.040                         # the network really imposes 40 ms
+    assert goodput["gamma=4"] > 1.5 * goodput["gamma=0"], goodput
+    rep = subprocess.run(TESTBED + ["report", *map(str, dirs), "--out", str(tmp_path / "cmp")], capture_output=True,
+                         text=True, timeout=60, cwd=REPO)
+    assert rep.returncode == 0 and "gamma=4" in rep.stdout
+    assert (tmp_path / "cmp" / "goodput_overlay.png").is_file()
+
+
+def test_sigint_mid_run_leaves_manifest_partial_metrics_and_no_leftovers(tmp_path):
+    exp = experiment(tmp_path, "interrupted", workload={"requests": 50, "max_new": 400}, **SYNTHETIC)
+    p = subprocess.Popen(TESTBED + ["run", str(exp), "--results", str(tmp_path / "results")], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    d1 = None
+    while time.monotonic() < deadline:
+        dirs = run_dirs(tmp_path / "results", "interrupted") if (tmp_path / "results" / "interrupted").exists() else []
+        if dirs and (dirs[0] / "events" / "d1.jsonl").exists() and \
+                sum(e["event"] == "verdict" for e in events(dirs[0] / "events" / "d1.jsonl")) > 20:
+            d1 = dirs[0]
+            break
+        time.sleep(0.2)
+    assert d1, "the run never got going"
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    man = json.loads((d1 / "manifest.json").read_text())
+    assert man["status"] == "interrupted"
+    m = json.loads((d1 / "metrics.json").read_text())
+    assert m["complete"] is False and m["total"]["tokens"] > 0
+    rid = man["emulation"]["run"]
+    time.sleep(0.5)
+    assert links_of(rid) == [] and processes_of(rid) == []
+
+
+def test_same_config_and_seed_give_identical_tokens(tmp_path):
+    """Sampling at temperature 1 with real models, twice: every generated token must repeat."""
+    exp = experiment(tmp_path, "repeat", backend="local",
+                     drafters={"nodes": ["d1", "d2"], "backend": "hf", "model": "smollm2-135m:int8"},
+                     verifier={"backend": "hf", "model": "smollm2-135m", "threads": 1},
+                     workload={"requests": 1, "max_new": 12, "temperature": 1.0},
+                     speculation={"gamma": 3, "payload": "topk:8"})
+    outs = []
+    for i in range(2):
+        r = run(exp, tmp_path / f"results{i}")
+        assert r.returncode == 0, r.stdout + r.stderr
+        (d,) = run_dirs(tmp_path / f"results{i}", "repeat")
+        outs.append({n: [o["tokens"] for o in events(d / "outputs" / f"{n}.jsonl")] for n in ("d1", "d2")})
+    assert outs[0] == outs[1]
+    assert outs[0]["d1"] != outs[0]["d2"]      # different prompts and seeds per drafter, not one fixed output
