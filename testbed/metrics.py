@@ -444,7 +444,10 @@ def write_summary(run_dir: str | Path, manifest: dict | None, metrics: dict) -> 
     lines.append(f"- complete: {'yes' if metrics['complete'] else 'NO'}")
     for issue in metrics["issues"][:20]:
         lines.append(f"  - {issue}")
-    settings = [(k, v) for k, v in _flatten(manifest.get("config") or {}) if not isinstance(v, (dict, list)) or v == []]
+    # The topology is summarised by its name and file; its every node and link are in manifest.json.
+    settings = [(k, v) for k, v in _flatten(manifest.get("config") or {})
+                if (not isinstance(v, (dict, list)) or v == [])
+                and (not k.startswith("topology.") or k == "topology.name")]
     if settings:
         lines += ["", "## Settings", ""]
         for k, v in settings[:40]:

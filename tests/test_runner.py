@@ -135,3 +135,32 @@ def test_same_config_and_seed_give_identical_tokens(tmp_path):
         outs.append({n: [o["tokens"] for o in events(d / "outputs" / f"{n}.jsonl")] for n in ("d1", "d2")})
     assert outs[0] == outs[1]
     assert outs[0]["d1"] != outs[0]["d2"]      # different prompts and seeds per drafter, not one fixed output
+
+
+def test_a_dead_drafter_fails_the_run_with_its_log(tmp_path):
+    exp = experiment(tmp_path, "dies", workload={"requests": 50, "max_new": 400}, **SYNTHETIC)
+    p = subprocess.Popen(TESTBED + ["run", str(exp), "--results", str(tmp_path / "results")], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline:
+        for proc in Path("/proc").iterdir():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"nodes.drafter" in argv and b"d2" in argv and str(tmp_path).encode() in b" ".join(argv):
+                victim = int(proc.name)
+        time.sleep(0.3)
+    assert victim, "drafter d2 never started"
+    time.sleep(2)
+    import os
+    os.kill(victim, signal.SIGKILL)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 1
+    assert "drafter d2 died" in out
+    (d,) = run_dirs(tmp_path / "results", "dies")
+    man = json.loads((d / "manifest.json").read_text())
+    assert man["status"] == "failed" and "d2" in man["message"]
+    assert (d / "metrics.json").exists()
+    assert links_of(man["emulation"]["run"]) == []
