@@ -3,8 +3,8 @@
 Every ZeroMQ frame is ONE msgpack map (`use_bin_type=True`) holding `"v": 1` and `"type"`, plus exactly the
 fields below: a missing or unknown key is an error (strict, so version skew fails loudly, not silently).
 Token ids travel as raw little-endian int32 bytes (`<i4`), probabilities as little-endian float32 (`<f4`),
-never as lists (a list of 64x1024 floats costs 5x the bytes and a lot of CPU) and never as pickle (a pickle
-from the network is remote code execution). Frames over MAX_FRAME (64 MiB) are rejected before unpacking.
+never as lists (a list of 64x1024 floats costs 5x the bytes and a lot of CPU) and never as serialised Python
+objects (loading those from the network is remote code execution). Frames over MAX_FRAME (64 MiB) are rejected before unpacking.
 
   type     dir   fields (wire type, constraint)
   -------  ----  ------------------------------------------------------------------------------------------
@@ -471,7 +471,7 @@ def decode(frame: bytes) -> Message:
     if size > MAX_FRAME:
         raise ProtocolError("bad_frame", f"frame is {size} bytes, over MAX_FRAME={MAX_FRAME}")
     try:
-        obj = msgpack.unpackb(frame, **_UNPACK)   # never pickle: msgpack yields only plain data
+        obj = msgpack.unpackb(frame, **_UNPACK)   # msgpack yields only plain data, never Python objects
     except Exception as e:  # any parse failure (incl. StackError, ExtraData) is the sender's fault
         raise ProtocolError("bad_frame", f"not a valid msgpack frame ({_tn(e)}: {_short(str(e))})") from None
     if not isinstance(obj, dict):
