@@ -26,6 +26,7 @@ import zmq
 from . import protocol as P
 from .backends import Sampling
 from .eventlog import EventLog, log_error
+from .verification import cut_output
 
 
 class DrafterError(RuntimeError):
@@ -148,9 +149,9 @@ class Drafter:
         s.accepted += v.accepted
         s.hits += hit
         s.wasted += wasted
+        fresh = len(cut_output(new, self.args.max_new - s.delivered, self.backend.eos_token_id)[0])
+        s.delivered += fresh
         s.generated += new
-        committed = self.committed_count(s.generated)
-        fresh, s.delivered = committed - s.delivered, committed
         s.in_flight = None
         s.gamma = v.next_gamma
         now = time.time()
@@ -161,20 +162,9 @@ class Drafter:
         if v.done:
             self.finish(s)
 
-    def committed_count(self, generated: list[int]) -> int:
-        """Tokens that count as output: the verifier's cut at max_new and at the first EOS, mirrored."""
-        return len(self.cut(generated))
-
-    def cut(self, generated: list[int]) -> list[int]:
-        eos = self.backend.eos_token_id
-        tokens = generated[:self.args.max_new]
-        if eos is not None and eos in tokens:
-            tokens = tokens[:tokens.index(eos) + 1]
-        return tokens
-
     def finish(self, s: ClientSession) -> None:
         """Record the session's output, cut as the verifier cut it."""
-        tokens = self.cut(s.generated)
+        tokens = cut_output(s.generated, self.args.max_new, self.backend.eos_token_id)[0]
         self.backend.close(s.sid)
         self.results.append({"drafter": self.args.name, "session": s.sid, "prompt": s.prompt,
                              "prompt_tokens": s.prompt_ids, "tokens": tokens, "text": self.backend.decode(tokens),

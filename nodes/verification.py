@@ -169,3 +169,15 @@ def expected_accepted(alpha: float, gamma: int) -> float:
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     return float(sum(alpha ** i for i in range(gamma + 1)))
+
+
+def cut_output(new: list[int], room: int, eos: int | None) -> tuple[list[int], bool]:
+    """The part of a round's new tokens that is output, and whether the session ends with it: generation stops
+    after the first EOS and at `room` tokens (max_new minus what was already generated). The verifier decides
+    with this and the drafter mirrors it, so both count the same tokens."""
+    done = False
+    if eos is not None and eos in new:
+        new, done = new[:new.index(eos) + 1], True
+    if len(new) >= room:
+        new, done = new[:max(0, room)], True
+    return new, done

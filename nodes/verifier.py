@@ -22,6 +22,7 @@ from testbed.policies.speculation import StaticGamma
 from . import protocol as P
 from .backends import DraftToken, Sampling, VerifyRequest
 from .eventlog import EventLog, log_error
+from .verification import cut_output
 
 
 @dataclass
@@ -151,13 +152,7 @@ class Verifier:
         for p, r in zip(batch, results):
             s = p.session
             new = [d.token for d in p.draft[:r.accepted]] + [r.token]
-            done = False
-            eos = self.backend.eos_token_id
-            if eos is not None and eos in new:
-                new, done = new[:new.index(eos) + 1], True
-            room = s.max_new - len(s.generated)
-            if len(new) >= room:
-                new, done = new[:room], True
+            new, done = cut_output(new, s.max_new - len(s.generated), self.backend.eos_token_id)
             s.generated += new
             s.committed += len(new)
             s.round = p.round

@@ -298,3 +298,12 @@ def _to_q(q: np.ndarray) -> np.ndarray:
     q32 = (q / q.sum()).astype(np.float32)
     q64 = q32.astype(np.float64)
     return q64 / q64.sum()
+
+
+def test_cut_output_stops_at_eos_and_room():
+    from nodes.verification import cut_output
+    assert cut_output([5, 6, 7], room=10, eos=2) == ([5, 6, 7], False)
+    assert cut_output([5, 2, 7], room=10, eos=2) == ([5, 2], True)      # EOS is output, what follows is not
+    assert cut_output([5, 6, 7], room=2, eos=None) == ([5, 6], True)
+    assert cut_output([5, 6], room=2, eos=None) == ([5, 6], True)       # exactly filling max_new ends it
+    assert cut_output([5, 6], room=0, eos=None) == ([], True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from transformers import DynamicCache
 
@@ -44,15 +43,17 @@ def batched_forward(model, pasts: list[KV | None], feeds: list[list[int]]) -> tu
     positions = torch.arange(Lmax)[None, :] + torch.tensor(P)[:, None]
     if Pmax:
         layers = []
-        for i in range(len(next(p for p in pasts if p))):
+        some = next(p for p in pasts if p)
+        for i, (ref, _) in enumerate(some):
             ks, vs = [], []
             for b, past in enumerate(pasts):
-                k, v = past[i] if past else (None, None)
-                ref = next(p for p in pasts if p)[i][0]
-                pad = torch.zeros(ref.shape[:2] + (Pmax - P[b],) + ref.shape[3:], dtype=ref.dtype, device=ref.device)
-                ks.append(torch.cat([pad, k], dim=-2) if k is not None else pad)
-                vs.append(torch.cat([pad, v], dim=-2) if v is not None else pad)
-            layers.append((torch.cat(ks), torch.cat(vs)))
+                k, v = past[i] if past else (ref[:, :, :0], ref[:, :, :0])
+                if P[b] < Pmax:      # left-pad shorter rows; a row of full length is used as it is
+                    pad = ref.new_zeros(ref.shape[:2] + (Pmax - P[b],) + ref.shape[3:])
+                    k, v = torch.cat([pad, k], dim=-2), torch.cat([pad, v], dim=-2)
+                ks.append(k)
+                vs.append(v)
+            layers.append((torch.cat(ks) if B > 1 else ks[0], torch.cat(vs) if B > 1 else vs[0]))
         cache = DynamicCache(ddp_cache_data=layers, config=model.config)
     else:
         cache = DynamicCache(config=model.config)
