@@ -92,10 +92,18 @@ def plot_goodput(run: dict, t0: float, path: Path) -> Path:
         _no_data(ax)
     ax.set(xlabel="time since first request (s)", ylabel="goodput (tokens/s, 1 s bins)",
            title="Goodput over time per drafter")
-    ax.grid(alpha=0.3)
-    if all_v:
-        ax.legend(loc="best", fontsize="small")
+    finish_axis(ax, bool(all_v))
     return _save(fig, path)
+
+
+def finish_axis(ax, drawn: bool, loc: str = "best") -> None:
+    """Grid, then a legend for what was drawn or a visible 'no data' mark, so an empty plot is never mistaken
+    for a flat line."""
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(loc=loc, fontsize="small")
+    else:
+        _no_data(ax)
 
 
 def plot_acceptance(run: dict, t0: float, path: Path) -> Path:
@@ -122,11 +130,7 @@ def plot_acceptance(run: dict, t0: float, path: Path) -> Path:
     ax2.set(xlabel="time since first request (s)", ylabel="γ (draft tokens per round)",
             title="Draft window γ per round")
     for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        if any_data:
-            ax.legend(loc="best", fontsize="small")
-        else:
-            _no_data(ax)
+        finish_axis(ax, any_data)
     return _save(fig, path)
 
 
@@ -149,11 +153,7 @@ def plot_latency_cdfs(run: dict, path: Path) -> Path:
             xs, ys = cdf(pooled)
             ax.step(xs, ys, where="post", color="black", linestyle="--", label=f"all (n={len(xs)})")
         ax.set(xlabel=xlabel, ylabel="fraction of requests ≤ x", title=f"{title} CDF", ylim=(0, 1.02))
-        ax.grid(alpha=0.3)
-        if drawn:
-            ax.legend(loc="lower right", fontsize="small")
-        else:
-            _no_data(ax)
+        finish_axis(ax, drawn, loc="lower right")
     return _save(fig, path)
 
 
@@ -177,11 +177,7 @@ def plot_links(run: dict, t0: float, path: Path) -> Path:
             ax.step(xs, ys, where="post", color=color, linestyle=style, linewidth=width, alpha=alpha,
                     label=f"{link} {direction}")
     ax.set(xlabel="time since first request (s)", ylabel="link rate (Mbit/s)", title="Link rate over time")
-    ax.grid(alpha=0.3)
-    if by_link:
-        ax.legend(loc="best", fontsize="small")
-    else:
-        _no_data(ax)
+    finish_axis(ax, bool(by_link))
     return _save(fig, path)
 
 

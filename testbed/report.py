@@ -97,8 +97,7 @@ def overlay_plots(run_dirs, out_dir) -> list[Path]:
         ax.step(*P.step_edges(*P.goodput_bins(verdicts, P.t0_of(run))), where="post", label=label)
     ax.set(xlabel="time since the run's first request (s)", ylabel="total goodput (tokens/s, 1 s bins)",
            title="Total goodput over time")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    P.finish_axis(ax, bool(runs))
     goodput = P._save(fig, out_dir / "goodput_overlay.png")
 
     fig = Figure(figsize=(9, 4.5))
@@ -112,7 +111,6 @@ def overlay_plots(run_dirs, out_dir) -> list[Path]:
             ax.plot([], [], label=f"{label} (no completed requests)")
     ax.set(xlabel="end-to-end request latency (s)", ylabel="fraction of requests ≤ x", ylim=(0, 1.02),
            title="End-to-end latency CDF")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    P.finish_axis(ax, bool(runs), loc="lower right")
     e2e_path = P._save(fig, out_dir / "e2e_cdf_overlay.png")
     return [goodput, e2e_path]

@@ -45,6 +45,16 @@ def finish(procs: list[subprocess.Popen], timeout: float = 600) -> None:
                 p.kill()
 
 
+def communicate(p: subprocess.Popen, timeout: float = 30) -> tuple[str, str]:
+    """Wait for a node process and return its output; a process still running after `timeout` is killed."""
+    try:
+        return p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def read_jsonl(path) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]

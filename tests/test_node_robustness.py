@@ -21,7 +21,7 @@ import zmq
 
 from nodes import protocol as P
 from nodes.backends.synthetic import SyntheticDraft, session_key, true_token
-from tests.nodeproc import read_jsonl, start_drafter, verifier
+from tests.nodeproc import communicate, read_jsonl, start_drafter, verifier
 
 V = 1000
 FP = f"synthetic-v1:{V}"
@@ -500,12 +500,7 @@ def test_drafter_with_another_vocabulary_is_refused_and_exits_1(tmp_path):
     with verifier("--backend", "synthetic", "--vocab-size", str(V)) as (vp, ep):
         p = start_drafter(ep, "wrongvocab", tmp_path / "out.jsonl", "--backend", "synthetic", "--vocab-size", "999",
                           "--prompt", "x", "--max-new", "10", "--timeout", "10")
-        try:
-            _, err = p.communicate(timeout=30)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        _, err = communicate(p)
         assert p.returncode == 1, err
         assert "tokenizer_mismatch" in err and "synthetic-v1:999" in err and FP in err, err
         assert not (tmp_path / "out.jsonl").exists()
@@ -523,12 +518,7 @@ def test_drafter_with_nobody_listening_exits_1_after_its_timeout(tmp_path):
     t = time.monotonic()
     p = start_drafter(endpoint, "alone", tmp_path / "out.jsonl", "--backend", "synthetic", "--vocab-size", str(V),
                       "--prompt", "x", "--timeout", "3")
-    try:
-        _, err = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    _, err = communicate(p)
     elapsed = time.monotonic() - t
     assert p.returncode == 1, err
     assert endpoint in err and "within 3.0 s" in err, err
