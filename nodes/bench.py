@@ -57,7 +57,6 @@ def bench_batching(model: str, gamma: int, rounds: int) -> None:
 
 def bench_overhead(rounds: int) -> None:
     """Round time minus compute, over ZeroMQ on loopback, with a zero-compute synthetic model pair."""
-    from .eventlog import EventLog  # noqa: F401  (the nodes write the logs read here)
     import json
     with tempfile.TemporaryDirectory() as d:
         vlog, dlog = Path(d) / "v.jsonl", Path(d) / "d.jsonl"

@@ -67,18 +67,7 @@ class Row:
 
 def _side(plan, link: LinkPlan, start: str) -> list[str]:
     """Hosts reachable from `start` without crossing `link` (the network is a tree)."""
-    adjacent: dict[str, list[str]] = {}
-    for l in plan.links:
-        if l.name != link.name:
-            adjacent.setdefault(l.a.node, []).append(l.b.node)
-            adjacent.setdefault(l.b.node, []).append(l.a.node)
-    seen, stack = {start}, [start]
-    while stack:
-        for nxt in adjacent.get(stack.pop(), []):
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    return [n for n in plan.topo.hosts() if n in seen]
+    return [h for h in plan.topo.hosts() if all(l.name != link.name for l, _ in plan.path(start, h))]
 
 
 def plan_row(plan, states, link: LinkPlan, direction: str) -> Row:

@@ -111,7 +111,7 @@ def cmd_calibrate(args) -> int:
 def cmd_run(args) -> int:
     from pathlib import Path
     from .experiment import load_experiment
-    from .runner import _drafter_argv, _verifier_argv, run_point
+    from .runner import drafter_argv, run_point, verifier_argv
     exp = load_experiment(args.experiment, args.set or [])
     points = exp.points()
     if args.dry_run:
@@ -120,9 +120,9 @@ def cmd_run(args) -> int:
             print(f"  {p.label:<24} config {p.config_hash()}")
         first = points[0]
         print("node commands of the first run (addresses and paths are filled in at start):")
-        print("  [" + first.verifier.node + "] " + " ".join(_verifier_argv(first, Path("RUN/events"), "tcp://ADDR:PORT")))
+        print("  [" + first.verifier.node + "] " + " ".join(verifier_argv(first, Path("RUN/events"), "tcp://ADDR:PORT")))
         for i, d in enumerate(first.drafter_nodes()):
-            print(f"  [{d}] " + " ".join(_drafter_argv(first, d, i, "tcp://ADDR:PORT", Path("RUN"))))
+            print(f"  [{d}] " + " ".join(drafter_argv(first, d, i, "tcp://ADDR:PORT", Path("RUN"))))
         return 0
     results = []
     for i, p in enumerate(points, 1):

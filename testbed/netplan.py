@@ -61,6 +61,11 @@ class NetPlan:
                     ends.append(Endpoint(node, f"{node}-eth0", node))
             links.append(LinkPlan(spec.link_name, spec, ends[0], ends[1]))
         self.links = links
+        # node -> (link, direction traversed, neighbour); built once, paths are asked for N^2 times
+        self.adjacent: dict[str, list[tuple[LinkPlan, str, str]]] = {}
+        for link in links:
+            self.adjacent.setdefault(link.a.node, []).append((link, "up", link.b.node))
+            self.adjacent.setdefault(link.b.node, []).append((link, "down", link.a.node))
 
     def link(self, name: str) -> LinkPlan:
         for link in self.links:
@@ -72,18 +77,14 @@ class NetPlan:
         return self.addresses[host]
 
     def path(self, src: str, dst: str) -> list[tuple[LinkPlan, str]]:
-        """The links (with the direction traversed) from host `src` to host `dst`; the network is a tree."""
-        adjacent: dict[str, list[tuple[LinkPlan, str, str]]] = {}
-        for link in self.links:
-            adjacent.setdefault(link.a.node, []).append((link, "up", link.b.node))
-            adjacent.setdefault(link.b.node, []).append((link, "down", link.a.node))
+        """The links (with the direction traversed) from node `src` to node `dst`; the network is a tree."""
         stack = [(src, [])]
         seen = {src}
         while stack:
             node, hops = stack.pop()
             if node == dst:
                 return hops
-            for link, direction, nxt in adjacent.get(node, []):
+            for link, direction, nxt in self.adjacent.get(node, []):
                 if nxt not in seen:
                     seen.add(nxt)
                     stack.append((nxt, hops + [(link, direction)]))

@@ -12,7 +12,6 @@ Everything started is stopped in `finally`; on Ctrl-C or a node's death the part
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -21,7 +20,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import manifest as manifest_mod
-from .linkstate import LinkState
 
 BUILTIN_PROMPTS = Path(__file__).resolve().parent.parent / "nodes" / "prompts.jsonl"
 
@@ -75,7 +73,7 @@ class _Nodes:
                 p.wait()
 
 
-def _verifier_argv(exp, events: Path, bind: str) -> list[str]:
+def verifier_argv(exp, events: Path, bind: str) -> list[str]:
     v = exp.verifier
     argv = [sys.executable, "-m", "nodes.verifier", "--bind", bind, "--name", "verifier", "--backend", v.backend,
             "--batching", exp.batching.rule, "--max-batch", str(exp.batching.max_batch),
@@ -90,7 +88,7 @@ def _verifier_argv(exp, events: Path, bind: str) -> list[str]:
     return argv
 
 
-def _drafter_argv(exp, node: str, index: int, connect: str, run_dir: Path) -> list[str]:
+def drafter_argv(exp, node: str, index: int, connect: str, run_dir: Path) -> list[str]:
     d = exp.drafter_settings(node)
     w, sp = exp.workload, exp.speculation
     argv = [sys.executable, "-m", "nodes.drafter", "--connect", connect, "--name", node,
@@ -208,11 +206,11 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
         nodes = _Nodes(emu, run_dir)
         vhost = exp.verifier.node
         vaddr = nodes.address(vhost)
-        v = nodes.start("verifier", vhost, _verifier_argv(exp, run_dir / "events", f"tcp://{vaddr}:{exp.verifier.port}"))
+        v = nodes.start("verifier", vhost, verifier_argv(exp, run_dir / "events", f"tcp://{vaddr}:{exp.verifier.port}"))
         _wait_ready(nodes, v, run_dir / "events" / "verifier.jsonl", exp.limits.ready_timeout_s)
         drafters = exp.drafter_nodes()
         for i, node in enumerate(drafters):
-            nodes.start(node, node, _drafter_argv(exp, node, i, f"tcp://{vaddr}:{exp.verifier.port}", run_dir))
+            nodes.start(node, node, drafter_argv(exp, node, i, f"tcp://{vaddr}:{exp.verifier.port}", run_dir))
         total = None if exp.workload.duration_s is not None else exp.workload.requests * len(drafters)
         progress = _Progress(run_dir, drafters, total, exp.workload.duration_s)
         _supervise(exp, nodes, drafters, progress)
@@ -221,6 +219,9 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
         status, message = "interrupted", "interrupted by the user; partial results written"
     except RunFailed as e:
         message = str(e)
+    except Exception as e:      # e.g. shaping failed: record why in the manifest, then let the CLI report it
+        message = f"{type(e).__name__}: {e}"
+        raise
     finally:
         if nodes:
             nodes.stop()

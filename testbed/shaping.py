@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from .delayd import QueueParams
 from .linkstate import LinkState
-from .netplan import DIRECTIONS, Endpoint, LinkPlan, NetPlan
+from .netplan import DIRECTIONS, Endpoint, NetPlan
 
 BACKENDS = ("netem", "nfqueue")
 FRAME = 1514                      # bytes of a full Ethernet frame as tc counts it (no FCS)

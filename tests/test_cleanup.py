@@ -1,6 +1,4 @@
 """A SIGKILLed `testbed up` leaves only what `testbed clean` removes, and a run beside it keeps working."""
-import json
-import os
 import signal
 import subprocess
 import sys
