@@ -84,7 +84,7 @@ def plan_row(plan, states, link: LinkPlan, direction: str) -> Row:
     rates = [(states[l.name].rate_mbps(d), l.name) for l, d in hops]
     back = plan.path(dst, src)
     one_way = sum(states[l.name].delay_ms for l, _ in hops) + sum(states[l.name].delay_ms for l, _ in back)
-    keep = math.prod(1 - states[l.name].loss_pct / 100 for l, _ in hops)
+    keep = math.prod(1 - states[l.name].loss(d) / 100 for l, d in hops)
     rate, bottleneck = min(rates)
     # No serialisation term: HTB is a token bucket, so a lone small probe leaves at once, as measured.
     return Row(link.name, direction, src, dst, bottleneck, rate, one_way, 100 * (1 - keep))

@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import zlib
+from collections.abc import Collection
 from typing import Callable
 
 from .capabilities import choose_delay_backend
@@ -34,7 +35,8 @@ class EmulationError(RuntimeError):
 
 
 class Emulation:
-    def __init__(self, topo: Topology, delay_backend: str | None = "auto", delay_elements: str = "needed",
+    def __init__(self, topo: Topology, delay_backend: str | None = "auto",
+                 delay_elements: str | Collection[str] = "needed",
                  seed: int = 0, log: Callable[[str], None] | None = None):
         self.topo = topo
         self.seed = seed             # jitter and loss draws depend on this and the host name only

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import shlex
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from .delayd import QueueParams
@@ -58,11 +59,11 @@ def pfifo_leaf(verb: str, intf: str, queue_pkts: int) -> tuple[str, ...]:
     return ("qdisc", verb, "dev", intf, "parent", "5:1", "handle", "10:", "pfifo", "limit", str(queue_pkts))
 
 
-def netem_leaf(verb: str, intf: str, state: LinkState) -> tuple[str, ...]:
+def netem_leaf(verb: str, intf: str, state: LinkState, direction: str = "up") -> tuple[str, ...]:
     # netem's jitter is uniform like the daemon's, but netem may reorder jittered packets; the daemon does not.
     delay = ("delay", f"{state.delay_ms:g}ms") + ((f"{state.jitter_ms:g}ms",) if state.jitter_ms else ())
     return ("qdisc", verb, "dev", intf, "parent", "5:1", "handle", "10:", "netem", "limit",
-            str(state.queue_pkts)) + delay + ("loss", f"{state.loss_pct:g}%")
+            str(state.queue_pkts)) + delay + ("loss", f"{state.loss(direction):g}%")
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class PathDelay:
         hop_states = [states[link] for link, _ in self.hops]
         delay = sum(s.delay_ms for s in hop_states)
         jitter = math.sqrt(sum(s.jitter_ms ** 2 for s in hop_states))
-        keep = math.prod(1 - s.loss_pct / 100 for s in hop_states)
+        keep = math.prod(1 - states[link].loss(d) / 100 for link, d in self.hops)
         return QueueParams(self.queue, round(delay, 6), round(jitter, 6), round(1 - keep, 9))
 
 
@@ -108,14 +109,19 @@ class ShapingPlan:
     """The shaping of a whole NetPlan under one delay backend.
 
     delay_elements: 'needed' gives a path a delay element only if some link on it starts with delay, jitter or
-    loss; 'all' gives one to every path, so any link can be given delay live.
+    loss; 'all' gives one to every path, so any link can be given delay live; a collection of link names
+    gives one to the paths that need it plus every path crossing those links (the ones a channel varies).
     """
 
-    def __init__(self, net: NetPlan, backend: str, delay_elements: str = "needed"):
+    def __init__(self, net: NetPlan, backend: str, delay_elements: str | Collection[str] = "needed"):
         if backend not in BACKENDS:
             raise ValueError(f"delay backend must be one of {BACKENDS}, got {backend!r}")
-        if delay_elements not in ("needed", "all"):
-            raise ValueError(f"delay_elements must be 'needed' or 'all', got {delay_elements!r}")
+        if isinstance(delay_elements, str) and delay_elements not in ("needed", "all"):
+            raise ValueError(f"delay_elements must be 'needed', 'all' or link names, got {delay_elements!r}")
+        live = set() if isinstance(delay_elements, str) else set(delay_elements)
+        unknown = live - {l.name for l in net.links}
+        if unknown:
+            raise ValueError(f"delay_elements: no such link(s): {', '.join(sorted(unknown))}")
         self.net, self.backend = net, backend
         self.states: dict[str, LinkState] = {l.name: l.spec.state() for l in net.links}
         self.directions: dict[tuple[str, str], DirectionShaping] = {}
@@ -137,7 +143,7 @@ class ShapingPlan:
                 for name, _ in hops:
                     self.pairs_through[name] += 1
                 if backend == "nfqueue" and (delay_elements == "all" or
-                                             any(self.states[l].has_delay_element for l, _ in hops)):
+                                             any(self.states[l].has_delay_element or l in live for l, _ in hops)):
                     path = PathDelay(src, dst, str(net.ip(src)), f"{dst}-eth0", queue, hops)
                     self.paths.append(path)
                     for name, _ in hops:
@@ -156,7 +162,7 @@ class ShapingPlan:
                 intf, where = ds.sender.intf, ds.sender.host
                 cmds.append(Cmd(where, ("tc", "qdisc", "replace", "dev", intf, "root", "handle", "5:", "htb", "default", "1")))
                 cmds.append(Cmd(where, ("tc",) + htb_class("add", intf, state.rate_mbps(d))))
-                leaf = netem_leaf("add", intf, state) if self.backend == "netem" else pfifo_leaf("add", intf, state.queue_pkts)
+                leaf = netem_leaf("add", intf, state, d) if self.backend == "netem" else pfifo_leaf("add", intf, state.queue_pkts)
                 cmds.append(Cmd(where, ("tc",) + leaf))
         for path in self.paths:
             cmds.append(Cmd(path.dst, path.rule()))
@@ -186,14 +192,14 @@ class ShapingPlan:
             out = lines.setdefault(ds.sender.host, [])
             if state.rate_mbps(d) != old.rate_mbps(d):
                 out.append(shlex.join(htb_class("change", ds.sender.intf, state.rate_mbps(d))))
-            if self.backend == "netem" and (state.delay_ms, state.jitter_ms, state.loss_pct, state.queue_pkts) != \
-                    (old.delay_ms, old.jitter_ms, old.loss_pct, old.queue_pkts):
-                out.append(shlex.join(netem_leaf("change", ds.sender.intf, state)))
+            if self.backend == "netem" and (state.delay_ms, state.jitter_ms, state.loss(d), state.queue_pkts) != \
+                    (old.delay_ms, old.jitter_ms, old.loss(d), old.queue_pkts):
+                out.append(shlex.join(netem_leaf("change", ds.sender.intf, state, d)))
             elif self.backend == "nfqueue" and state.queue_pkts != old.queue_pkts:
                 out.append(shlex.join(pfifo_leaf("change", ds.sender.intf, state.queue_pkts)))
         sets: list[tuple[str, QueueParams]] = []
-        if self.backend == "nfqueue" and (state.delay_ms, state.jitter_ms, state.loss_pct) != \
-                (old.delay_ms, old.jitter_ms, old.loss_pct):
+        if self.backend == "nfqueue" and (state.delay_ms, state.jitter_ms, state.losses) != \
+                (old.delay_ms, old.jitter_ms, old.losses):
             crossing = self.crossing[link]
             if state.has_delay_element and len(crossing) < self.pairs_through[link]:
                 raise ValueError(f"link {link} was started without delay elements on every path through it, so "

@@ -7,10 +7,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from .channelspec import ChannelSpec, RadioSpec
+from .errors import ConfigError, Problem
 from .linkstate import MAX_RATE_MBPS, LinkState
 from .yamlconf import Loc, load_document, validate
 
@@ -31,6 +33,7 @@ class NodeSpec(_Strict):
     ip: ipaddress.IPv4Address | None = None        # hosts only; default: next free address of the subnet
     band_up_mbps: Rate | None = None               # ap only: total band stations → AP, shared by its stations
     band_down_mbps: Rate | None = None             # ap only: total band AP → stations
+    radio: RadioSpec | None = None                 # ap only: shared band split among stations every interval
 
     @property
     def is_host(self) -> bool:
@@ -48,6 +51,7 @@ class LinkSpec(_Strict):
     jitter_ms: float = Field(default=0.0, ge=0, le=10_000)   # uniform ±, order-preserving
     loss_pct: float = Field(default=0.0, ge=0, lt=100)       # Bernoulli, each direction
     queue_pkts: int = Field(default=100, ge=1, le=100_000)   # leaf queue of each direction's shaper
+    channel: ChannelSpec | None = None                       # time-varying rate/delay/loss (testbed/channelspec.py)
 
     @property
     def link_name(self) -> str:
@@ -104,7 +108,7 @@ def _check_nodes(topo: Topology) -> list[tuple[Loc, str]]:
             found.append((loc, f"node name {name!r}: expected a letter then up to 9 letters, digits or '_' "
                                "(it becomes part of a 15-character interface name)"))
         if spec.role != "ap":
-            for band in ("band_up_mbps", "band_down_mbps"):
+            for band in ("band_up_mbps", "band_down_mbps", "radio"):
                 if getattr(spec, band) is not None:
                     found.append((loc + (band,), f"only nodes with role 'ap' have a band; {name} is a {spec.role}"))
         if not spec.is_host and spec.ip is not None:
@@ -120,6 +124,10 @@ def _check_nodes(topo: Topology) -> list[tuple[Loc, str]]:
             seen_ips[spec.ip] = name
         if spec.role == "ap" and (spec.band_up_mbps is None) != (spec.band_down_mbps is None):
             found.append((loc, "give both band_up_mbps and band_down_mbps, or neither"))
+        if spec.role == "ap" and spec.radio is not None and spec.band_up_mbps is not None:
+            found.append((loc + ("radio",), "give either band_up_mbps/band_down_mbps (a fixed capacity that "
+                                            "station rates must fit) or radio (a band split among stations "
+                                            "every interval), not both"))
     if not topo.hosts():
         found.append((("nodes",), "expected at least one host (verifier, drafter or user)"))
     if len(topo.hosts()) > subnet.num_addresses - 2:
@@ -156,12 +164,13 @@ def _check_links(topo: Topology) -> list[tuple[Loc, str]]:
         if pair in pairs:
             found.append((loc, f"{link.a} and {link.b} are already linked by links[{pairs[pair]}]"))
         pairs[pair] = i
+        found += _check_channel(topo, link, loc)
         if link.kind == "wireless":
             aps = [n for n in (link.a, link.b) if topo.nodes[n].role == "ap"]
             hosts = [n for n in (link.a, link.b) if topo.nodes[n].is_host]
             if len(aps) != 1 or len(hosts) != 1:
                 found.append((loc + ("kind",), "a wireless link joins a station (verifier, drafter or user) to an ap"))
-            else:
+            elif topo.nodes[aps[0]].radio is None:
                 ap = topo.nodes[aps[0]]
                 # the field holding the station's uplink (station -> ap) and downlink, by which end the station is
                 fields = ("rate_up_mbps", "rate_down_mbps") if link.a == hosts[0] else ("rate_down_mbps", "rate_up_mbps")
@@ -177,6 +186,67 @@ def _check_links(topo: Topology) -> list[tuple[Loc, str]]:
     if not found:
         found += _check_tree(topo)
     return found
+
+
+def station_and_ap(topo: Topology, link: LinkSpec) -> tuple[str, str] | None:
+    """(station, ap) of a wireless link, None for any other link."""
+    if link.kind != "wireless":
+        return None
+    ends = [n for n in (link.a, link.b) if n in topo.nodes]
+    aps = [n for n in ends if topo.nodes[n].role == "ap"]
+    hosts = [n for n in ends if topo.nodes[n].is_host]
+    return (hosts[0], aps[0]) if len(aps) == 1 and len(hosts) == 1 else None
+
+
+def _check_channel(topo: Topology, link: LinkSpec, loc: Loc) -> list[tuple[Loc, str]]:
+    ch = link.channel
+    if ch is None or ch.model != "snr":
+        return []
+    pair = station_and_ap(topo, link)
+    if pair is None:
+        return [(loc + ("channel", "model"), "model snr needs a wireless link between a station and an ap "
+                                            "(the distance is the station's distance to the ap)")]
+    if ch.band_mhz is None and topo.nodes[pair[1]].radio is None:
+        return [(loc + ("channel", "band_mhz"), f"model snr needs a band: give channel.band_mhz, or "
+                                               f"nodes.{pair[1]}.radio.band_mhz")]
+    return []
+
+
+def resolve_trace_paths(data: dict, base_dir: Path) -> None:
+    """Make the trace files of every `links[i].channel` in raw YAML data absolute (relative to base_dir)."""
+    links = data.get("links") if isinstance(data, dict) else None
+    for link in links if isinstance(links, list) else []:
+        ch = link.get("channel") if isinstance(link, dict) else None
+        if isinstance(ch, dict):
+            resolve_channel_paths(ch, base_dir)
+
+
+def resolve_channel_paths(ch: dict, base_dir: Path) -> None:
+    for key in ("up", "down"):
+        if isinstance(ch.get(key), str) and not Path(ch[key]).is_absolute():
+            ch[key] = str((base_dir / ch[key]).resolve())
+
+
+def check_trace_files(topo: Topology, where: Callable[[Loc], Problem]) -> list[Problem]:
+    """Load every trace a channel names: a missing file is blamed on the field, a malformed one on its line."""
+    problems: list[Problem] = []
+    for i, link in enumerate(topo.links):
+        ch = link.channel
+        if ch is None or ch.model != "trace":
+            continue
+        for key in ("up", "down"):
+            path = getattr(ch, key)
+            if path is None:
+                continue
+            if not Path(path).is_file():
+                problems.append(where(("links", i, "channel", key), f"trace file not found: {path}"))
+                continue
+            from .traces import load_trace
+            try:
+                load_trace(path, ch.format, loop=ch.loop, interval_s=ch.interval_s)
+            except ConfigError as e:
+                problems += e.problems
+    return problems
 
 
 def _check_tree(topo: Topology) -> list[tuple[Loc, str]]:
@@ -210,6 +280,10 @@ def check_topology(topo: Topology) -> list[tuple[Loc, str]]:
 def load_topology(path: str | Path) -> Topology:
     """Read and validate a topology file; raises ConfigError listing every problem."""
     doc = load_document(path)
+    resolve_trace_paths(doc.data, Path(path).resolve().parent)
     topo = validate(doc, Topology, check_topology)
+    problems = check_trace_files(topo, doc.problem)
+    if problems:
+        raise ConfigError(problems)
     topo._source = str(path)
     return topo
