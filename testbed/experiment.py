@@ -24,7 +24,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from .errors import ConfigError, Problem
-from .topology import LinkSpec, Topology, check_topology, load_topology
+from .topology import (LinkSpec, Topology, check_topology, check_trace_files, load_topology,
+                       resolve_channel_paths, resolve_trace_paths)
 from .yamlconf import Loc, _describe, format_loc, load_document
 
 BUILTIN_PROMPTS = Path(__file__).resolve().parent.parent / "nodes" / "prompts.jsonl"
@@ -129,6 +130,7 @@ class LinkOverride(_Strict):
     jitter_ms: Any = None            # uniform ±, at most delay_ms
     loss_pct: Any = None             # Bernoulli, each direction, [0, 100)
     queue_pkts: Any = None           # shaper leaf queue
+    channel: Any = None              # time-varying channel (testbed/channelspec.py); trace files relative to this file
 
 
 class VerifierSpec(_Strict):
@@ -218,7 +220,8 @@ class Experiment(_Strict):
     workload: Workload = Workload()
     speculation: Speculation = Speculation()
     batching: Batching = Batching()
-    seed: int = Field(0, ge=0, le=2**31 - 1)     # drafter i gets seed * 1000 + i
+    seed: int = Field(0, ge=0, le=2**31 - 1)     # drafter i gets seed * 1000 + i; channels and delays too
+    channel_interval_ms: float = Field(100.0, ge=10, le=60_000)   # channel models step this often (testbed/channels.py)
     limits: Limits = Limits()
     sweep: dict[str, Any] | None = None          # {field.path: [values]} grid, and/or zip: {path: [...], ...}
     label: str | None = Field(None, max_length=200)   # run label; "{field.path}" is replaced by its value
@@ -283,6 +286,10 @@ class Experiment(_Strict):
                 spec["ip"] = str(addresses[name])
         for link, spec in zip(topo.links, tdict["links"]):
             spec["name"] = link.link_name
+            for key in ("up", "down"):     # a trace counts by its content, wherever the file lies
+                if spec.get("channel") and spec["channel"].get(key):
+                    path = Path(spec["channel"][key])
+                    spec["channel"][key] = f"{path.name} sha256:{_sha256(path)}"
         out = {
             "name": self.name, "description": self.description, "backend": self.backend,
             "topology_file": self.topology if isinstance(self.topology, str) else None,
@@ -293,6 +300,7 @@ class Experiment(_Strict):
             "speculation": self.speculation.model_dump(mode="json"),
             "batching": self.batching.model_dump(mode="json"),
             "seed": self.seed,
+            "channel_interval_ms": self.channel_interval_ms,
             "limits": self.limits.model_dump(mode="json"),
             "label": self.label,
         }
@@ -560,6 +568,8 @@ def _load_topology(exp: Experiment, base_dir: Path, file: str, cache: dict) -> t
                 except ConfigError as e:
                     cache[str(path)] = (None, [], e.problems)
         return cache[str(path)]
+    ref = copy.deepcopy(ref)
+    resolve_trace_paths(ref, base_dir)
     try:
         topo = Topology.model_validate(ref)
     except pydantic.ValidationError as e:
@@ -571,7 +581,7 @@ def _load_topology(exp: Experiment, base_dir: Path, file: str, cache: dict) -> t
     return topo, [], []
 
 
-def _apply_links(exp: Experiment, topo: Topology) -> tuple[Topology | None, Found]:
+def _apply_links(exp: Experiment, topo: Topology, base_dir: Path) -> tuple[Topology | None, Found]:
     found: Found = []
     names = [l.link_name for l in topo.links]
     for key, o in exp.links.items():
@@ -592,7 +602,9 @@ def _apply_links(exp: Experiment, topo: Topology) -> tuple[Topology | None, Foun
     for link in topo.links:
         merged = link.model_dump()
         for _, o in setters(link.link_name):
-            merged.update({f: getattr(o, f) for f in o.model_fields_set})
+            merged.update({f: copy.deepcopy(getattr(o, f)) for f in o.model_fields_set})
+            if "channel" in o.model_fields_set and isinstance(merged["channel"], dict):
+                resolve_channel_paths(merged["channel"], base_dir)
         try:
             new_links.append(LinkSpec.model_validate(merged))
         except pydantic.ValidationError as e:
@@ -775,8 +787,11 @@ def _build(data: Any, base_dir: Path, file: str, cache: dict) -> tuple[Experimen
     wfound, prompts = _check_workload(exp, base_dir)
     found += wfound
     if topo is not None:
-        topo, lfound = _apply_links(exp, topo)
+        topo, lfound = _apply_links(exp, topo, base_dir)
         found += lfound
+    if topo is not None and not found:
+        foreign = list(foreign) + check_trace_files(topo, lambda loc, msg: Problem(
+            topo.source or file, format_loc(loc), msg))
     if topo is not None:
         nfound, vnode, dnodes = _check_nodes(exp, topo)
         found += nfound

@@ -1,6 +1,7 @@
 """Plots of one run from its event logs (matplotlib, Agg: no display needed).
 
-    make_plots(run_dir) -> [RUN/plots/goodput.png, acceptance.png, latency_cdf.png, links.png (if links.jsonl)]
+    make_plots(run_dir) -> [RUN/plots/goodput.png, acceptance.png, latency_cdf.png, links.png (if links.jsonl),
+                            channels.png (if a channel driver ran: link rate and goodput per drafter)]
 
 Time is seconds since the run's first session start (the first drafter `start` event).
 """
@@ -20,12 +21,15 @@ DPI = 100
 ROLLING = 20          # rounds in the rolling mean of acceptance
 PLOT_NAMES = ("goodput.png", "acceptance.png", "latency_cdf.png")
 LINKS_PLOT = "links.png"
+CHANNELS_PLOT = "channels.png"
 
 
 def plot_names(run_dir: str | Path) -> list[str]:
     """The files make_plots writes for this run."""
-    has_links = (Path(run_dir) / "events" / M.LINKS_FILE).exists()
-    return [*PLOT_NAMES, *([LINKS_PLOT] if has_links else [])]
+    links = Path(run_dir) / "events" / M.LINKS_FILE
+    has_links = links.exists()
+    has_channels = has_links and '"node": "channel"' in links.read_text()
+    return [*PLOT_NAMES, *([LINKS_PLOT] if has_links else []), *([CHANNELS_PLOT] if has_channels else [])]
 
 
 def t0_of(run: dict) -> float:
@@ -96,12 +100,12 @@ def plot_goodput(run: dict, t0: float, path: Path) -> Path:
     return _save(fig, path)
 
 
-def finish_axis(ax, drawn: bool, loc: str = "best") -> None:
+def finish_axis(ax, drawn: bool, loc: str = "best", handles: list | None = None) -> None:
     """Grid, then a legend for what was drawn or a visible 'no data' mark, so an empty plot is never mistaken
-    for a flat line."""
+    for a flat line. `handles`: legend entries of twin axes too."""
     ax.grid(alpha=0.3)
     if drawn:
-        ax.legend(loc=loc, fontsize="small")
+        ax.legend(handles=handles, loc=loc, fontsize="small") if handles else ax.legend(loc=loc, fontsize="small")
     else:
         _no_data(ax)
 
@@ -181,6 +185,39 @@ def plot_links(run: dict, t0: float, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_channels(run: dict, t0: float, path: Path) -> Path:
+    """Per drafter: the rate its link was given each interval (up solid, down dashed) and its goodput (bars,
+    right axis), so a fade or a smaller band share can be seen against the tokens it cost."""
+    drafters = sorted(run["drafters"])
+    channel = [e for e in run["links"] if e.get("node") == "channel"]
+    fig = Figure(figsize=(9, 2.4 * max(1, len(drafters)) + 0.6))
+    axes = fig.subplots(max(1, len(drafters)), 1, sharex=True, squeeze=False)[:, 0]
+    col = colors(run)
+    for ax, d in zip(axes, drafters):
+        mine = [e for e in channel if d in (e.get("a"), e.get("b"))]
+        by_link: dict[str, list[dict]] = {}
+        for e in mine:
+            by_link.setdefault(e["link"], []).append(e)
+        for link, evs in sorted(by_link.items()):
+            for direction, style in (("up", "-"), ("down", "--")):
+                ax.step([e["t"] - t0 for e in evs], [e[f"rate_{direction}_mbps"] for e in evs], where="post",
+                        linestyle=style, color=col.get(d, "C0"), label=f"{link} {direction} (Mbit/s)")
+        ax.set_ylabel("link rate (Mbit/s)")
+        ax.set_title(d, fontsize=10, loc="left")
+        verdicts = _verdicts(run["drafters"].get(d, []))
+        twin = ax.twinx()
+        if verdicts:
+            xs, ys = goodput_bins(verdicts, t0)
+            twin.bar(xs, ys, width=1.0, align="edge", color="grey", alpha=0.3, label="goodput (tokens/s)")
+        twin.set_ylabel("goodput (tokens/s)")
+        ax.set_zorder(twin.get_zorder() + 1)      # rates drawn over the goodput bars, not hidden by them
+        ax.patch.set_visible(False)
+        handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+        finish_axis(ax, bool(mine), loc="upper right", handles=handles)
+    axes[-1].set_xlabel("time since first request (s)")
+    return _save(fig, path)
+
+
 def make_plots(run_dir: str | Path) -> list[Path]:
     """Write the run's plots under RUN/plots/ and return their paths."""
     run_dir = Path(run_dir)
@@ -193,4 +230,6 @@ def make_plots(run_dir: str | Path) -> list[Path]:
              plot_latency_cdfs(run, out / "latency_cdf.png")]
     if (run_dir / "events" / M.LINKS_FILE).exists():
         paths.append(plot_links(run, t0, out / LINKS_PLOT))
+    if CHANNELS_PLOT in plot_names(run_dir):
+        paths.append(plot_channels(run, t0, out / CHANNELS_PLOT))
     return paths

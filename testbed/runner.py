@@ -173,7 +173,8 @@ def _log_links(emu, path: Path) -> None:
         for name, st in emu.shaping.states.items():
             f.write(json.dumps({"t": time.time(), "node": "runner", "event": "link", "link": name,
                                 "rate_up_mbps": st.rate_up_mbps, "rate_down_mbps": st.rate_down_mbps,
-                                "delay_ms": st.delay_ms, "jitter_ms": st.jitter_ms, "loss_pct": st.loss_pct}) + "\n")
+                                "delay_ms": st.delay_ms, "jitter_ms": st.jitter_ms, "loss_pct": st.loss_pct,
+                                "loss_down_pct": st.loss("down")}) + "\n")
 
 
 def new_run_dir(root: Path, exp) -> Path:
@@ -194,15 +195,22 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
     manifest_mod.write(run_dir, man)
     print(f"run {exp.label}: {run_dir}", file=sys.stderr, flush=True)
     _write_prompts(exp, run_dir / "prompts.jsonl")
-    emu = nodes = None
+    emu = nodes = driver = None
     status, message = "failed", ""
     try:
+        plan = _channel_plan(exp)
+        if plan and exp.backend != "mininet":
+            man["channels"] = {"applied": False, "why": "backend local has no shaped links; channels ignored"}
         if exp.backend == "mininet":
             from .emulation import Emulation
-            emu = Emulation(exp.topology_obj(), seed=exp.seed, log=lambda m: print(m, file=sys.stderr, flush=True))
+            emu = Emulation(exp.topology_obj(), seed=exp.seed, log=lambda m: print(m, file=sys.stderr, flush=True),
+                            delay_elements=plan.live_delay_links() if plan else "needed")
             emu.start()
             man["emulation"] = emu.info()
             _log_links(emu, run_dir / "events" / "links.jsonl")
+            if plan:
+                driver = _start_channels(exp, plan, emu, run_dir)
+                man["channels"] = _channels_manifest(plan)
         nodes = _Nodes(emu, run_dir)
         vhost = exp.verifier.node
         vaddr = nodes.address(vhost)
@@ -213,7 +221,7 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
             nodes.start(node, node, drafter_argv(exp, node, i, f"tcp://{vaddr}:{exp.verifier.port}", run_dir))
         total = None if exp.workload.duration_s is not None else exp.workload.requests * len(drafters)
         progress = _Progress(run_dir, drafters, total, exp.workload.duration_s)
-        _supervise(exp, nodes, drafters, progress)
+        _supervise(exp, nodes, drafters, progress, driver)
         status = "complete"
     except KeyboardInterrupt:
         status, message = "interrupted", "interrupted by the user; partial results written"
@@ -225,6 +233,8 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
     finally:
         if nodes:
             nodes.stop()
+        if driver:
+            man.setdefault("channels", {})["driver"] = driver.stop()
         if emu:
             emu.stop()
         man = manifest_mod.final(man, status, message)
@@ -245,10 +255,39 @@ def _wait_ready(nodes: _Nodes, proc, log: Path, timeout: float) -> None:
                     f"{nodes.tail('verifier')}")
 
 
-def _supervise(exp, nodes: _Nodes, drafters: list[str], progress: _Progress) -> None:
+def _channel_plan(exp):
+    from .channels import ChannelPlan
+    plan = ChannelPlan(exp.topology_obj(), exp.channel_interval_ms / 1e3, exp.seed)
+    return plan if plan.driven_links() else None
+
+
+def _start_channels(exp, plan, emu, run_dir: Path):
+    from .channeldriver import ChannelDriver, Telemetry
+    tele = Telemetry(run_dir / "events", exp.drafter_nodes()) if plan.uses_telemetry() else None
+    driver = ChannelDriver(plan, emu.set_link, run_dir / "events" / "links.jsonl", tele)
+    driver.start()
+    return driver
+
+
+def _channels_manifest(plan) -> dict:
+    """What the channel driver does, including the choices the papers leave open (recorded with the run)."""
+    return {"applied": True, "interval_s": plan.interval_s, "links": plan.driven_links(),
+            "live_delay_links": plan.live_delay_links(),
+            "allocation": {ap: {d: p.name for d, p in ps.items()} for ap, ps in plan.policies.items()},
+            "choices": [
+                "rates are applied as HTB class changes every interval; a trace's rate is its mean over the interval",
+                "with an AP radio, a station's rate = its band share x the rate its channel gives with the whole band",
+                "demand (telemetry) = EWMA of a drafter's DRAFT (up) and VERDICT (down) frame bytes; unknown = mean",
+                "fading and shadowing are reciprocal (one process per link); directions differ by transmit power",
+                "Gilbert-Elliott steps once per interval and applies to both directions of its link"]}
+
+
+def _supervise(exp, nodes: _Nodes, drafters: list[str], progress: _Progress, driver=None) -> None:
     """Wait for every drafter to finish; fail on a dead node, a drafter that never connects, or the time limit."""
     started = time.monotonic()
     while True:
+        if driver is not None and driver.error is not None:
+            raise RunFailed(f"the channel driver failed: {type(driver.error).__name__}: {driver.error}")
         progress.poll()
         progress.show()
         now = time.monotonic() - started
