@@ -40,7 +40,7 @@ class AllocationPolicy(Protocol):
     def allocate(self, stations: Sequence[Station]) -> dict[str, float]: ...
 
 
-def _check(stations: Sequence[Station]) -> None:
+def check_stations(stations: Sequence[Station]) -> None:
     # Results are keyed by name, so two stations with one name would silently share (and lose) a share.
     seen: set[str] = set()
     for st in stations:
@@ -49,7 +49,7 @@ def _check(stations: Sequence[Station]) -> None:
         seen.add(st.name)
 
 
-def _equal(stations: Sequence[Station]) -> dict[str, float]:
+def equal_split(stations: Sequence[Station]) -> dict[str, float]:
     share = 1.0 / len(stations)
     return {st.name: share for st in stations}
 
@@ -58,7 +58,7 @@ def _normalised(stations: Sequence[Station], weights: dict[str, float]) -> dict[
     """weights (for a subset of stations, all > 0) scaled to sum to 1; the other stations get 0."""
     total = sum(weights.values())
     if not weights or total <= 0:
-        return _equal(stations)
+        return equal_split(stations)
     return {st.name: weights.get(st.name, 0.0) / total for st in stations}
 
 
@@ -68,8 +68,8 @@ class EqualShare:
     name = "equal"
 
     def allocate(self, stations: Sequence[Station]) -> dict[str, float]:
-        _check(stations)
-        return _equal(stations) if stations else {}
+        check_stations(stations)
+        return equal_split(stations) if stations else {}
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class ProportionalShare:
     name = "proportional"
 
     def allocate(self, stations: Sequence[Station]) -> dict[str, float]:
-        _check(stations)
+        check_stations(stations)
         if not stations:
             return {}
         return _normalised(stations, {st.name: st.demand for st in stations if st.demand > 0})
@@ -102,12 +102,12 @@ class MaxMinShare:
     name = "max-min"
 
     def allocate(self, stations: Sequence[Station]) -> dict[str, float]:
-        _check(stations)
+        check_stations(stations)
         if not stations:
             return {}
         eligible = [st for st in stations if st.demand > 0 and st.efficiency > 0]
         if not eligible:
-            return _equal(stations)
+            return equal_split(stations)
         band: dict[str, float] = {}
         remaining = 1.0
         # Band needed per unit of common rate by the stations still below their cap.
@@ -152,7 +152,7 @@ class ZhuClosedForm:
     name = "zhu"
 
     def allocate(self, stations: Sequence[Station]) -> dict[str, float]:
-        _check(stations)
+        check_stations(stations)
         if not stations:
             return {}
         return _normalised(stations, {st.name: math.sqrt(st.demand / st.efficiency)

@@ -1,0 +1,297 @@
+"""Joint task batching and speculation length by dynamic programming (Zhu et al. 2025, arXiv 2510.11331).
+
+The paper's equations were not available (research/papers.md §2: "exact equations, DP state/recursion and
+complexity are [NF]"). This module implements the digest's *placeholder* cost model [D], made precise below;
+replace it if the text is obtained.
+
+Cost model
+----------
+Tasks k = 1..K, each with input length I_k, output length O_k, acceptance rate α_k and an upload time u_k
+(its input over the wireless uplink, e.g. from allocation.ZhuClosedForm's band split).
+
+Tokens per round at speculation length l (Leviathan et al.):  μ(α, l) = (1 − α^{l+1}) / (1 − α)  (= l+1 at
+α = 1). A task needs r_k(l) = ceil(O_k / μ(α_k, l)) rounds: the fluid (expected-value) round count, not a
+random one. A batch of b tasks at length l runs, per round,
+
+    draft stage   d(b, l) = l · (draft_a + draft_b · b)            l draft decode steps on the SBS
+    verify stage  v(b, l) = verify_a + verify_b · b · (l + 1)      one parallel pass on the MBS (the fronthaul
+                                                                   transfer can be folded into verify_a/_b)
+
+and, once before its first round, a padded draft prefill P(b) = prefill_per_token · b · max_{k in batch} I_k.
+Batches are static: a batch keeps all b slots for all of its rounds (finished tasks are padded), runs
+R = max_{k in batch} r_k(l) rounds, and uses one l for all its tasks.
+
+Two-stage pipeline (the paper overlaps drafting of one batch with verification of another; the digest's
+placeholder "makespan = Σ over batches of max(draft, verify) plus fill and drain"): in steady state each round
+costs the slower stage, period p = max(d, v), and the pipeline's fill/drain costs the faster stage once,
+q = min(d, v). Fill/drain is charged once *per batch* (not once per plan) so that a batch's cost does not
+depend on its neighbours; for a one-round batch p + q = d + v, the unpipelined time. `pipelined=False` gives
+p = d + v, q = 0 (no overlap at all).
+
+Batches are served one after another in the given order, each after its inputs are uploaded:
+
+    service  S_m = U_m + P_m + R_m · p_m + q_m,      U_m = max_{k in m} u_k
+    start    T_{m-1} = S_1 + ... + S_{m-1}           (T_0 = 0)
+    task k in batch m completes at  C_k = T_{m-1} + U_m + P_m + r_k · p_m + q_m     (its own last round)
+
+The upload of batch m is not overlapped with the service of batch m−1: a conservative simplification (it is
+what keeps the model separable, below). Objectives: "sum" = Σ_k C_k (total serving latency: the paper's
+"minimise total serving latency" read as the sum of per-task completion times) and "makespan" = T_M.
+
+Why the DP is exact
+-------------------
+Tasks are put in a fixed order (given, or by length with order="length"), and batches are contiguous runs in
+that order: the assumption that makes the DP exact, as in classic serial-batching DPs. With j tasks before a
+batch covering tasks j+1..k, its service S delays every one of the K − k tasks after it, so
+
+    sum:      cost(j, k, l) = (K − k) · S(j+1..k, l) + Σ_{i=j+1..k} (C_i − T_{m-1})
+    makespan: cost(j, k, l) = S(j+1..k, l)
+
+depend only on the batch and l, and the objective is Σ_m cost(j_m, k_m, l_m). Hence
+f(k) = min_{k − max_batch ≤ j < k} [ f(j) + min_l cost(j, k, l) ], f(0) = 0, and f(K) is the optimum over all
+contiguous partitions and per-batch lengths: O(K · max_batch · |L|) with running per-l maxima and sums.
+`plan_exhaustive` enumerates the same space by simulation (no decomposition) to check it.
+
+How a verifier would use it: when a set of sessions is known (the paper's offline 100-request setting), call
+plan_dp on them; serve Plan.batches in order, each with its Plan.lengths entry as a static γ
+(speculation.StaticGamma). It is an offline planner, so there is no online select() adapter here.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+OBJECTIVES = ("sum", "makespan")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    input_len: int
+    output_len: int
+    alpha: float = 0.7
+    upload_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.input_len < 0 or self.output_len < 1:
+            raise ValueError(f"task {self.name!r}: need input_len >= 0 and output_len >= 1")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"task {self.name!r}: alpha must be in [0, 1], got {self.alpha!r}")
+        if not (math.isfinite(self.upload_s) and self.upload_s >= 0):
+            raise ValueError(f"task {self.name!r}: upload_s must be finite and >= 0, got {self.upload_s!r}")
+
+
+@dataclass(frozen=True)
+class CostModel:
+    draft_a: float                  # s per draft decode step, fixed part
+    draft_b: float                  # s per draft decode step per task in the batch
+    verify_a: float                 # s per verify pass, fixed part
+    verify_b: float                 # s per verify pass per verified token (b · (l+1) tokens)
+    max_batch: int
+    lengths: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)    # allowed l; 0 = autoregressive (the AD baseline)
+    prefill_per_token: float = 0.0  # s per padded input token of the batch's draft prefill
+    pipelined: bool = True
+
+    def __post_init__(self) -> None:
+        for field in ("draft_a", "draft_b", "verify_a", "verify_b", "prefill_per_token"):
+            value = getattr(self, field)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{field} must be finite and >= 0, got {value!r}")
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch!r}")
+        if not self.lengths or any(l < 0 for l in self.lengths):
+            raise ValueError(f"lengths must be a non-empty set of integers >= 0, got {self.lengths!r}")
+
+    def stages(self, b: int, l: int) -> tuple[float, float]:
+        """(period p, fill/drain q) of one round of a b-task batch at length l."""
+        d = l * (self.draft_a + self.draft_b * b)
+        v = self.verify_a + self.verify_b * b * (l + 1)
+        return (max(d, v), min(d, v)) if self.pipelined else (d + v, 0.0)
+
+
+@dataclass(frozen=True)
+class Plan:
+    batches: tuple[tuple[str, ...], ...]    # served in this order
+    lengths: tuple[int, ...]                # speculation length of each batch
+    total_latency: float                    # evaluate() of this plan under the objective it was made for
+
+
+def mu(alpha: float, l: int) -> float:
+    """Expected tokens per round with l drafts."""
+    return l + 1.0 if alpha >= 1.0 else (1.0 - alpha ** (l + 1)) / (1.0 - alpha)
+
+
+def rounds(task: Task, l: int) -> int:
+    # The 1e-9 keeps a float like O/μ = 2.0000000000000004 (μ computed inexactly) from costing a whole round.
+    return max(1, math.ceil(task.output_len / mu(task.alpha, l) - 1e-9))
+
+
+def _check_objective(objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+
+
+def _ordered(tasks: Sequence[Task], order: str) -> list[Task]:
+    if order == "given":
+        return list(tasks)
+    if order == "length":   # shortest first: the SPT order that suits the sum objective
+        return sorted(tasks, key=lambda t: (t.output_len, t.input_len))
+    raise ValueError(f"order must be 'given' or 'length', got {order!r}")
+
+
+def _simulate(batches: Sequence[Sequence[Task]], lengths: Sequence[int], cost: CostModel, objective: str) -> float:
+    """The cost model stated above, by direct time accumulation (deliberately not via the DP's decomposition)."""
+    clock = 0.0
+    total = 0.0
+    for batch, l in zip(batches, lengths):
+        b = len(batch)
+        p, q = cost.stages(b, l)
+        lead = max(t.upload_s for t in batch) + cost.prefill_per_token * b * max(t.input_len for t in batch)
+        finishes = [clock + lead + rounds(t, l) * p + q for t in batch]
+        clock = max(finishes)
+        total += sum(finishes)
+    return total if objective == "sum" else clock
+
+
+def evaluate(tasks: Sequence[Task], batches: Sequence[Sequence[str]], lengths: Sequence[int], cost: CostModel,
+             objective: str = "sum") -> float:
+    """Total latency of serving `batches` (task names, in service order) at `lengths` (one l per batch).
+
+    Any partition is accepted, contiguous or not; each task must appear exactly once, each batch must be
+    non-empty and at most cost.max_batch. Any l >= 0 is accepted (not only cost.lengths), for baselines."""
+    _check_objective(objective)
+    by_name = {t.name: t for t in tasks}
+    if len(by_name) != len(tasks):
+        raise ValueError("task names must be unique")
+    if len(batches) != len(lengths):
+        raise ValueError("need exactly one length per batch")
+    seen: list[str] = [name for batch in batches for name in batch]
+    if sorted(seen) != sorted(by_name):
+        raise ValueError("batches must cover every task exactly once")
+    if any(not 1 <= len(batch) <= cost.max_batch for batch in batches):
+        raise ValueError(f"every batch needs 1..{cost.max_batch} tasks")
+    if any(l < 0 for l in lengths):
+        raise ValueError("lengths must be >= 0")
+    return _simulate([[by_name[n] for n in batch] for batch in batches], lengths, cost, objective)
+
+
+def _plan(batches: list[list[Task]], lengths: list[int], cost: CostModel, objective: str) -> Plan:
+    return Plan(tuple(tuple(t.name for t in batch) for batch in batches), tuple(lengths),
+                _simulate(batches, lengths, cost, objective))
+
+
+def plan_dp(tasks: Sequence[Task], cost: CostModel, objective: str = "sum", order: str = "given") -> Plan:
+    """Optimal contiguous batching with a best l per batch, f(k) = min_j [f(j) + min_l cost(j, k, l)]."""
+    _check_objective(objective)
+    seq = _ordered(tasks, order)
+    K = len(seq)
+    if K == 0:
+        return Plan((), (), 0.0)
+    ls = sorted(set(cost.lengths))              # ascending, so ties go to the shorter window
+    r = np.array([[rounds(t, l) for l in ls] for t in seq], dtype=float)   # K x |L|
+    # period and fill/drain per batch size b (row b) and length: they depend on nothing else.
+    maxb = min(cost.max_batch, K)
+    pq = np.array([[cost.stages(b, l) for l in ls] for b in range(maxb + 1)])  # (maxb+1) x |L| x 2
+    period, tail = pq[..., 0], pq[..., 1]
+    f = [0.0] + [math.inf] * K
+    back: list[tuple[int, int]] = [(0, 0)] * (K + 1)        # (j, index of l) of the last batch in f(k)
+    for k in range(1, K + 1):
+        rmax = np.zeros(len(ls))
+        rsum = np.zeros(len(ls))
+        upload = 0.0
+        longest_in = 0
+        # Grow the batch j..k-1 leftwards so its maxima and sums update in O(|L|) per step.
+        for j in range(k - 1, k - 1 - maxb, -1):
+            if j < 0:
+                break
+            b = k - j
+            rmax = np.maximum(rmax, r[j])
+            rsum = rsum + r[j]
+            upload = max(upload, seq[j].upload_s)
+            longest_in = max(longest_in, seq[j].input_len)
+            lead = upload + cost.prefill_per_token * b * longest_in + tail[b]      # per-l array
+            service = lead + rmax * period[b]
+            if objective == "sum":
+                c = (K - k) * service + b * lead + rsum * period[b]
+            else:
+                c = service
+            li = int(np.argmin(c))
+            total = f[j] + float(c[li])
+            if total < f[k]:
+                f[k], back[k] = total, (j, li)
+    batches: list[list[Task]] = []
+    lengths: list[int] = []
+    k = K
+    while k > 0:
+        j, li = back[k]
+        batches.append(seq[j:k])
+        lengths.append(ls[li])
+        k = j
+    return _plan(batches[::-1], lengths[::-1], cost, objective)
+
+
+def plan_exhaustive(tasks: Sequence[Task], cost: CostModel, objective: str = "sum", order: str = "given") -> Plan:
+    """Every contiguous partition (batch sizes <= max_batch) times every l per batch, each simulated: the
+    DP's reference. Exponential (about |L| · (|L|+1)^(K-1) plans), for tests on small K only."""
+    _check_objective(objective)
+    seq = _ordered(tasks, order)
+    K = len(seq)
+    if K == 0:
+        return Plan((), (), 0.0)
+    ls = sorted(set(cost.lengths))
+    # Each (batch, l)'s completion offsets are simulated once and reused across the plans that contain it;
+    # the plan total still accumulates the clock batch by batch, as _simulate does.
+    offsets: dict[tuple[int, int, int], tuple[float, float, int]] = {}
+
+    def batch(a: int, z: int, l: int) -> tuple[float, float, int]:
+        if (a, z, l) not in offsets:
+            group = seq[a:z]
+            p, q = cost.stages(len(group), l)
+            lead = (max(t.upload_s for t in group)
+                    + cost.prefill_per_token * len(group) * max(t.input_len for t in group))
+            done = [lead + rounds(t, l) * p + q for t in group]
+            offsets[a, z, l] = (sum(done), max(done), len(group))
+        return offsets[a, z, l]
+
+    best: tuple[float, list[tuple[int, int]], tuple[int, ...]] | None = None
+    for cuts in itertools.product((False, True), repeat=K - 1):     # cut after task i or not
+        bounds = [0] + [i + 1 for i, cut in enumerate(cuts) if cut] + [K]
+        spans = list(zip(bounds, bounds[1:]))
+        if any(z - a > cost.max_batch for a, z in spans):
+            continue
+        for lengths in itertools.product(ls, repeat=len(spans)):
+            clock = total = 0.0
+            for (a, z), l in zip(spans, lengths):
+                done_sum, service, b = batch(a, z, l)
+                total += b * clock + done_sum
+                clock += service
+            value = total if objective == "sum" else clock
+            if best is None or value < best[0]:
+                best = (value, spans, lengths)
+    assert best is not None     # all-singletons is always feasible
+    return _plan([seq[a:z] for a, z in best[1]], list(best[2]), cost, objective)
+
+
+def decision_times(n: int = 64, repeats: int = 5, seed: int = 0) -> dict[str, float]:
+    """Seconds per plan_dp call for n tasks, max_batch = n and 8 lengths (the worst case), best of 5 batches
+    of `repeats` calls; one entry per objective."""
+    rng = random.Random(seed)
+    tasks = [Task(f"t{i}", rng.randrange(16, 512), rng.randrange(16, 256), rng.uniform(0.5, 0.9),
+                  rng.uniform(0.0, 0.05)) for i in range(n)]
+    cost = CostModel(0.004, 0.0005, 0.02, 0.0002, n, prefill_per_token=1e-6)
+    times: dict[str, float] = {}
+    for objective in OBJECTIVES:
+        best = math.inf
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                plan_dp(tasks, cost, objective)
+            best = min(best, (time.perf_counter() - start) / repeats)
+        times[f"dp-{objective}"] = best
+    return times
