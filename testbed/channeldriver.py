@@ -11,12 +11,14 @@ and down (VERDICT frames), smoothed; a drafter that is done demands nothing.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 from .channels import ChannelPlan
+from .eventtail import EventTail
 from .linkstate import LinkState
 
 
@@ -24,8 +26,7 @@ class Telemetry:
     """Demand per (station, "up"|"down") in bytes per round, from the drafters' event logs as they grow."""
 
     def __init__(self, events_dir: Path, drafters: list[str], smoothing: float = 0.3):
-        self.files = {d: Path(events_dir) / f"{d}.jsonl" for d in drafters}
-        self.offsets = {d: 0 for d in drafters}
+        self.tail = EventTail({d: Path(events_dir) / f"{d}.jsonl" for d in drafters})
         self.smoothing = smoothing           # EWMA weight of the newest frame
         self.demand: dict[tuple[str, str], float] = {}
 
@@ -34,27 +35,37 @@ class Telemetry:
         self.demand[key] = value if old is None else (1 - self.smoothing) * old + self.smoothing * value
 
     def poll(self) -> dict[tuple[str, str], float]:
-        for d, f in self.files.items():
-            try:
-                with open(f) as fh:
-                    fh.seek(self.offsets[d])
-                    chunk = fh.read()
-            except OSError:
-                continue
-            complete = chunk[:chunk.rfind("\n") + 1]
-            self.offsets[d] += len(complete.encode())
-            for line in complete.splitlines():
-                try:
-                    e = json.loads(line)
-                except ValueError:
-                    continue
-                if e.get("event") == "draft" and "bytes_out" in e:
-                    self._ewma((d, "up"), float(e["bytes_out"]))
-                elif e.get("event") == "verdict" and "bytes_in" in e:
-                    self._ewma((d, "down"), float(e["bytes_in"]))
-                elif e.get("event") in ("done", "crash"):
-                    self.demand[(d, "up")] = self.demand[(d, "down")] = 0.0
+        for d, e in self.tail.new_events():
+            if e.get("event") == "draft" and "bytes_out" in e:
+                self._ewma((d, "up"), float(e["bytes_out"]))
+            elif e.get("event") == "verdict" and "bytes_in" in e:
+                self._ewma((d, "down"), float(e["bytes_in"]))
+            elif e.get("event") in ("done", "crash"):
+                self.demand[(d, "up")] = self.demand[(d, "down")] = 0.0
         return dict(self.demand)
+
+
+class LinkStatePublisher:
+    """Keeps RUN/linkstate.json current for the verifier's network-aware policies: per drafter, the bottleneck
+    rate of its path to the verifier each way and the path's base round-trip delay (no queueing)."""
+
+    def __init__(self, path: Path, net_plan, drafters: list[str], verifier: str):
+        self.path, self.net_plan, self.drafters, self.verifier = Path(path), net_plan, drafters, verifier
+        self.last = None
+
+    def publish(self, states: dict[str, LinkState]) -> None:
+        view = {}
+        for d in self.drafters:
+            up, down = self.net_plan.path(d, self.verifier), self.net_plan.path(self.verifier, d)
+            view[d] = {"uplink_mbps": min(states[l.name].rate_mbps(dr) for l, dr in up),
+                       "downlink_mbps": min(states[l.name].rate_mbps(dr) for l, dr in down),
+                       "rtt_s": round(sum(states[l.name].delay_ms for l, _ in up + down) / 1e3, 6)}
+        if view == self.last:
+            return
+        self.last = view
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"t": time.time(), "drafters": view}))
+        os.replace(tmp, self.path)               # readers see the old or the new file, never half of one
 
 
 def state_record(link: str, state: LinkState) -> dict:
@@ -65,8 +76,9 @@ def state_record(link: str, state: LinkState) -> dict:
 
 class ChannelDriver:
     def __init__(self, plan: ChannelPlan, apply: Callable[[str, LinkState], None], log_path: Path | None = None,
-                 telemetry: Telemetry | None = None, clock: Callable[[], float] = time.monotonic):
-        self.plan, self.apply, self.telemetry, self.clock = plan, apply, telemetry, clock
+                 telemetry: Telemetry | None = None, clock: Callable[[], float] = time.monotonic,
+                 on_tick: Callable[[], None] | None = None):
+        self.plan, self.apply, self.telemetry, self.clock, self.on_tick = plan, apply, telemetry, clock, on_tick
         self.log_path = Path(log_path) if log_path else None
         self.applied: dict[str, LinkState] = {}
         self.ticks = self.late = self.changes = 0
@@ -119,6 +131,8 @@ class ChannelDriver:
                 self.changes += 1
             self._write({"event": "link", "tick": k, "t_model_s": round(k * self.plan.interval_s, 6),
                          **state_record(a.link, a.state), **a.info})
+        if self.on_tick:
+            self.on_tick()
         self.ticks += 1
 
     def _write(self, record: dict) -> None:

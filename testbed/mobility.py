@@ -14,25 +14,13 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from .radio import is_finite, require_param   # one rule for validating numbers
+
 Point = tuple[float, float]
 
 
 class Mobility(Protocol):
     def position(self, t_s: float) -> Point: ...
-
-
-def _require(ok: bool, name: str, expected: str, value: object) -> None:
-    if not ok:
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-
-
-def _finite(x: object) -> bool:
-    if isinstance(x, (bool, np.bool_)):
-        return False
-    try:
-        return math.isfinite(x)  # type: ignore[arg-type]
-    except TypeError:
-        return False
 
 
 def _lerp(a: Point, b: Point, f: float) -> Point:
@@ -51,8 +39,8 @@ class Fixed:
     y: float
 
     def __post_init__(self) -> None:
-        _require(_finite(self.x), "x", "a finite number", self.x)
-        _require(_finite(self.y), "y", "a finite number", self.y)
+        require_param(is_finite(self.x), "x", "a finite number", self.x)
+        require_param(is_finite(self.y), "y", "a finite number", self.y)
 
     def position(self, t_s: float) -> Point:
         return (float(self.x), float(self.y))
@@ -64,18 +52,18 @@ class Waypoints:
     last t - first t (repeat the first point at the end for a closed path, or the station jumps back)."""
 
     def __init__(self, points: Sequence[tuple[float, float, float]], loop: bool = False) -> None:
-        _require(len(points) >= 1, "points", "a non-empty list of (t_s, x_m, y_m)", points)
+        require_param(len(points) >= 1, "points", "a non-empty list of (t_s, x_m, y_m)", points)
         for p in points:
-            _require(len(p) == 3 and all(_finite(v) for v in p), "points", "(t_s, x_m, y_m) finite triples", p)
+            require_param(len(p) == 3 and all(is_finite(v) for v in p), "points", "(t_s, x_m, y_m) finite triples", p)
         self._t = [float(p[0]) for p in points]
         self._xy: list[Point] = [(float(p[1]), float(p[2])) for p in points]
-        _require(all(a < b for a, b in zip(self._t, self._t[1:])), "points", "in strictly increasing time",
+        require_param(all(a < b for a, b in zip(self._t, self._t[1:])), "points", "in strictly increasing time",
                  self._t)
-        _require(not loop or len(points) >= 2, "points", "at least 2 points when loop=True", points)
+        require_param(not loop or len(points) >= 2, "points", "at least 2 points when loop=True", points)
         self.loop = loop
 
     def position(self, t_s: float) -> Point:
-        _require(_finite(t_s), "t_s", "a finite number", t_s)
+        require_param(is_finite(t_s), "t_s", "a finite number", t_s)
         t0, t1 = self._t[0], self._t[-1]
         if t_s <= t0:
             return self._xy[0]
@@ -113,20 +101,20 @@ class RandomWaypoint:
     def __init__(self, area_m: tuple[float, float], speed_mps: tuple[float, float], pause_s: float, seed: int,
                  start: Point | None = None) -> None:
         w, h = area_m
-        _require(_finite(w) and _finite(h) and w > 0 and h > 0, "area_m", "(width, height) > 0", area_m)
+        require_param(is_finite(w) and is_finite(h) and w > 0 and h > 0, "area_m", "(width, height) > 0", area_m)
         lo, hi = speed_mps
         # A minimum speed of 0 would allow arbitrarily slow legs that never end (and makes the long-run mean
         # speed decay to 0, the model's known flaw), so it must be strictly positive.
-        _require(_finite(lo) and _finite(hi) and 0 < lo <= hi, "speed_mps", "(min, max) with 0 < min <= max",
+        require_param(is_finite(lo) and is_finite(hi) and 0 < lo <= hi, "speed_mps", "(min, max) with 0 < min <= max",
                  speed_mps)
-        _require(_finite(pause_s) and pause_s >= 0, "pause_s", "a finite number >= 0", pause_s)
+        require_param(is_finite(pause_s) and pause_s >= 0, "pause_s", "a finite number >= 0", pause_s)
         self.area_m, self.speed_mps, self.pause_s = (float(w), float(h)), (float(lo), float(hi)), float(pause_s)
         self._rng = np.random.default_rng(seed)
         if start is None:
             start = self._uniform_point()
         else:
             sx, sy = start
-            _require(_finite(sx) and _finite(sy) and 0 <= sx <= w and 0 <= sy <= h, "start",
+            require_param(is_finite(sx) and is_finite(sy) and 0 <= sx <= w and 0 <= sy <= h, "start",
                      f"a point inside the area [0, {w}] x [0, {h}]", start)
         self.start: Point = (float(start[0]), float(start[1]))
         self._legs: list[Leg] = []
@@ -146,13 +134,13 @@ class RandomWaypoint:
 
     def legs(self, until_s: float) -> list[Leg]:
         """All legs that start at or before `until_s` (drawing them if needed)."""
-        _require(_finite(until_s), "until_s", "a finite number", until_s)
+        require_param(is_finite(until_s), "until_s", "a finite number", until_s)
         while not self._legs or self._legs[-1].end_s <= until_s:
             self._extend()
         return self._legs[:bisect.bisect_right(self._starts, until_s)]
 
     def position(self, t_s: float) -> Point:
-        _require(_finite(t_s), "t_s", "a finite number", t_s)
+        require_param(is_finite(t_s), "t_s", "a finite number", t_s)
         if t_s <= 0:
             return self.start
         self.legs(t_s)                                     # make sure the leg covering t_s exists

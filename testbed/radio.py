@@ -25,12 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def _require(ok: bool, name: str, expected: str, value: object) -> None:
+def require_param(ok: bool, name: str, expected: str, value: object) -> None:
     if not ok:
         raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
-def _finite(x: object) -> bool:
+def is_finite(x: object) -> bool:
     """A real, finite number (numpy scalars included; bools are refused as a likely mistake)."""
     if isinstance(x, (bool, np.bool_)):
         return False
@@ -42,17 +42,17 @@ def _finite(x: object) -> bool:
 
 def _real(x: object) -> bool:
     """A real number, infinities allowed (an SNR of -inf is a deep fade), NaN refused."""
-    return _finite(x) or (isinstance(x, (int, float, np.floating)) and abs(x) == math.inf)
+    return is_finite(x) or (isinstance(x, (int, float, np.floating)) and abs(x) == math.inf)
 
 
 # ---------------------------------------------------------------------------------------------- link budget
 
 def path_loss_db(distance_m: float, exponent: float, ref_loss_db: float, ref_distance_m: float = 1.0) -> float:
     """Log-distance path loss PL0 + 10 n log10(max(d, d0) / d0) in dB."""
-    _require(_finite(distance_m) and distance_m >= 0, "distance_m", "a finite number >= 0", distance_m)
-    _require(_finite(exponent) and exponent > 0, "exponent", "a finite number > 0", exponent)
-    _require(_finite(ref_loss_db), "ref_loss_db", "a finite number", ref_loss_db)
-    _require(_finite(ref_distance_m) and ref_distance_m > 0, "ref_distance_m", "a finite number > 0",
+    require_param(is_finite(distance_m) and distance_m >= 0, "distance_m", "a finite number >= 0", distance_m)
+    require_param(is_finite(exponent) and exponent > 0, "exponent", "a finite number > 0", exponent)
+    require_param(is_finite(ref_loss_db), "ref_loss_db", "a finite number", ref_loss_db)
+    require_param(is_finite(ref_distance_m) and ref_distance_m > 0, "ref_distance_m", "a finite number > 0",
              ref_distance_m)
     # The model only holds in the far field, beyond the reference distance where PL0 was measured; below it
     # the formula would give less loss than PL0 and, at d -> 0, infinite gain. Clamping keeps it physical.
@@ -62,9 +62,9 @@ def path_loss_db(distance_m: float, exponent: float, ref_loss_db: float, ref_dis
 
 def noise_dbm(band_hz: float, noise_density_dbm_hz: float = -174.0, noise_figure_db: float = 0.0) -> float:
     """Thermal noise power in the band: N0 + 10 log10(B) + NF (N0 = -174 dBm/Hz at 290 K)."""
-    _require(_finite(band_hz) and band_hz > 0, "band_hz", "a finite number > 0", band_hz)
-    _require(_finite(noise_density_dbm_hz), "noise_density_dbm_hz", "a finite number", noise_density_dbm_hz)
-    _require(_finite(noise_figure_db) and noise_figure_db >= 0, "noise_figure_db", "a finite number >= 0",
+    require_param(is_finite(band_hz) and band_hz > 0, "band_hz", "a finite number > 0", band_hz)
+    require_param(is_finite(noise_density_dbm_hz), "noise_density_dbm_hz", "a finite number", noise_density_dbm_hz)
+    require_param(is_finite(noise_figure_db) and noise_figure_db >= 0, "noise_figure_db", "a finite number >= 0",
              noise_figure_db)
     return noise_density_dbm_hz + 10.0 * math.log10(band_hz) + noise_figure_db
 
@@ -75,8 +75,8 @@ def snr_db(tx_power_dbm: float, path_loss_db: float, band_hz: float, shadowing_d
     """SNR in dB: (tx - PL + shadowing_db + 10 log10 fading_power) - noise. A deep fade (power 0) is -inf."""
     for name, v in (("tx_power_dbm", tx_power_dbm), ("path_loss_db", path_loss_db),
                     ("shadowing_db", shadowing_db)):
-        _require(_finite(v), name, "a finite number", v)
-    _require(_finite(fading_power) and fading_power >= 0, "fading_power", "a finite number >= 0 (linear |h|^2)",
+        require_param(is_finite(v), name, "a finite number", v)
+    require_param(is_finite(fading_power) and fading_power >= 0, "fading_power", "a finite number >= 0 (linear |h|^2)",
              fading_power)
     if fading_power == 0:
         return -math.inf
@@ -87,8 +87,8 @@ def snr_db(tx_power_dbm: float, path_loss_db: float, band_hz: float, shadowing_d
 def shannon_efficiency(snr_db: float, efficiency: float = 1.0) -> float:
     """Spectral efficiency in bit/s/Hz: efficiency * log2(1 + snr). `efficiency` < 1 is the usual gap to
     capacity of real coding and overheads (e.g. ~0.75 for LTE)."""
-    _require(_finite(snr_db) or snr_db == -math.inf, "snr_db", "a finite number or -inf", snr_db)
-    _require(_finite(efficiency) and 0 < efficiency <= 1, "efficiency", "in (0, 1]", efficiency)
+    require_param(is_finite(snr_db) or snr_db == -math.inf, "snr_db", "a finite number or -inf", snr_db)
+    require_param(is_finite(efficiency) and 0 < efficiency <= 1, "efficiency", "in (0, 1]", efficiency)
     return efficiency * math.log2(1.0 + 10.0 ** (snr_db / 10.0))
 
 
@@ -128,8 +128,8 @@ MCS_TABLES: dict[str, tuple[Mcs, ...]] = {
 
 def mcs_for(snr_db: float, table: tuple[Mcs, ...]) -> Mcs | None:
     """Highest entry whose threshold the SNR reaches; None below the lowest one (outage)."""
-    _require(_real(snr_db), "snr_db", "a number, not NaN", snr_db)
-    _require(len(table) > 0, "table", "a non-empty tuple of Mcs", table)
+    require_param(_real(snr_db), "snr_db", "a number, not NaN", snr_db)
+    require_param(len(table) > 0, "table", "a non-empty tuple of Mcs", table)
     best = None
     for entry in table:                       # no ordering assumed: tables are short
         if entry.min_snr_db <= snr_db and (best is None or entry.min_snr_db > best.min_snr_db):
@@ -143,10 +143,10 @@ def bler(snr_db: float, threshold_db: float, slope_per_db: float = 1.5, target: 
     """Logistic block-error curve: logit(BLER) = logit(target) - slope * (snr - threshold), i.e.
     BLER = 1 / (1 + exp(slope * (snr - threshold) + ln((1 - target) / target))). It equals `target` at the
     threshold, tends to 1 well below it and to 0 above it; `slope` sets how sharp the waterfall is."""
-    _require(_real(snr_db), "snr_db", "a number, not NaN", snr_db)
-    _require(_finite(threshold_db), "threshold_db", "a finite number", threshold_db)
-    _require(_finite(slope_per_db) and slope_per_db > 0, "slope_per_db", "a finite number > 0", slope_per_db)
-    _require(_finite(target) and 0 < target < 1, "target", "in (0, 1)", target)
+    require_param(_real(snr_db), "snr_db", "a number, not NaN", snr_db)
+    require_param(is_finite(threshold_db), "threshold_db", "a finite number", threshold_db)
+    require_param(is_finite(slope_per_db) and slope_per_db > 0, "slope_per_db", "a finite number > 0", slope_per_db)
+    require_param(is_finite(target) and 0 < target < 1, "target", "in (0, 1)", target)
     z = slope_per_db * (snr_db - threshold_db) + math.log((1.0 - target) / target)
     if z >= 0:                                # the two branches avoid overflow of exp for large |z|
         e = math.exp(-z)
@@ -157,8 +157,8 @@ def bler(snr_db: float, threshold_db: float, slope_per_db: float = 1.5, target: 
 def packet_loss(bler_value: float, retries: int) -> float:
     """Probability that a packet is lost after `retries` retransmissions: bler ** (retries + 1), assuming
     attempts fail independently (true for fast fading decorrelated between attempts; optimistic otherwise)."""
-    _require(_finite(bler_value) and 0 <= bler_value <= 1, "bler_value", "in [0, 1]", bler_value)
-    _require(isinstance(retries, (int, np.integer)) and not isinstance(retries, bool) and retries >= 0,
+    require_param(is_finite(bler_value) and 0 <= bler_value <= 1, "bler_value", "in [0, 1]", bler_value)
+    require_param(isinstance(retries, (int, np.integer)) and not isinstance(retries, bool) and retries >= 0,
              "retries", "an integer >= 0", retries)
     return bler_value ** (retries + 1)
 
@@ -167,7 +167,7 @@ def packet_loss(bler_value: float, retries: int) -> float:
 
 def bessel_j0(x: float) -> float:
     """Bessel function J0 (Abramowitz & Stegun 9.4.1 for |x| <= 3, 9.4.3 above; absolute error < 1e-7)."""
-    _require(_finite(x), "x", "a finite number", x)
+    require_param(is_finite(x), "x", "a finite number", x)
     x = abs(x)                                # J0 is even
     if x <= 3.0:
         y = (x / 3.0) ** 2
@@ -185,29 +185,29 @@ def rho_doppler(dt_s: float, doppler_hz: float) -> float:
     """Step correlation of fading sampled every dt under Clarke/Jakes scattering: J0(2 pi f_d dt).
     Negative values are clamped to 0: an AR(1) process cannot follow J0's oscillation anyway, and past the
     first zero the samples are effectively independent, which rho = 0 says."""
-    _require(_finite(dt_s) and dt_s >= 0, "dt_s", "a finite number >= 0", dt_s)
-    _require(_finite(doppler_hz) and doppler_hz >= 0, "doppler_hz", "a finite number >= 0", doppler_hz)
+    require_param(is_finite(dt_s) and dt_s >= 0, "dt_s", "a finite number >= 0", dt_s)
+    require_param(is_finite(doppler_hz) and doppler_hz >= 0, "doppler_hz", "a finite number >= 0", doppler_hz)
     return max(0.0, bessel_j0(2.0 * math.pi * doppler_hz * dt_s))
 
 
 def rho_coherence(dt_s: float, coherence_s: float) -> float:
     """Step correlation exp(-dt / Tc) for a channel described by its coherence time Tc."""
-    _require(_finite(dt_s) and dt_s >= 0, "dt_s", "a finite number >= 0", dt_s)
-    _require(_real(coherence_s) and coherence_s > 0, "coherence_s",
+    require_param(is_finite(dt_s) and dt_s >= 0, "dt_s", "a finite number >= 0", dt_s)
+    require_param(_real(coherence_s) and coherence_s > 0, "coherence_s",
              "a number > 0 (inf allowed)", coherence_s)
     return math.exp(-dt_s / coherence_s)
 
 
 def rho_distance(moved_m: float, decorrelation_m: float) -> float:
     """Gudmundson's shadowing correlation after moving `moved_m`: exp(-|moved| / d_corr)."""
-    _require(_finite(moved_m), "moved_m", "a finite number", moved_m)
-    _require(_finite(decorrelation_m) and decorrelation_m > 0, "decorrelation_m", "a finite number > 0",
+    require_param(is_finite(moved_m), "moved_m", "a finite number", moved_m)
+    require_param(is_finite(decorrelation_m) and decorrelation_m > 0, "decorrelation_m", "a finite number > 0",
              decorrelation_m)
     return math.exp(-abs(moved_m) / decorrelation_m)
 
 
 def _check_rho(rho: float) -> None:
-    _require(_finite(rho) and 0 <= rho <= 1, "rho", "in [0, 1]", rho)
+    require_param(is_finite(rho) and 0 <= rho <= 1, "rho", "in [0, 1]", rho)
 
 
 # ---------------------------------------------------------------------------------------------- processes
@@ -219,8 +219,8 @@ class Shadowing:
     so every later value is too; step(0) draws a fresh, independent one."""
 
     def __init__(self, sigma_db: float, decorrelation_m: float, seed: int) -> None:
-        _require(_finite(sigma_db) and sigma_db >= 0, "sigma_db", "a finite number >= 0", sigma_db)
-        _require(_finite(decorrelation_m) and decorrelation_m > 0, "decorrelation_m", "a finite number > 0",
+        require_param(is_finite(sigma_db) and sigma_db >= 0, "sigma_db", "a finite number >= 0", sigma_db)
+        require_param(is_finite(decorrelation_m) and decorrelation_m > 0, "decorrelation_m", "a finite number > 0",
                  decorrelation_m)
         self.sigma_db, self.decorrelation_m = float(sigma_db), float(decorrelation_m)
         self._rng = np.random.default_rng(seed)
@@ -248,8 +248,8 @@ class Fading:
     Get rho per step from `rho_doppler` or `rho_coherence`."""
 
     def __init__(self, kind: str, seed: int, k_factor_db: float = 0.0) -> None:
-        _require(kind in FADING_KINDS, "kind", f"one of {FADING_KINDS}", kind)
-        _require(_finite(k_factor_db), "k_factor_db", "a finite number", k_factor_db)
+        require_param(kind in FADING_KINDS, "kind", f"one of {FADING_KINDS}", kind)
+        require_param(is_finite(k_factor_db), "k_factor_db", "a finite number", k_factor_db)
         self.kind, self.k_factor_db = kind, float(k_factor_db)
         k = 10.0 ** (k_factor_db / 10.0) if kind == "rician" else 0.0
         self._los, self._scatter = math.sqrt(k / (k + 1.0)), math.sqrt(1.0 / (k + 1.0))
@@ -286,9 +286,9 @@ class GilbertElliott:
                  loss_bad: float = 1.0, seed: int = 0) -> None:
         # Transition probabilities of 0 would make a state absorbing and the steady state undefined.
         for name, p in (("p_good_to_bad", p_good_to_bad), ("p_bad_to_good", p_bad_to_good)):
-            _require(_finite(p) and 0 < p <= 1, name, "a probability in (0, 1]", p)
+            require_param(is_finite(p) and 0 < p <= 1, name, "a probability in (0, 1]", p)
         for name, p in (("loss_good", loss_good), ("loss_bad", loss_bad)):
-            _require(_finite(p) and 0 <= p <= 1, name, "a fraction in [0, 1]", p)
+            require_param(is_finite(p) and 0 <= p <= 1, name, "a fraction in [0, 1]", p)
         self.p_good_to_bad, self.p_bad_to_good = float(p_good_to_bad), float(p_bad_to_good)
         self.loss_good, self.loss_bad = float(loss_good), float(loss_bad)
         self._rng = np.random.default_rng(seed)

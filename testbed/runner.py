@@ -6,6 +6,7 @@
         events/*.jsonl     every node's event log (and links.jsonl: the link states applied)
         outputs/*.jsonl    every drafter's generated tokens and text
         logs/*.log         every node's stdout/stderr
+        linkstate.json     each drafter's path rates and base RTT now (read by network-aware policies)
         metrics.json, metrics.csv, summary.md, plots/*.png
 Everything started is stopped in `finally`; on Ctrl-C or a node's death the partial results are still written.
 """
@@ -20,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import manifest as manifest_mod
+from .eventtail import EventTail
 
 BUILTIN_PROMPTS = Path(__file__).resolve().parent.parent / "nodes" / "prompts.jsonl"
 
@@ -73,11 +75,12 @@ class _Nodes:
                 p.wait()
 
 
-def verifier_argv(exp, events: Path, bind: str) -> list[str]:
+def verifier_argv(exp, events: Path, bind: str, link_state: Path | None = None) -> list[str]:
     v = exp.verifier
     argv = [sys.executable, "-m", "nodes.verifier", "--bind", bind, "--name", "verifier", "--backend", v.backend,
             "--batching", exp.batching.rule, "--max-batch", str(exp.batching.max_batch),
-            "--window-ms", str(exp.batching.window_ms), "--log", str(events / "verifier.jsonl")]
+            "--window-ms", str(exp.batching.window_ms), "--max-tokens", str(exp.batching.max_tokens),
+            "--log", str(events / "verifier.jsonl")]
     if v.backend == "hf":
         argv += ["--model", v.model, "--device", v.device, "--dtype", v.dtype]
     else:
@@ -85,6 +88,19 @@ def verifier_argv(exp, events: Path, bind: str) -> list[str]:
                  "--verify-per-token-ms", str(v.verify_per_token_ms)]
     if v.threads:
         argv += ["--threads", str(v.threads)]
+    if exp.speculation.policy != "static":
+        argv += ["--speculation", json.dumps(exp.speculation.policy, separators=(",", ":"))]
+    sch = exp.scheduling
+    if sch.scheduler:
+        params = {"scheduler": sch.scheduler, "budget": sch.budget, "min_s": sch.min_s, "eta": sch.eta,
+                  "beta": sch.beta, **({"max_s": sch.max_s} if sch.max_s is not None else {})}
+        if sch.scheduler == "goodspeed":
+            params["utility"] = sch.utility
+        if sch.scheduler == "random":
+            params["seed"] = exp.seed
+        argv += ["--scheduler", json.dumps(params, separators=(",", ":"))]
+    if link_state is not None:
+        argv += ["--link-state", str(link_state)]
     return argv
 
 
@@ -123,8 +139,7 @@ class _Progress:
     """Requests and tokens done, read from the drafters' event logs as they grow."""
 
     def __init__(self, run_dir: Path, drafters: list[str], total_requests: int | None, duration: float | None):
-        self.files = {d: run_dir / "events" / f"{d}.jsonl" for d in drafters}
-        self.offsets = {d: 0 for d in drafters}
+        self.tail = EventTail({d: run_dir / "events" / f"{d}.jsonl" for d in drafters})
         self.welcomed: set[str] = set()
         self.requests = self.tokens = 0
         self.total, self.duration = total_requests, duration
@@ -133,23 +148,13 @@ class _Progress:
         self.last_print = 0.0
 
     def poll(self) -> None:
-        for d, f in self.files.items():
-            try:
-                with open(f) as fh:
-                    fh.seek(self.offsets[d])
-                    chunk = fh.read()
-            except OSError:
-                continue
-            complete = chunk[:chunk.rfind("\n") + 1]
-            self.offsets[d] += len(complete)
-            for line in complete.splitlines():
-                e = json.loads(line)
-                if e["event"] == "welcome":
-                    self.welcomed.add(d)
-                elif e["event"] == "verdict":
-                    self.tokens += e.get("tokens", 0)
-                elif e["event"] == "finish":
-                    self.requests += 1
+        for d, e in self.tail.new_events():
+            if e.get("event") == "welcome":
+                self.welcomed.add(d)
+            elif e.get("event") == "verdict":
+                self.tokens += e.get("tokens", 0)
+            elif e.get("event") == "finish":
+                self.requests += 1
 
     def show(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -195,7 +200,7 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
     manifest_mod.write(run_dir, man)
     print(f"run {exp.label}: {run_dir}", file=sys.stderr, flush=True)
     _write_prompts(exp, run_dir / "prompts.jsonl")
-    emu = nodes = driver = None
+    emu = nodes = driver = link_state = None
     status, message = "failed", ""
     try:
         plan = _channel_plan(exp)
@@ -208,13 +213,18 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
             emu.start()
             man["emulation"] = emu.info()
             _log_links(emu, run_dir / "events" / "links.jsonl")
+            from .channeldriver import LinkStatePublisher
+            link_state = run_dir / "linkstate.json"
+            publisher = LinkStatePublisher(link_state, emu.net_plan, exp.drafter_nodes(), exp.verifier.node)
+            publisher.publish(emu.shaping.states)
             if plan:
-                driver = _start_channels(exp, plan, emu, run_dir)
+                driver = _start_channels(exp, plan, emu, run_dir, lambda: publisher.publish(emu.shaping.states))
                 man["channels"] = _channels_manifest(plan)
         nodes = _Nodes(emu, run_dir)
         vhost = exp.verifier.node
         vaddr = nodes.address(vhost)
-        v = nodes.start("verifier", vhost, verifier_argv(exp, run_dir / "events", f"tcp://{vaddr}:{exp.verifier.port}"))
+        v = nodes.start("verifier", vhost, verifier_argv(exp, run_dir / "events", f"tcp://{vaddr}:{exp.verifier.port}",
+                                                           link_state))
         _wait_ready(nodes, v, run_dir / "events" / "verifier.jsonl", exp.limits.ready_timeout_s)
         drafters = exp.drafter_nodes()
         for i, node in enumerate(drafters):
@@ -261,10 +271,10 @@ def _channel_plan(exp):
     return plan if plan.driven_links() else None
 
 
-def _start_channels(exp, plan, emu, run_dir: Path):
+def _start_channels(exp, plan, emu, run_dir: Path, on_tick):
     from .channeldriver import ChannelDriver, Telemetry
     tele = Telemetry(run_dir / "events", exp.drafter_nodes()) if plan.uses_telemetry() else None
-    driver = ChannelDriver(plan, emu.set_link, run_dir / "events" / "links.jsonl", tele)
+    driver = ChannelDriver(plan, emu.set_link, run_dir / "events" / "links.jsonl", tele, on_tick=on_tick)
     driver.start()
     return driver
 
