@@ -44,6 +44,7 @@ class ClientSession:
     generated: list[int] = field(default_factory=list)
     sent_at: float = 0.0
     draft_s: float = 0.0               # model time spent on this session since the last send
+    last_rtt_s: float = 0.0            # send → verdict time of the last round (telemetry in the next DRAFT)
     proposed: int = 0
     accepted: int = 0
     hits: int = 0
@@ -118,7 +119,7 @@ class Drafter:
         s.sent_at = time.time()
         base = len(s.prompt_ids) + len(s.generated)
         n = self.send(P.Draft.from_tokens(s.sid, s.round, base, window, self.args.payload,
-                                          self.backend.vocab_size, s.sent_at))
+                                          self.backend.vocab_size, s.sent_at, s.draft_s, s.last_rtt_s))
         s.proposed += len(window)
         self.log.write("draft", session=s.sid, round=s.round, gamma=len(window), pre_drafted=ready,
                        draft_s=s.draft_s, bytes_out=n)
@@ -155,6 +156,7 @@ class Drafter:
         s.in_flight = None
         s.gamma = v.next_gamma
         now = time.time()
+        s.last_rtt_s = max(0.0, now - s.sent_at)
         self.log.write("verdict", session=s.sid, round=v.round, gamma=window, accepted=v.accepted, token=v.token,
                        rtt_s=now - s.sent_at, queue_s=v.queue_s, verify_s=v.verify_s, batch=v.batch,
                        one_way_s=now - v.t_send, hit=hit, kept=kept, wasted=wasted, bytes_in=nbytes, done=v.done,

@@ -315,11 +315,15 @@ class Draft(_Message):
     q_probs: np.ndarray | None       # float32 [gamma, k] (topk) or [gamma, V] (full) or None
     k: int
     t_send: float
+    # telemetry for the verifier's speculation policies (0 = not measured yet): this window's draft compute
+    # time and the drafter's last send-to-verdict time for this session
+    draft_s: float = 0.0
+    rtt_s: float = 0.0
     TYPE: ClassVar[str] = "draft"
     ARRAYS: ClassVar[dict] = dict(tokens="<i4", q_ids="<i4?", q_probs="<f4?")
     SPEC: ClassVar[dict] = dict(session=_SID, round=_ROUND, base=_int(1, INT32_MAX), tokens=_array("i"),
                                 q_ids=_opt(_array("i")), q_probs=_opt(_array("f")), k=_int(0, MAX_TOPK),
-                                t_send=_TIME)
+                                t_send=_TIME, draft_s=_TIME, rtt_s=_TIME)
 
     @property
     def gamma(self) -> int:
@@ -383,7 +387,7 @@ class Draft(_Message):
 
     @classmethod
     def from_tokens(cls, session: str, round: int, base: int, draft_tokens: list[DraftToken], payload: str,
-                    vocab_size: int, t_send: float) -> Draft:
+                    vocab_size: int, t_send: float, draft_s: float = 0.0, rtt_s: float = 0.0) -> Draft:
         """Pack a backend's DraftTokens. `payload` is the session's mode: each token must carry exactly K
         (topk:K) or vocab_size (full) q entries; ids mode (and an empty draft) sends no q."""
         _payload(payload, "draft.payload")
@@ -401,7 +405,7 @@ class Draft(_Message):
             return np.stack([np.ravel(getattr(d, attr)) for d in draft_tokens])
 
         msg = cls(session, round, base, _array("i")([d.token for d in draft_tokens], "draft.tokens"),
-                  rows("q_ids"), rows("q_probs"), width if mode.startswith("topk:") else 0, t_send)
+                  rows("q_ids"), rows("q_probs"), width if mode.startswith("topk:") else 0, t_send, draft_s, rtt_s)
         for name in ("tokens", "q_ids"):   # the sender knows its vocabulary; the frame alone does not
             a = getattr(msg, name)
             if a is not None and a.size and int(a.max()) >= vocab_size:

@@ -405,7 +405,7 @@ def test_make_error_frame():
 
 def test_describe():
     assert describe(SAMPLES["draft_topk"]) == ("DRAFT session=d0.s17 round=4 base=215 tokens=5 q_ids=5x4 q_probs=5x4 "
-                                               "k=4 t_send=1.7e+09 payload=topk:4")
+                                               "k=4 t_send=1.7e+09 draft_s=0 rtt_s=0 payload=topk:4")
     assert "payloads=ids,topk:8,full" in describe(SAMPLES["hello"])
 
 
