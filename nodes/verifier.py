@@ -8,6 +8,7 @@ one gets an ERROR reply and the verifier carries on serving everyone else. Each 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
@@ -17,10 +18,10 @@ import numpy as np
 import zmq
 
 from testbed.policies.batching import make_batching
-from testbed.policies.speculation import StaticGamma
 
 from . import protocol as P
 from .backends import DraftToken, Sampling, VerifyRequest
+from .control import WindowControl
 from .eventlog import EventLog, log_error
 from .verification import cut_output
 
@@ -48,11 +49,13 @@ class Pending:
     sent: float
     round: int
     bytes_in: int
+    draft_s: float = 0.0          # telemetry from the DRAFT frame
+    rtt_s: float = 0.0
 
 
 class Verifier:
-    def __init__(self, backend, batching, speculation, log: EventLog, name: str = "verifier"):
-        self.backend, self.batching, self.speculation, self.log, self.name = backend, batching, speculation, log, name
+    def __init__(self, backend, batching, control: WindowControl, log: EventLog, name: str = "verifier"):
+        self.backend, self.batching, self.control, self.log, self.name = backend, batching, control, log, name
         self.drafters: dict[bytes, str] = {}
         self.sessions: dict[str, Session] = {}
         self.pending: list[Pending] = []
@@ -86,6 +89,7 @@ class Verifier:
                 # a queued prefill/draft of this session must not reach the backend after close()
                 self.pending = [p for p in self.pending if p.session is not s]
                 self.backend.close(s.key)
+                self.control.close(s.key)
             return None
         raise P.ProtocolError("bad_type", f"a verifier does not accept {type(msg).__name__}")
 
@@ -113,6 +117,7 @@ class Verifier:
         s = Session(key, identity, msg.session, msg.max_new, sampling, msg.gamma, rng, len(msg.prompt))
         self.sessions[key] = s
         self.backend.open(key, msg.prompt.tolist())
+        self.control.open(key, self.drafters[identity], msg.payload, self.backend.vocab_size, msg.gamma)
         self.pending.append(Pending(s, [], time.time(), msg.t_send, 0, 0))
         return None
 
@@ -139,7 +144,7 @@ class Verifier:
                                                        f"{s.sampling.payload}: every draft token needs that q", msg.session)
                 if d.q_ids is not None and int(d.q_ids.max()) >= self.backend.vocab_size:
                     raise P.ProtocolError("bad_field", "q ids must be token ids of the target's vocabulary", msg.session)
-        self.pending.append(Pending(s, draft, time.time(), msg.t_send, msg.round, nbytes))
+        self.pending.append(Pending(s, draft, time.time(), msg.t_send, msg.round, nbytes, msg.draft_s, msg.rtt_s))
         return None
 
     # -- batches -------------------------------------------------------------------------------------
@@ -149,6 +154,7 @@ class Verifier:
         reqs = [VerifyRequest(p.session.key, p.draft, p.session.sampling, p.session.rng) for p in batch]
         results = self.backend.verify(reqs)
         verify_s = time.time() - started
+        outcomes = []
         for p, r in zip(batch, results):
             s = p.session
             new = [d.token for d in p.draft[:r.accepted]] + [r.token]
@@ -157,7 +163,14 @@ class Verifier:
             s.committed += len(new)
             s.round = p.round
             s.history.append(r.accepted)
-            gamma = self.speculation.next_window(s.gamma, s.history)
+            if p.round:                   # round 0 is the prefill: nothing drafted, nothing to learn
+                self.control.observe(s.key, len(p.draft), r.accepted, rtt_s=p.rtt_s, draft_s=p.draft_s,
+                                     queue_s=started - p.arrived, verify_s=verify_s, bytes_in=p.bytes_in)
+            outcomes.append((new, done))
+        windows = self.control.next_windows([p.session.key for p in batch])
+        for p, r, (new, done) in zip(batch, results, outcomes):
+            s = p.session
+            gamma = windows[s.key]
             verdict = P.Verdict(s.session, p.round, r.accepted, r.token, gamma, done, time.time(),
                                 started - p.arrived, verify_s, len(batch))
             frame = P.encode(verdict)
@@ -171,6 +184,7 @@ class Verifier:
             if done:
                 self.sessions.pop(s.key, None)
                 self.backend.close(s.key)
+                self.control.close(s.key)
 
     def serve(self, endpoint: str, stop_after: float | None = None) -> None:
         ctx = zmq.Context.instance()
@@ -195,10 +209,18 @@ class Verifier:
                 else:   # a DEALER sends one frame per message; anything else is malformed
                     self.sock.send_multipart([parts[0], P.encode(P.Error("bad_frame", "expected one frame per message"))])
                 events = dict(poller.poll(0))
-            decision = self.batching.select([p.arrived for p in self.pending], time.time(), len(self.sessions))
+            arrivals = [p.arrived for p in self.pending]
+            if self.batching.name == "length":      # it picks drafts by window length, not just the oldest
+                decision = self.batching.select(arrivals, time.time(), len(self.sessions),
+                                                lengths=[len(p.draft) for p in self.pending])
+                chosen = set(decision.indices)
+            else:
+                decision = self.batching.select(arrivals, time.time(), len(self.sessions))
+                chosen = set(range(decision.take))
             wake_at = decision.wake_at
-            if decision.take:
-                batch, self.pending = self.pending[:decision.take], self.pending[decision.take:]
+            if chosen:
+                batch = [p for i, p in enumerate(self.pending) if i in chosen]
+                self.pending = [p for i, p in enumerate(self.pending) if i not in chosen]
                 self.run_batch(batch)
                 wake_at = None
 
@@ -224,17 +246,28 @@ def main(argv=None) -> int:
     ap.add_argument("--vocab-size", type=int, default=32000, help="synthetic backend only")
     ap.add_argument("--verify-base-ms", type=float, default=0.0, help="synthetic compute profile")
     ap.add_argument("--verify-per-token-ms", type=float, default=0.0, help="synthetic compute profile")
-    ap.add_argument("--batching", choices=["fifo", "window", "sync"], default="fifo")
+    ap.add_argument("--batching", choices=["fifo", "window", "sync", "length"], default="fifo")
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--window-ms", type=float, default=5.0)
+    ap.add_argument("--max-tokens", type=int, default=64, help="length: padded tokens per batch at most")
     ap.add_argument("--gamma", type=int, default=None, help="force this window for every session (static policy)")
+    ap.add_argument("--speculation", type=json.loads, default=None, metavar="JSON",
+                    help='speculation policy, e.g. \'{"policy": "network", "gamma_max": 12}\' (testbed/policies/'
+                         'speculation.py); default static: the window each session asks for')
+    ap.add_argument("--scheduler", type=json.loads, default=None, metavar="JSON",
+                    help='verification budget, e.g. \'{"scheduler": "goodspeed", "budget": 16}\' '
+                         '(testbed/policies/scheduling.py)')
+    ap.add_argument("--link-state", metavar="FILE", help="JSON the runner keeps current: per drafter uplink_mbps, "
+                                                          "downlink_mbps, rtt_s (for network-aware policies)")
     ap.add_argument("--log", help="JSONL event log")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log = EventLog(args.log, args.name)
     try:
         backend = make_backend(args)
-        Verifier(backend, make_batching(args.batching, args.max_batch, args.window_ms), StaticGamma(args.gamma),
+        spec = args.speculation or ({"policy": "static", "gamma": args.gamma} if args.gamma is not None else "static")
+        control = WindowControl(spec, args.scheduler, args.link_state, log)
+        Verifier(backend, make_batching(args.batching, args.max_batch, args.window_ms, max_tokens=args.max_tokens), control,
                  log, args.name).serve(args.bind)
     except KeyboardInterrupt:
         return 0

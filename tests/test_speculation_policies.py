@@ -355,7 +355,7 @@ def test_make_speculation_builds_fresh_sessions():
 
 @pytest.mark.parametrize("spec, field", [
     ("nope", "policy"),
-    ({"policy": "awc"}, "policy"),
+    ({"policy": "awc-v9"}, "policy"),
     ({"policy": 3}, "policy"),
     (42, "speculation"),
     ({"policy": "static", "gama": 4}, "gama"),
