@@ -171,12 +171,16 @@ def cmd_run(args) -> int:
 def _print_report(run_dirs, out_dir) -> None:
     from pathlib import Path
     from .report import compare, overlay_plots
-    print(compare([Path(d) for d in run_dirs]))
+    table = compare([Path(d) for d in run_dirs])
+    print(table)
     for d in run_dirs:
         print(f"  plots: {Path(d) / 'plots'}")
     if len(run_dirs) > 1:
         for path in overlay_plots([Path(d) for d in run_dirs], Path(out_dir)):
             print(f"  comparison plot: {path}")
+        runs = "\n".join(f"- `{Path(d).name}`: {Path(d)}" for d in run_dirs)
+        (Path(out_dir) / "summary.md").write_text(f"# Comparison\n\n{table}\n\nRuns, in column order:\n{runs}\n")
+        print(f"  comparison table: {Path(out_dir) / 'summary.md'}")
 
 
 def cmd_report(args) -> int:

@@ -192,16 +192,44 @@ class Workload(_Strict):
         return data
 
 
+def _speculation_policy(v: Any) -> Any:
+    """`static` | `heuristic` | `backoff` | `threshold` | `network` | `awc`, or a mapping {policy: name, field:
+    value, ...} of that policy's parameters (testbed/policies/speculation.py); checked by building one."""
+    from .policies.speculation import make_speculation
+    spec = v if isinstance(v, (str, dict)) else None
+    if spec is None:
+        raise ValueError(f"expected a policy name or a mapping {{policy: name, ...}}, got {v!r}")
+    try:
+        make_speculation(spec)
+    except (ValueError, TypeError) as e:
+        raise ValueError(str(e)) from None
+    return v
+
+
 class Speculation(_Strict):
     gamma: int = Field(4, ge=0, le=64)          # initial draft window; 0: autoregressive baseline
     payload: Annotated[str, AfterValidator(_payload)] = "ids"   # what a draft carries: ids | topk:K | full
     proactive: bool = True                      # draft the next window while the verdict is in flight
+    policy: Annotated[Any, AfterValidator(_speculation_policy)] = "static"   # next window per session, at the verifier
+
+
+class Scheduling(_Strict):
+    """A verification budget across sessions (GoodSpeed): after each batch, `budget` draft tokens are split among
+    the open sessions and override the speculation policy. None: each session's policy alone decides."""
+    scheduler: Literal["goodspeed", "fixed", "random"] | None = None
+    budget: int = Field(16, ge=1, le=4096)      # C: draft tokens per round across all sessions
+    min_s: int = Field(0, ge=0, le=64)          # per session and round (0: a session may get an AR step)
+    max_s: int | None = Field(None, ge=1, le=64)
+    utility: Literal["log", "linear", "alpha-fair"] = "log"   # goodspeed: log = proportional fairness
+    eta: float = Field(0.1, gt=0, lt=1)         # EWMA weight of acceptance (eq. 3)
+    beta: float = Field(0.5, gt=0, lt=1)        # EWMA weight of goodput (eq. 4)
 
 
 class Batching(_Strict):
-    rule: Literal["fifo", "window", "sync"] = "fifo"    # when the verifier runs a batch (testbed/policies)
+    rule: Literal["fifo", "window", "sync", "length"] = "fifo"   # when the verifier runs a batch (testbed/policies)
     max_batch: int = Field(8, ge=1, le=1024)            # drafts verified together at most
     window_ms: float = Field(5.0, ge=0, le=10_000)      # window only: wait this long for more drafts
+    max_tokens: int = Field(64, ge=1, le=1_000_000)     # length only: batch size x longest window at most
 
 
 class Limits(_Strict):
@@ -220,6 +248,7 @@ class Experiment(_Strict):
     workload: Workload = Workload()
     speculation: Speculation = Speculation()
     batching: Batching = Batching()
+    scheduling: Scheduling = Scheduling()
     seed: int = Field(0, ge=0, le=2**31 - 1)     # drafter i gets seed * 1000 + i; channels and delays too
     channel_interval_ms: float = Field(100.0, ge=10, le=60_000)   # channel models step this often (testbed/channels.py)
     limits: Limits = Limits()
@@ -299,6 +328,7 @@ class Experiment(_Strict):
             "workload": {**self.workload.model_dump(mode="json"), "prompts_sha256": _sha256(self.prompts_path())},
             "speculation": self.speculation.model_dump(mode="json"),
             "batching": self.batching.model_dump(mode="json"),
+            "scheduling": self.scheduling.model_dump(mode="json"),
             "seed": self.seed,
             "channel_interval_ms": self.channel_interval_ms,
             "limits": self.limits.model_dump(mode="json"),
@@ -763,6 +793,23 @@ def _check_workload(exp: Experiment, base_dir: Path) -> tuple[Found, str]:
     return found, prompts
 
 
+def _check_control(exp: Experiment) -> Found:
+    """Speculation policy and budget scheduler against the rest of the experiment."""
+    found: Found = []
+    policy = exp.speculation.policy
+    name = policy if isinstance(policy, str) else policy.get("policy", "static")
+    if exp.speculation.gamma == 0 and name != "static":
+        found.append((("speculation", "policy"), f"gamma 0 is the autoregressive baseline; policy {name!r} would "
+                                                 "start speculating: use policy static with gamma 0"))
+    sch = exp.scheduling
+    if sch.scheduler and sch.max_s is not None and sch.max_s < sch.min_s:
+        found.append((("scheduling", "max_s"), f"expected max_s >= min_s ({sch.min_s}), got {sch.max_s}"))
+    if sch.scheduler and exp.speculation.gamma == 0:
+        found.append((("scheduling", "scheduler"), "a budget scheduler hands out draft windows; gamma 0 (the "
+                                                   "autoregressive baseline) drafts nothing"))
+    return found
+
+
 def _check_label(exp: Experiment) -> Found:
     if exp.label is None:
         return []
@@ -784,6 +831,7 @@ def _build(data: Any, base_dir: Path, file: str, cache: dict) -> tuple[Experimen
     topo, found, foreign = _load_topology(exp, base_dir, file, cache)
     found = list(found)
     found += _check_label(exp)
+    found += _check_control(exp)
     wfound, prompts = _check_workload(exp, base_dir)
     found += wfound
     if topo is not None:

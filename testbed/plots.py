@@ -22,6 +22,7 @@ ROLLING = 20          # rounds in the rolling mean of acceptance
 PLOT_NAMES = ("goodput.png", "acceptance.png", "latency_cdf.png")
 LINKS_PLOT = "links.png"
 CHANNELS_PLOT = "channels.png"
+UTILITY_PLOT = "utility.png"
 
 
 def plot_names(run_dir: str | Path) -> list[str]:
@@ -29,7 +30,10 @@ def plot_names(run_dir: str | Path) -> list[str]:
     links = Path(run_dir) / "events" / M.LINKS_FILE
     has_links = links.exists()
     has_channels = has_links and '"node": "channel"' in links.read_text()
-    return [*PLOT_NAMES, *([LINKS_PLOT] if has_links else []), *([CHANNELS_PLOT] if has_channels else [])]
+    verifier = Path(run_dir) / "events" / "verifier.jsonl"
+    has_schedule = verifier.exists() and '"event":"schedule"' in verifier.read_text()
+    return [*PLOT_NAMES, *([LINKS_PLOT] if has_links else []), *([CHANNELS_PLOT] if has_channels else []),
+            *([UTILITY_PLOT] if has_schedule else [])]
 
 
 def t0_of(run: dict) -> float:
@@ -218,6 +222,32 @@ def plot_channels(run: dict, t0: float, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_utility(run: dict, path: Path) -> Path:
+    """A budget scheduler's rounds: each session's window (top), its goodput estimate X_i (middle) and the
+    utility Σ log X_i over the sessions present (bottom), from the verifier's "schedule" events."""
+    sched = [e for e in run["verifier"] if e.get("event") == "schedule"]
+    fig = Figure(figsize=(9, 8))
+    ax_s, ax_x, ax_u = fig.subplots(3, 1, sharex=True)
+    sessions = sorted({k for e in sched for k in e["allocation"]})
+    for i, key in enumerate(sessions):
+        color = f"C{i % 10}"
+        pts = [(n, e["allocation"][key]) for n, e in enumerate(sched, 1) if key in e["allocation"]]
+        ax_s.step([n for n, _ in pts], [v for _, v in pts], where="post", color=color, label=key)
+        xs = [(n, e["estimates"][key][1]) for n, e in enumerate(sched, 1) if key in e.get("estimates", {})]
+        ax_x.plot([n for n, _ in xs], [v for _, v in xs], color=color, label=key)
+    ax_s.set(ylabel="window S_i (tokens)", title=f"{sched[0]['scheduler'] if sched else '?'} scheduling, budget "
+                                                  f"{sched[0]['budget'] if sched else '?'}")
+    ax_x.set(ylabel="goodput estimate X_i\n(tokens/round)")
+    util = [(n, sum(math.log(v[1]) for v in e["estimates"].values())) for n, e in enumerate(sched, 1)
+            if e.get("estimates")]
+    ax_u.plot([n for n, _ in util], [u for _, u in util], color="black", label="Σ log X_i (sessions present)")
+    ax_u.set(xlabel="scheduling round", ylabel="utility")
+    finish_axis(ax_s, bool(sched), loc="upper right")
+    finish_axis(ax_x, bool(sched), loc="upper right")
+    finish_axis(ax_u, bool(util), loc="lower right")
+    return _save(fig, path)
+
+
 def make_plots(run_dir: str | Path) -> list[Path]:
     """Write the run's plots under RUN/plots/ and return their paths."""
     run_dir = Path(run_dir)
@@ -230,6 +260,9 @@ def make_plots(run_dir: str | Path) -> list[Path]:
              plot_latency_cdfs(run, out / "latency_cdf.png")]
     if (run_dir / "events" / M.LINKS_FILE).exists():
         paths.append(plot_links(run, t0, out / LINKS_PLOT))
-    if CHANNELS_PLOT in plot_names(run_dir):
+    names = plot_names(run_dir)
+    if CHANNELS_PLOT in names:
         paths.append(plot_channels(run, t0, out / CHANNELS_PLOT))
+    if UTILITY_PLOT in names:
+        paths.append(plot_utility(run, out / UTILITY_PLOT))
     return paths
