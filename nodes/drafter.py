@@ -45,6 +45,8 @@ class ClientSession:
     sent_at: float = 0.0
     draft_s: float = 0.0               # model time spent on this session since the last send
     last_rtt_s: float = 0.0            # send → verdict time of the last round (telemetry in the next DRAFT)
+    via: str | None = None             # the verifier this session was routed to
+    reported: bool = False             # a verdict has come back, so the verifier's load counts it
     proposed: int = 0
     accepted: int = 0
     hits: int = 0
@@ -61,48 +63,82 @@ class Drafter:
         self.results: list[dict] = []
         self.idle_s = 0.0
         self.recorder = None
+        self.router = None
+        if getattr(args, "routing", None):
+            from testbed.policies.routing import make_router
+            spec = dict(args.routing)
+            self.router = make_router(spec.pop("policy"), **spec)
         if args.record_acceptance:    # replayable by the synthetic backend: {"replay": FILE}
             from .backends.synthetic import AcceptanceRecorder
             self.recorder = AcceptanceRecorder(args.record_acceptance)
 
     # -- wire ----------------------------------------------------------------------------------------
-    def send(self, msg) -> int:
+    # One DEALER per verifier. With several (--connect A,B,...) each session is routed to one of them at START
+    # by the routing policy and stays there (its KV cache lives there); with one, everything goes to it.
+    def send(self, msg, via: str | None = None) -> int:
         frame = P.encode(msg)
-        self.sock.send(frame)
+        self.socks[via or self.default].send(frame)
         return len(frame)
 
     def recv(self, timeout_s: float):
-        if not self.sock.poll(int(timeout_s * 1e3)):
-            return None, 0
-        frame = self.sock.recv()
-        msg = P.decode(frame)
-        if isinstance(msg, P.Error):
-            raise DrafterError(f"verifier refused: {msg.code}: {msg.message}")
-        return msg, len(frame)
+        """(message, bytes, verifier) of the next frame from any verifier, or (None, 0, None) on timeout."""
+        ready = dict(self.poller.poll(int(timeout_s * 1e3)))
+        for name, sock in self.socks.items():
+            if sock in ready:
+                frame = sock.recv()
+                msg = P.decode(frame)
+                if isinstance(msg, P.Error):
+                    raise DrafterError(f"verifier {name} refused: {msg.code}: {msg.message}")
+                return msg, len(frame), name
+        return None, 0, None
 
     def connect(self) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(self.args.connect)
+        self.socks, self.poller, self.load = {}, zmq.Poller(), {}
         b = self.backend
-        self.send(P.Hello(self.args.name, b.model_id, b.fingerprint, b.vocab_size,
-                          [self.args.payload], self.args.proactive))
-        msg, _ = self.recv(self.args.timeout)
-        if msg is None:
-            raise DrafterError(f"no answer from the verifier at {self.args.connect} within {self.args.timeout} s")
-        if not isinstance(msg, P.Welcome):
-            raise DrafterError(f"expected WELCOME, got {type(msg).__name__}")
-        self.log.write("welcome", verifier=msg.verifier, model=msg.model)
+        for endpoint in self.args.connect.split(","):
+            sock = zmq.Context.instance().socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(endpoint)
+            sock.send(P.encode(P.Hello(self.args.name, b.model_id, b.fingerprint, b.vocab_size,
+                                       [self.args.payload], self.args.proactive)))
+            if not sock.poll(int(self.args.timeout * 1e3)):
+                raise DrafterError(f"no answer from the verifier at {endpoint} within {self.args.timeout} s")
+            msg = P.decode(sock.recv())
+            if isinstance(msg, P.Error):
+                raise DrafterError(f"verifier at {endpoint} refused: {msg.code}: {msg.message}")
+            if not isinstance(msg, P.Welcome):
+                raise DrafterError(f"expected WELCOME, got {type(msg).__name__}")
+            if msg.verifier in self.socks:
+                raise DrafterError(f"two verifiers are named {msg.verifier!r}; verifier names must differ")
+            self.socks[msg.verifier] = sock
+            self.poller.register(sock, zmq.POLLIN)
+            self.load[msg.verifier] = 0
+            self.log.write("welcome", verifier=msg.verifier, model=msg.model, endpoint=endpoint)
+        self.default = next(iter(self.socks))
+        if self.router is None and len(self.socks) > 1:
+            raise DrafterError("several verifiers need a routing policy: give --routing")
+
+    def route(self, sid: str) -> str:
+        """The verifier for a new session: the policy sees each verifier's last reported load plus the
+        sessions this drafter has placed there since."""
+        if self.router is None:
+            return self.default
+        queues = {v: self.load[v] + sum(1 for s in self.sessions.values() if s.via == v and not s.reported)
+                  for v in self.socks}
+        via = self.router.route(sid, queues, time.time())
+        self.log.write("route", session=sid, verifier=via, queues=queues, policy=self.router.name)
+        return via
 
     # -- sessions ------------------------------------------------------------------------------------
     def start(self, sid: str, prompt: str, prompt_ids: list[int]) -> None:
         s = ClientSession(sid, prompt, prompt_ids, self.args.gamma)
+        s.via = self.route(sid)
         self.sessions[sid] = s
         self.backend.open(sid, prompt_ids, self.sampling)
         s.sent_at = time.time()
-        n = self.send(P.Start(sid, np.asarray(prompt_ids, dtype=np.int32), self.args.max_new, self.args.temperature, self.args.payload,
-                              self.args.seed, self.args.gamma, s.sent_at))
-        self.log.write("start", session=sid, prompt_tokens=len(prompt_ids), bytes_out=n)
+        n = self.send(P.Start(sid, np.asarray(prompt_ids, dtype=np.int32), self.args.max_new, self.args.temperature,
+                              self.args.payload, self.args.seed, self.args.gamma, s.sent_at), s.via)
+        self.log.write("start", session=sid, prompt_tokens=len(prompt_ids), bytes_out=n, verifier=s.via)
 
     def send_window(self, s: ClientSession) -> None:
         """Draft what the next window still lacks (proactive drafts may already cover it) and send it."""
@@ -119,7 +155,7 @@ class Drafter:
         s.sent_at = time.time()
         base = len(s.prompt_ids) + len(s.generated)
         n = self.send(P.Draft.from_tokens(s.sid, s.round, base, window, self.args.payload,
-                                          self.backend.vocab_size, s.sent_at, s.draft_s, s.last_rtt_s))
+                                          self.backend.vocab_size, s.sent_at, s.draft_s, s.last_rtt_s), s.via)
         s.proposed += len(window)
         self.log.write("draft", session=s.sid, round=s.round, gamma=len(window), pre_drafted=ready,
                        draft_s=s.draft_s, bytes_out=n)
@@ -135,10 +171,13 @@ class Drafter:
         s.draft_s += time.perf_counter() - t
         return True
 
-    def on_verdict(self, v: "P.Verdict", nbytes: int) -> None:
+    def on_verdict(self, v: "P.Verdict", nbytes: int, via: str | None = None) -> None:
         s = self.sessions.get(v.session)
-        if s is None or v.round != s.round:
-            raise DrafterError(f"verdict for unknown session/round {v.session}/{v.round}")
+        if s is None or v.round != s.round or (via is not None and via != s.via):
+            raise DrafterError(f"verdict for unknown session/round {v.session}/{v.round} (from {via})")
+        if via is not None:
+            self.load[via] = v.load
+            s.reported = True
         window = s.in_flight or 0
         chain = self.backend.chain(s.sid)
         hit = int(v.accepted == window and len(chain) > window and chain[window].token == v.token)
@@ -175,6 +214,8 @@ class Drafter:
         self.log.write("finish", session=s.sid, tokens=len(tokens), rounds=s.round, proposed=s.proposed,
                        accepted=s.accepted, hits=s.hits, wasted=s.wasted)
         del self.sessions[s.sid]
+        if self.router is not None:
+            self.router.release(s.sid)
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self, prompts: list[tuple[str, list[int]]]) -> list[dict]:
@@ -224,12 +265,12 @@ class Drafter:
     def drain(self, timeout_s: float) -> int:
         n = 0
         while True:
-            msg, nbytes = self.recv(timeout_s if n == 0 else 0.0)
+            msg, nbytes, via = self.recv(timeout_s if n == 0 else 0.0)
             if msg is None:
                 return n
             if not isinstance(msg, P.Verdict):
                 raise DrafterError(f"expected VERDICT, got {type(msg).__name__}")
-            self.on_verdict(msg, nbytes)
+            self.on_verdict(msg, nbytes, via)
             n += 1
 
 
@@ -263,7 +304,11 @@ def make_backend(args):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nodes.drafter", description=__doc__.splitlines()[0])
-    ap.add_argument("--connect", default="tcp://127.0.0.1:5555")
+    ap.add_argument("--connect", default="tcp://127.0.0.1:5555",
+                    help="verifier endpoint, or several separated by commas (then --routing is needed)")
+    ap.add_argument("--routing", type=json.loads, default=None, metavar="JSON",
+                    help='session routing across verifiers, e.g. \'{"policy": "jsq-d", "d": 2, "seed": 1}\' '
+                         '(testbed/policies/routing.py)')
     ap.add_argument("--name", default="drafter")
     ap.add_argument("--backend", choices=["hf", "synthetic"], default="hf")
     ap.add_argument("--model", default="smollm2-135m:int8")

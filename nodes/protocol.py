@@ -430,10 +430,11 @@ class Verdict(_Message):
     queue_s: float
     verify_s: float
     batch: int
+    load: int = 0                    # sessions open at this verifier after the batch (for drafters' routing)
     TYPE: ClassVar[str] = "verdict"
     SPEC: ClassVar[dict] = dict(session=_SID, round=_ROUND, accepted=_int(0, MAX_GAMMA), token=_int(0, INT32_MAX),
                                 next_gamma=_int(0, MAX_GAMMA), done=_bool, t_send=_TIME, queue_s=_TIME,
-                                verify_s=_TIME, batch=_int(1, INT32_MAX))
+                                verify_s=_TIME, batch=_int(1, INT32_MAX), load=_int(0, INT32_MAX))
 
 
 @dataclass(frozen=True, eq=False)

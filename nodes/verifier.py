@@ -172,7 +172,7 @@ class Verifier:
             s = p.session
             gamma = windows[s.key]
             verdict = P.Verdict(s.session, p.round, r.accepted, r.token, gamma, done, time.time(),
-                                started - p.arrived, verify_s, len(batch))
+                                started - p.arrived, verify_s, len(batch), len(self.sessions) - done)
             frame = P.encode(verdict)
             self.sock.send_multipart([s.identity, frame])
             self.log.write("verify", drafter=self.drafters.get(s.identity), session=s.session, round=p.round,

@@ -146,7 +146,9 @@ def cmd_run(args) -> int:
             print(f"  {p.label:<24} config {p.config_hash()}")
         first = points[0]
         print("node commands of the first run (addresses and paths are filled in at start):")
-        print("  [" + first.verifier.node + "] " + " ".join(verifier_argv(first, Path("RUN/events"), "tcp://ADDR:PORT")))
+        for vhost in first.verifier_nodes():
+            vname = vhost if first.routing.policy else "verifier"
+            print(f"  [{vhost}] " + " ".join(verifier_argv(first, Path("RUN/events"), "tcp://ADDR:PORT", name=vname)))
         for i, d in enumerate(first.drafter_nodes()):
             print(f"  [{d}] " + " ".join(drafter_argv(first, d, i, "tcp://ADDR:PORT", Path("RUN"))))
         return 0

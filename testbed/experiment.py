@@ -232,6 +232,14 @@ class Batching(_Strict):
     max_tokens: int = Field(64, ge=1, le=1_000_000)     # length only: batch size x longest window at most
 
 
+class Routing(_Strict):
+    """Several verifiers: each drafter routes every new session to one of them, where it stays (its KV cache is
+    there). Off (policy null): one verifier, `verifier.node`."""
+    policy: Literal["random", "round-robin", "jsq", "jsq-d"] | None = None   # testbed/policies/routing.py
+    d: int = Field(2, ge=1, le=64)               # jsq-d: verifiers sampled per decision
+    verifiers: list[str] | None = Field(None, min_length=1)   # default: every host with role verifier
+
+
 class Limits(_Strict):
     ready_timeout_s: float = Field(120, gt=0, le=3600)          # nodes must be up (models loaded) by then
     run_timeout_s: float = Field(900, gt=0, le=7 * 86_400)      # the whole run is stopped after this
@@ -249,6 +257,7 @@ class Experiment(_Strict):
     speculation: Speculation = Speculation()
     batching: Batching = Batching()
     scheduling: Scheduling = Scheduling()
+    routing: Routing = Routing()
     seed: int = Field(0, ge=0, le=2**31 - 1)     # drafter i gets seed * 1000 + i; channels and delays too
     channel_interval_ms: float = Field(100.0, ge=10, le=60_000)   # channel models step this often (testbed/channels.py)
     limits: Limits = Limits()
@@ -272,6 +281,14 @@ class Experiment(_Strict):
 
     def drafter_nodes(self) -> list[str]:
         return list(self.drafters.nodes or [])
+
+    def verifier_nodes(self) -> list[str]:
+        """The hosts running a verifier: routing.verifiers (default every verifier host) when routing, else
+        verifier.node alone."""
+        if not self.routing.policy:
+            return [self.verifier.node]
+        topo = self.topology_obj()
+        return list(self.routing.verifiers or [n for n in topo.hosts() if topo.nodes[n].role == "verifier"])
 
     def drafter_settings(self, node: str) -> dict:
         """The drafters' defaults merged with `drafters.overrides[node]` (backend, model, device, dtype,
@@ -329,6 +346,7 @@ class Experiment(_Strict):
             "speculation": self.speculation.model_dump(mode="json"),
             "batching": self.batching.model_dump(mode="json"),
             "scheduling": self.scheduling.model_dump(mode="json"),
+            "routing": self.routing.model_dump(mode="json"),
             "seed": self.seed,
             "channel_interval_ms": self.channel_interval_ms,
             "limits": self.limits.model_dump(mode="json"),
@@ -669,6 +687,12 @@ def _check_nodes(exp: Experiment, topo: Topology) -> tuple[Found, str | None, li
     verifiers = [n for n in topo.hosts() if roles[n] == "verifier"]
     drafters = [n for n in topo.hosts() if roles[n] == "drafter"]
     vnode = exp.verifier.node
+    if exp.routing.policy:
+        for i, n in enumerate(exp.routing.verifiers or []):
+            if roles.get(n) != "verifier":
+                found.append((("routing", "verifiers", i), f"{n!r} is not a verifier host; verifier hosts: "
+                                                           f"{', '.join(verifiers) or 'none'}"))
+        vnode = vnode or (exp.routing.verifiers or verifiers or [None])[0]
     if vnode is None:
         if len(verifiers) == 1:
             vnode = verifiers[0]

@@ -75,12 +75,12 @@ class _Nodes:
                 p.wait()
 
 
-def verifier_argv(exp, events: Path, bind: str, link_state: Path | None = None) -> list[str]:
+def verifier_argv(exp, events: Path, bind: str, link_state: Path | None = None, name: str = "verifier") -> list[str]:
     v = exp.verifier
-    argv = [sys.executable, "-m", "nodes.verifier", "--bind", bind, "--name", "verifier", "--backend", v.backend,
+    argv = [sys.executable, "-m", "nodes.verifier", "--bind", bind, "--name", name, "--backend", v.backend,
             "--batching", exp.batching.rule, "--max-batch", str(exp.batching.max_batch),
             "--window-ms", str(exp.batching.window_ms), "--max-tokens", str(exp.batching.max_tokens),
-            "--log", str(events / "verifier.jsonl")]
+            "--log", str(events / f"{name}.jsonl")]
     if v.backend == "hf":
         argv += ["--model", v.model, "--device", v.device, "--dtype", v.dtype]
     else:
@@ -113,6 +113,11 @@ def drafter_argv(exp, node: str, index: int, connect: str, run_dir: Path) -> lis
             "--gamma", str(sp.gamma), "--proactive" if sp.proactive else "--no-proactive",
             "--seed", str(exp.seed * 1000 + index), "--timeout", str(exp.limits.ready_timeout_s),
             "--log", str(run_dir / "events" / f"{node}.jsonl"), "--out", str(run_dir / "outputs" / f"{node}.jsonl")]
+    if exp.routing.policy:
+        r = exp.routing
+        params = {"policy": r.policy, **({"d": r.d} if r.policy == "jsq-d" else {}),
+                  **({"seed": exp.seed * 1000 + index} if r.policy in ("random", "jsq-d") else {})}
+        argv += ["--routing", json.dumps(params, separators=(",", ":"))]
     if w.duration_s is not None:
         argv += ["--duration", str(w.duration_s)]
     else:
@@ -221,14 +226,17 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
                 driver = _start_channels(exp, plan, emu, run_dir, lambda: publisher.publish(emu.shaping.states))
                 man["channels"] = _channels_manifest(plan)
         nodes = _Nodes(emu, run_dir)
-        vhost = exp.verifier.node
-        vaddr = nodes.address(vhost)
-        v = nodes.start("verifier", vhost, verifier_argv(exp, run_dir / "events", f"tcp://{vaddr}:{exp.verifier.port}",
-                                                           link_state))
-        _wait_ready(nodes, v, run_dir / "events" / "verifier.jsonl", exp.limits.ready_timeout_s)
+        # one verifier, named "verifier"; with routing, one per verifier host, named after it
+        vnames = {h: (h if exp.routing.policy else "verifier") for h in exp.verifier_nodes()}
+        endpoints = []
+        for vhost, vname in vnames.items():
+            endpoint = f"tcp://{nodes.address(vhost)}:{exp.verifier.port}"
+            v = nodes.start(vname, vhost, verifier_argv(exp, run_dir / "events", endpoint, link_state, vname))
+            _wait_ready(nodes, v, run_dir / "events" / f"{vname}.jsonl", exp.limits.ready_timeout_s, vname)
+            endpoints.append(endpoint)
         drafters = exp.drafter_nodes()
         for i, node in enumerate(drafters):
-            nodes.start(node, node, drafter_argv(exp, node, i, f"tcp://{vaddr}:{exp.verifier.port}", run_dir))
+            nodes.start(node, node, drafter_argv(exp, node, i, ",".join(endpoints), run_dir))
         total = None if exp.workload.duration_s is not None else exp.workload.requests * len(drafters)
         progress = _Progress(run_dir, drafters, total, exp.workload.duration_s)
         _supervise(exp, nodes, drafters, progress, driver)
@@ -253,16 +261,16 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
     return RunResult(run_dir, status, message)
 
 
-def _wait_ready(nodes: _Nodes, proc, log: Path, timeout: float) -> None:
+def _wait_ready(nodes: _Nodes, proc, log: Path, timeout: float, name: str = "verifier") -> None:
     deadline = time.monotonic() + timeout
+    what = "the verifier" if name == "verifier" else f"verifier {name}"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RunFailed(f"the verifier exited ({proc.returncode}) before it was ready:\n{nodes.tail('verifier')}")
+            raise RunFailed(f"{what} exited ({proc.returncode}) before it was ready:\n{nodes.tail(name)}")
         if log.exists() and '"event":"ready"' in log.read_text():
             return
         time.sleep(0.1)
-    raise RunFailed(f"the verifier was not ready within {timeout:g} s (limits.ready_timeout_s):\n"
-                    f"{nodes.tail('verifier')}")
+    raise RunFailed(f"{what} was not ready within {timeout:g} s (limits.ready_timeout_s):\n{nodes.tail(name)}")
 
 
 def _channel_plan(exp):
@@ -301,9 +309,10 @@ def _supervise(exp, nodes: _Nodes, drafters: list[str], progress: _Progress, dri
         progress.poll()
         progress.show()
         now = time.monotonic() - started
-        v = nodes.procs["verifier"]
-        if v.poll() is not None:
-            raise RunFailed(f"the verifier died (exit {v.returncode}):\n{nodes.tail('verifier')}")
+        for name, v in nodes.procs.items():
+            if name not in drafters and v.poll() is not None:
+                what = "the verifier" if name == "verifier" else f"verifier {name}"
+                raise RunFailed(f"{what} died (exit {v.returncode}):\n{nodes.tail(name)}")
         running = 0
         for d in drafters:
             rc = nodes.procs[d].poll()

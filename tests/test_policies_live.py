@@ -79,3 +79,28 @@ def test_network_aware_gamma_beats_static_gamma_on_a_fading_link(tmp_path):
     # the comparison table is written beside the runs
     (compare,) = [p for p in (results / "network-gamma").iterdir() if p.name.startswith("compare-")]
     assert "policy=network" in (compare / "summary.md").read_text() and "comparison table" in r.stdout
+
+
+def test_sessions_are_routed_across_two_verifiers_and_stay_put(tmp_path):
+    results = tmp_path / "results"
+    run("experiments/routing.yaml", results, "--set", "workload.duration_s=8",
+        "--set", "sweep={routing.policy: [round-robin, jsq]}")
+    runs = by_label(results, "routing")
+    assert set(runs) == {"policy=round-robin", "policy=jsq"}
+    for label, d in runs.items():
+        routes = [e for n in range(1, 7) for e in lines(d / "events" / f"d{n}.jsonl") if e["event"] == "route"]
+        assert {e["policy"] for e in routes} == {label.split("=")[1]}
+        placed = {(e["node"], e["session"]): e["verifier"] for e in routes}
+        verified = {}
+        for v in ("v1", "v2"):
+            for e in lines(d / "events" / f"{v}.jsonl"):
+                if e["event"] == "verify":
+                    verified.setdefault((e["drafter"], e["session"]), set()).add(v)
+        assert set(verified) == set(placed)
+        assert all(verified[k] == {placed[k]} for k in placed), "a session left its verifier"   # affinity
+        count = {v: sum(1 for x in placed.values() if x == v) for v in ("v1", "v2")}
+        assert min(count.values()) >= 0.3 * len(placed), count            # both verifiers carry sessions
+        if label == "policy=round-robin":       # each drafter alternates between the two
+            for n in range(1, 7):
+                mine = [e["verifier"] for e in routes if e["node"] == f"d{n}"]
+                assert all(a != b for a, b in zip(mine, mine[1:])), mine
