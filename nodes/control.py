@@ -115,7 +115,8 @@ class WindowControl:
         c = self.sessions[key]
         link = self.links.get(c.drafter)
         return NetworkView(rtt_s=link.get("rtt_s"), uplink_mbps=link.get("uplink_mbps"),
-                           downlink_mbps=link.get("downlink_mbps"), bytes_per_token_up=c.per_token,
+                           downlink_mbps=link.get("downlink_mbps"), gamma_hint=link.get("gamma"),
+                           bytes_per_token_up=c.per_token,
                            bytes_fixed_up=c.fixed_bytes.value if c.fixed_bytes.value is not None else 120.0,
                            draft_s_per_token=c.draft_per_token.value)
 

@@ -29,6 +29,26 @@ class Telemetry:
         self.tail = EventTail({d: Path(events_dir) / f"{d}.jsonl" for d in drafters})
         self.smoothing = smoothing           # EWMA weight of the newest frame
         self.demand: dict[tuple[str, str], float] = {}
+        # per drafter, for the joint band + γ allocation: EWMAs of accepted, rejections, bytes per drafted
+        # token, draft time per token and round-trip time
+        self.stats: dict[str, dict[str, float]] = {}
+
+    def _stat(self, drafter: str, key: str, value: float) -> None:
+        st = self.stats.setdefault(drafter, {})
+        old = st.get(key)
+        st[key] = value if old is None else (1 - self.smoothing) * old + self.smoothing * value
+
+    def drafter_stats(self) -> dict[str, dict[str, float]]:
+        """alpha (accepted / (accepted + rejections): unbiased for any window), bytes_per_token, per_token_s,
+        rtt_s, for drafters with at least one verified round."""
+        out = {}
+        for d, st in self.stats.items():
+            if "acc" in st and "rtt_s" in st:
+                tested = st["acc"] + st["rej"]
+                out[d] = {"alpha": min(0.99, max(0.01, st["acc"] / tested if tested > 0 else 0.5)),
+                          "bytes_per_token": st.get("bytes_per_token", 24.0),
+                          "per_token_s": st.get("per_token_s", 0.0), "rtt_s": st["rtt_s"]}
+        return out
 
     def _ewma(self, key: tuple[str, str], value: float) -> None:
         old = self.demand.get(key)
@@ -38,8 +58,15 @@ class Telemetry:
         for d, e in self.tail.new_events():
             if e.get("event") == "draft" and "bytes_out" in e:
                 self._ewma((d, "up"), float(e["bytes_out"]))
+                if e.get("gamma"):
+                    self._stat(d, "bytes_per_token", e["bytes_out"] / e["gamma"])
+                    self._stat(d, "per_token_s", e.get("draft_s", 0.0) / e["gamma"])
             elif e.get("event") == "verdict" and "bytes_in" in e:
                 self._ewma((d, "down"), float(e["bytes_in"]))
+                if e.get("gamma"):
+                    self._stat(d, "acc", e["accepted"])
+                    self._stat(d, "rej", float(e["accepted"] < e["gamma"]))
+                    self._stat(d, "rtt_s", e["rtt_s"])
             elif e.get("event") in ("done", "crash"):
                 self.demand[(d, "up")] = self.demand[(d, "down")] = 0.0
         return dict(self.demand)
@@ -53,13 +80,15 @@ class LinkStatePublisher:
         self.path, self.net_plan, self.drafters, self.verifier = Path(path), net_plan, drafters, verifier
         self.last = None
 
-    def publish(self, states: dict[str, LinkState]) -> None:
+    def publish(self, states: dict[str, LinkState], gamma_hints: dict[str, int] | None = None) -> None:
         view = {}
         for d in self.drafters:
             up, down = self.net_plan.path(d, self.verifier), self.net_plan.path(self.verifier, d)
             view[d] = {"uplink_mbps": min(states[l.name].rate_mbps(dr) for l, dr in up),
                        "downlink_mbps": min(states[l.name].rate_mbps(dr) for l, dr in down),
                        "rtt_s": round(sum(states[l.name].delay_ms for l, _ in up + down) / 1e3, 6)}
+            if gamma_hints and d in gamma_hints:
+                view[d]["gamma"] = gamma_hints[d]
         if view == self.last:
             return
         self.last = view
@@ -77,10 +106,11 @@ def state_record(link: str, state: LinkState) -> dict:
 class ChannelDriver:
     def __init__(self, plan: ChannelPlan, apply: Callable[[str, LinkState], None], log_path: Path | None = None,
                  telemetry: Telemetry | None = None, clock: Callable[[], float] = time.monotonic,
-                 on_tick: Callable[[], None] | None = None):
+                 on_tick: Callable[["ChannelDriver"], None] | None = None):
         self.plan, self.apply, self.telemetry, self.clock, self.on_tick = plan, apply, telemetry, clock, on_tick
         self.log_path = Path(log_path) if log_path else None
         self.applied: dict[str, LinkState] = {}
+        self.gamma_hints: dict[str, int] = {}      # station -> window chosen by a joint allocation
         self.ticks = self.late = self.changes = 0
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -124,7 +154,10 @@ class ChannelDriver:
 
     def tick(self, k: int) -> None:
         demands = self.telemetry.poll() if self.telemetry else None
-        for a in self.plan.step(k, demands):
+        stats = self.telemetry.drafter_stats() if self.telemetry else None
+        for a in self.plan.step(k, demands, stats):
+            if "gamma_joint" in a.info:
+                self.gamma_hints[a.info["station"]] = a.info["gamma_joint"]
             if self.applied.get(a.link) != a.state:
                 self.apply(a.link, a.state)
                 self.applied[a.link] = a.state
@@ -132,7 +165,7 @@ class ChannelDriver:
             self._write({"event": "link", "tick": k, "t_model_s": round(k * self.plan.interval_s, 6),
                          **state_record(a.link, a.state), **a.info})
         if self.on_tick:
-            self.on_tick()
+            self.on_tick(self)
         self.ticks += 1
 
     def _write(self, record: dict) -> None:

@@ -163,13 +163,16 @@ class ChannelSpec(_Strict):
         return self
 
 
-ALLOCATIONS = ("equal", "proportional", "max-min", "zhu")
+ALLOCATIONS = ("equal", "proportional", "max-min", "zhu", "joint")
 
 
 class RadioSpec(_Strict):
     """An AP's shared band: every interval its allocation policy splits it among its wireless stations, whose
     rate is then share × (the rate their channel gives with the whole band)."""
     band_mhz: float = Field(20.0, gt=0, le=10_000)
-    allocation_up: Literal["equal", "proportional", "max-min", "zhu"] = "equal"     # stations → AP
+    # stations → AP; `joint` also chooses each drafter's window (testbed/policies/joint.py), published to the
+    # verifier for speculation policy `channel`
+    allocation_up: Literal["equal", "proportional", "max-min", "zhu", "joint"] = "equal"
     allocation_down: Literal["equal", "proportional", "max-min", "zhu"] = "equal"   # AP → stations
     demand: Literal["telemetry", "uniform"] = "telemetry"   # bytes per round from the drafters' event logs
+    joint_gamma_max: int = Field(8, ge=1, le=64)            # joint: the largest window it may choose

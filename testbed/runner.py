@@ -223,7 +223,8 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
             publisher = LinkStatePublisher(link_state, emu.net_plan, exp.drafter_nodes(), exp.verifier.node)
             publisher.publish(emu.shaping.states)
             if plan:
-                driver = _start_channels(exp, plan, emu, run_dir, lambda: publisher.publish(emu.shaping.states))
+                driver = _start_channels(exp, plan, emu, run_dir,
+                                         lambda d: publisher.publish(emu.shaping.states, d.gamma_hints))
                 man["channels"] = _channels_manifest(plan)
         nodes = _Nodes(emu, run_dir)
         # one verifier, named "verifier"; with routing, one per verifier host, named after it

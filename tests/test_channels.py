@@ -229,3 +229,20 @@ def test_telemetry_reads_frame_bytes_and_done(tmp_path):
     with open(tmp_path / "d1.jsonl", "a") as f:
         f.write('ft", "bytes_out": 200}\n' + json.dumps({"event": "done"}) + "\n")
     assert tele.poll()[("d1", "up")] == 0.0
+
+
+def test_joint_allocation_splits_the_band_and_chooses_windows_from_drafter_stats(tmp_path):
+    radio_ = ", radio: {band_mhz: 20, allocation_up: joint, joint_gamma_max: 8}"
+    ch1 = f", channel: {{model: snr, mobility: {{distance_m: 5}}, {QUIET}}}"
+    ch2 = f", channel: {{model: snr, mobility: {{distance_m: 60}}, {QUIET}}}"
+    plan = ChannelPlan(topo(tmp_path, radio_=radio_, ch1=ch1, ch2=ch2))
+    assert plan.uses_telemetry()
+    s = states(plan, 0)                    # no stats yet: defaults, still a valid split
+    assert s["d1-ap1"].info["share_up"] + s["ap1-d2"].info["share_down"] == pytest.approx(1)
+    stats = {"d1": {"alpha": 0.9, "bytes_per_token": 2000.0, "per_token_s": 0.002, "rtt_s": 0.05},
+             "d2": {"alpha": 0.3, "bytes_per_token": 2000.0, "per_token_s": 0.002, "rtt_s": 0.05}}
+    s = {a.link: a for a in plan.step(1, None, stats)}
+    d1, d2 = s["d1-ap1"].info, s["ap1-d2"].info
+    assert d1["share_up"] + d2["share_down"] == pytest.approx(1)
+    assert d1["station"] == "d1" and d2["station"] == "d2"
+    assert 1 <= d2["gamma_joint"] < d1["gamma_joint"] <= 8      # the better draft model drafts longer

@@ -104,3 +104,17 @@ def test_sessions_are_routed_across_two_verifiers_and_stay_put(tmp_path):
             for n in range(1, 7):
                 mine = [e["verifier"] for e in routes if e["node"] == f"d{n}"]
                 assert all(a != b for a, b in zip(mine, mine[1:])), mine
+
+
+def test_joint_allocation_sets_band_shares_and_the_windows_the_verifier_sends(tmp_path):
+    results = tmp_path / "results"
+    run("experiments/joint.yaml", results, "--set", "workload.duration_s=8")
+    (d,) = by_label(results, "joint").values()
+    ticks = [e for e in lines(d / "events" / "links.jsonl") if e.get("node") == "channel"]
+    assert ticks and all(1 <= e["gamma_joint"] <= 8 for e in ticks)
+    policy = [e for e in lines(d / "events" / "verifier.jsonl") if e["event"] == "policy"]
+    assert {e["policy"] for e in policy} == {"channel"}
+    mean = {n: sum(e["gamma"] for e in policy if e["session"].startswith(f"{n}/")) /
+            max(1, sum(1 for e in policy if e["session"].startswith(f"{n}/"))) for n in ("d1", "d4")}
+    # d1: acceptance 0.9, 5 m from the AP; d4: acceptance 0.4, 60 m away
+    assert mean["d1"] > mean["d4"] + 2, mean

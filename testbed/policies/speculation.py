@@ -70,6 +70,7 @@ class NetworkView:
     draft_s_per_token: float | None = None
     verify_s_base: float | None = None
     verify_s_per_token: float | None = None
+    gamma_hint: int | None = None              # a window chosen elsewhere (the AP's joint band + γ allocation)
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
@@ -418,11 +419,32 @@ class NetworkAware:
                 est["rtt"].update(max(0.0, r.rtt_s - serial - verify))
 
 
+@dataclass(frozen=True)
+class ChannelHint:
+    """Take the window the access point chose together with the drafter's band share (allocation `joint`,
+    testbed/policies/joint.py), published with the link state; `gamma0` until there is one."""
+    gamma0: int = 4
+    gamma_min: int = 0
+    gamma_max: int = 16
+    name = "channel"
+
+    def __post_init__(self) -> None:
+        _bounds("channel", self.gamma_min, self.gamma_max, None)
+        _int("channel", "gamma0", self.gamma0, self.gamma_min, self.gamma_max)
+
+    def next_window(self, now: float, net: NetworkView | None = None) -> int:
+        hint = net.gamma_hint if net is not None and net.gamma_hint is not None else self.gamma0
+        return clamp_window(int(hint), self.gamma_min, self.gamma_max)
+
+    def observe(self, r: RoundResult) -> None:
+        pass
+
+
 # --- configuration ---------------------------------------------------------------------------------------
 
 SPECULATION_POLICIES: dict[str, Callable[..., SpeculationPolicy]] = {
     "static": StaticWindow, "heuristic": HeuristicSchedule, "backoff": AcceptanceBackoff,
-    "threshold": ThresholdStop, "network": NetworkAware,
+    "threshold": ThresholdStop, "network": NetworkAware, "channel": ChannelHint,
 }
 
 
