@@ -158,3 +158,61 @@ class WindowControl:
                                estimates={e.name: [round(e.alpha, 6), round(e.goodput, 6)] for e in estimates},
                                allocation=alloc)
         return out
+
+
+class ZhuPlanner:
+    """Batching rule `zhu`: Zhu et al.'s DP (testbed/policies/zhu_dp.py) used online, receding-horizon style.
+    Whenever the verifier is free it plans all pending sessions (output still to generate, acceptance so far)
+    into contiguous batches with a speculation length each, verifies the plan's first batch now and gives its
+    sessions the plan's length as their next window; the rest wait for the next plan, made with fresher
+    estimates. Cost model mapping (the DP's is stated in zhu_dp.py): our drafters draft in parallel, one
+    session each, so a draft step costs draft_a = the measured draft time per token whatever the batch
+    (draft_b = 0); a verify pass costs verify_a + verify_b · tokens, fitted online to the measured batches by
+    exponentially weighted least squares. Objective: sum of completion times."""
+
+    LENGTHS = (1, 2, 3, 4, 5, 6, 7, 8)
+
+    def __init__(self, max_batch: int, decay: float = 0.95):
+        self.max_batch, self.decay = max_batch, decay
+        self.fit = [0.0, 0.0, 0.0, 0.0, 0.0]        # weighted n, Σx, Σy, Σxx, Σxy (x tokens, y verify_s)
+        self.draft_per_token = EWMA(0.2)
+        self.counts: dict[str, list[float]] = {}    # session -> [accepted, rejections] (α = a / (a + r))
+
+    def observe_batch(self, tokens: int, verify_s: float) -> None:
+        f = self.fit
+        for i, v in enumerate((1.0, tokens, verify_s, tokens * tokens, tokens * verify_s)):
+            f[i] = self.decay * f[i] + v
+
+    def observe_round(self, key: str, gamma: int, accepted: int, draft_s: float) -> None:
+        c = self.counts.setdefault(key, [1.0, 1.0])   # a uniform prior: α = 0.5 before any round
+        c[0] += accepted
+        c[1] += accepted < gamma
+        if gamma and draft_s > 0:
+            self.draft_per_token.update(draft_s / gamma)
+
+    def cost_model(self):
+        from testbed.policies.zhu_dp import CostModel
+        n, sx, sy, sxx, sxy = self.fit
+        den = n * sxx - sx * sx
+        b = (n * sxy - sx * sy) / den if n >= 2 and den > 1e-9 else 0.0
+        b = max(0.0, b)
+        a = max(0.0, (sy - b * sx) / n) if n > 0 else 0.01
+        return CostModel(draft_a=self.draft_per_token.value or 0.002, draft_b=0.0, verify_a=a, verify_b=b,
+                         max_batch=self.max_batch, lengths=self.LENGTHS)
+
+    def plan(self, sessions: list[tuple[str, int, int]]):
+        """sessions: (key, tokens still to generate, prompt+generated length) of the pending drafts, oldest
+        first. Returns (keys of the first batch, its length, the plan)."""
+        from testbed.policies.zhu_dp import Task, plan_dp
+        tasks = [Task(key, max(1, committed), max(1, remaining),
+                      alpha=min(0.99, max(0.01, self._alpha(key))))
+                 for key, remaining, committed in sessions]
+        plan = plan_dp(tasks, self.cost_model(), objective="sum")
+        return set(plan.batches[0]), plan.lengths[0], plan
+
+    def _alpha(self, key: str) -> float:
+        a, r = self.counts.get(key, (1.0, 1.0))
+        return a / (a + r)
+
+    def forget(self, key: str) -> None:
+        self.counts.pop(key, None)

@@ -21,7 +21,7 @@ from testbed.policies.batching import make_batching
 
 from . import protocol as P
 from .backends import DraftToken, Sampling, VerifyRequest
-from .control import WindowControl
+from .control import WindowControl, ZhuPlanner
 from .eventlog import EventLog, log_error
 from .verification import cut_output
 
@@ -61,6 +61,19 @@ class Verifier:
         self.pending: list[Pending] = []
         self.sock = None
         self.batches = 0
+        self.zhu = None                 # batching rule zhu: a ZhuPlanner (set by main)
+        self.planned: dict[str, int] = {}
+
+    def zhu_select(self) -> set[int]:
+        """Plan the pending sessions with Zhu's DP; verify its first batch now, with the plan's length next."""
+        sessions = [(p.session.key, p.session.max_new - len(p.session.generated), p.session.committed)
+                    for p in self.pending]
+        keys, length, plan = self.zhu.plan(sessions)
+        for key in keys:
+            self.planned[key] = length
+        self.log.write("plan", rule="zhu", batches=[list(b) for b in plan.batches], lengths=list(plan.lengths),
+                       total_latency=plan.total_latency, cost=self.zhu.cost_model().__dict__)
+        return {i for i, p in enumerate(self.pending) if p.session.key in keys}
 
     # -- messages ------------------------------------------------------------------------------------
     def handle(self, identity: bytes, frame: bytes) -> None:
@@ -90,6 +103,8 @@ class Verifier:
                 self.pending = [p for p in self.pending if p.session is not s]
                 self.backend.close(s.key)
                 self.control.close(s.key)
+                if self.zhu is not None:
+                    self.zhu.forget(s.key)
             return None
         raise P.ProtocolError("bad_type", f"a verifier does not accept {type(msg).__name__}")
 
@@ -168,6 +183,12 @@ class Verifier:
                                      queue_s=started - p.arrived, verify_s=verify_s, bytes_in=p.bytes_in)
             outcomes.append((new, done))
         windows = self.control.next_windows([p.session.key for p in batch])
+        if self.zhu is not None:
+            self.zhu.observe_batch(sum(len(p.draft) + 1 for p in batch), verify_s)
+            for p, r in zip(batch, results):
+                if p.round:
+                    self.zhu.observe_round(p.session.key, len(p.draft), r.accepted, p.draft_s)
+                windows[p.session.key] = self.planned.pop(p.session.key, windows[p.session.key])
         for p, r, (new, done) in zip(batch, results, outcomes):
             s = p.session
             gamma = windows[s.key]
@@ -185,6 +206,8 @@ class Verifier:
                 self.sessions.pop(s.key, None)
                 self.backend.close(s.key)
                 self.control.close(s.key)
+                if self.zhu is not None:
+                    self.zhu.forget(s.key)
 
     def serve(self, endpoint: str, stop_after: float | None = None) -> None:
         ctx = zmq.Context.instance()
@@ -210,14 +233,17 @@ class Verifier:
                     self.sock.send_multipart([parts[0], P.encode(P.Error("bad_frame", "expected one frame per message"))])
                 events = dict(poller.poll(0))
             arrivals = [p.arrived for p in self.pending]
-            if self.batching.name == "length":      # it picks drafts by window length, not just the oldest
+            if self.zhu is not None:
+                chosen = self.zhu_select() if self.pending else set()
+                decision = None
+            elif self.batching.name == "length":    # it picks drafts by window length, not just the oldest
                 decision = self.batching.select(arrivals, time.time(), len(self.sessions),
                                                 lengths=[len(p.draft) for p in self.pending])
                 chosen = set(decision.indices)
             else:
                 decision = self.batching.select(arrivals, time.time(), len(self.sessions))
                 chosen = set(range(decision.take))
-            wake_at = decision.wake_at
+            wake_at = decision.wake_at if decision is not None else None
             if chosen:
                 batch = [p for i, p in enumerate(self.pending) if i in chosen]
                 self.pending = [p for i, p in enumerate(self.pending) if i not in chosen]
@@ -246,7 +272,7 @@ def main(argv=None) -> int:
     ap.add_argument("--vocab-size", type=int, default=32000, help="synthetic backend only")
     ap.add_argument("--verify-base-ms", type=float, default=0.0, help="synthetic compute profile")
     ap.add_argument("--verify-per-token-ms", type=float, default=0.0, help="synthetic compute profile")
-    ap.add_argument("--batching", choices=["fifo", "window", "sync", "length"], default="fifo")
+    ap.add_argument("--batching", choices=["fifo", "window", "sync", "length", "zhu"], default="fifo")
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--window-ms", type=float, default=5.0)
     ap.add_argument("--max-tokens", type=int, default=64, help="length: padded tokens per batch at most")
@@ -267,8 +293,12 @@ def main(argv=None) -> int:
         backend = make_backend(args)
         spec = args.speculation or ({"policy": "static", "gamma": args.gamma} if args.gamma is not None else "static")
         control = WindowControl(spec, args.scheduler, args.link_state, log)
-        Verifier(backend, make_batching(args.batching, args.max_batch, args.window_ms, max_tokens=args.max_tokens), control,
-                 log, args.name).serve(args.bind)
+        rule = "fifo" if args.batching == "zhu" else args.batching     # zhu plans its own batches
+        v = Verifier(backend, make_batching(rule, args.max_batch, args.window_ms, max_tokens=args.max_tokens),
+                     control, log, args.name)
+        if args.batching == "zhu":
+            v.zhu = ZhuPlanner(args.max_batch)
+        v.serve(args.bind)
     except KeyboardInterrupt:
         return 0
     except Exception as e:

@@ -226,7 +226,7 @@ class Scheduling(_Strict):
 
 
 class Batching(_Strict):
-    rule: Literal["fifo", "window", "sync", "length"] = "fifo"   # when the verifier runs a batch (testbed/policies)
+    rule: Literal["fifo", "window", "sync", "length", "zhu"] = "fifo"   # when the verifier runs a batch (testbed/policies)
     max_batch: int = Field(8, ge=1, le=1024)            # drafts verified together at most
     window_ms: float = Field(5.0, ge=0, le=10_000)      # window only: wait this long for more drafts
     max_tokens: int = Field(64, ge=1, le=1_000_000)     # length only: batch size x longest window at most

@@ -75,3 +75,21 @@ def test_link_view_follows_the_published_file(tmp_path):
     net = c.view("d1/s")
     assert (net.uplink_mbps, net.rtt_s, net.bytes_per_token_up) == (5.0, 0.04, payload_bytes_per_token("topk:8", V))
     assert payload_bytes_per_token("full", V) == 4 + 4 * V and payload_bytes_per_token("ids", V) == 4
+
+
+def test_zhu_dp_plans_each_batch_and_its_next_window(tmp_path):
+    drafters = {f"z{i}": (a, 4, 80) for i, a in enumerate((0.9, 0.8, 0.5, 0.3))}
+    events = run_nodes(tmp_path, ["--batching", "zhu", "--max-batch", "3", "--verify-base-ms", "4",
+                                  "--verify-per-token-ms", "0.5"], drafters)
+    plans = [e for e in events if e["event"] == "plan"]
+    verify = [e for e in events if e["event"] == "verify"]
+    assert plans and len(plans) == len({e["batch_id"] for e in verify})      # one plan per batch
+    by_batch = {}
+    for e in verify:
+        by_batch.setdefault(e["batch_id"], []).append(e)
+    for plan, batch_id in zip(plans, sorted(by_batch)):
+        first = set(plan["batches"][0])
+        members = {f"{e['drafter']}/{e['session']}" for e in by_batch[batch_id]}
+        assert members == first and len(first) <= 3
+        assert all(e["next_gamma"] == plan["lengths"][0] for e in by_batch[batch_id] if not e["done"])
+    assert plans[-1]["cost"]["verify_b"] > 0          # the verify cost was learnt from the batches
