@@ -64,6 +64,10 @@ class Drafter:
         self.idle_s = 0.0
         self.recorder = None
         self.router = None
+        self.stop = None
+        if getattr(args, "stop_threshold", None) is not None:
+            from testbed.policies.speculation import GAMMA_LIMIT, ThresholdStop
+            self.stop = ThresholdStop(bound=args.stop_threshold, gamma_min=1, gamma_max=GAMMA_LIMIT)
         if getattr(args, "routing", None):
             from testbed.policies.routing import make_router
             spec = dict(args.routing)
@@ -141,15 +145,28 @@ class Drafter:
         self.log.write("start", session=sid, prompt_tokens=len(prompt_ids), bytes_out=n, verifier=s.via)
 
     def send_window(self, s: ClientSession) -> None:
-        """Draft what the next window still lacks (proactive drafts may already cover it) and send it."""
+        """Draft what the next window still lacks (proactive drafts may already cover it) and send it. With a
+        stop rule (--stop-threshold) the window ends early, at the first token where the rule says stop."""
         chain = self.backend.chain(s.sid)
         ready = min(len(chain), s.gamma)
-        if len(chain) < s.gamma:
+        size = s.gamma
+        if self.stop is not None:
+            size = 0
+            while size < s.gamma:
+                if len(chain) <= size:
+                    t = time.perf_counter()
+                    self.backend.extend(s.sid, 1)
+                    s.draft_s += time.perf_counter() - t
+                    chain = self.backend.chain(s.sid)
+                size += 1
+                if self.stop.should_stop([1.0 if d.confidence is None else d.confidence for d in chain[:size]]):
+                    break
+        elif len(chain) < s.gamma:
             t = time.perf_counter()
             self.backend.extend(s.sid, s.gamma - len(chain))
             s.draft_s += time.perf_counter() - t
             chain = self.backend.chain(s.sid)
-        window = chain[:s.gamma]
+        window = chain[:size]
         s.round += 1
         s.in_flight = len(window)
         s.sent_at = time.time()
@@ -306,6 +323,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nodes.drafter", description=__doc__.splitlines()[0])
     ap.add_argument("--connect", default="tcp://127.0.0.1:5555",
                     help="verifier endpoint, or several separated by commas (then --routing is needed)")
+    ap.add_argument("--stop-threshold", type=float, default=None, metavar="BOUND",
+                    help="SpecDec++-style: end a window once P(some drafted token is rejected), estimated from "
+                         "the draft's own token probabilities, exceeds BOUND (the verdict's window is the cap)")
     ap.add_argument("--routing", type=json.loads, default=None, metavar="JSON",
                     help='session routing across verifiers, e.g. \'{"policy": "jsq-d", "d": 2, "seed": 1}\' '
                          '(testbed/policies/routing.py)')

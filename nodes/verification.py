@@ -82,17 +82,20 @@ def sample_draft_token(probs_row: np.ndarray, sampling: Sampling, rng: np.random
     The token is drawn from exactly the q returned (see module docstring)."""
     p = np.asarray(probs_row, dtype=np.float64)
     if sampling.greedy:
-        return DraftToken(token=int(np.argmax(p)))
+        top = int(np.argmax(p))
+        return DraftToken(token=top, confidence=float(p[top] / p.sum()))
     k = sampling.top_k
     if k is not None:
         if k < 1:
             raise ValueError(f"topk needs K >= 1, got {sampling.payload!r}")
         ids = _top_k_ids(p, k)
         q32 = _to_q32(p[ids])
-        return DraftToken(token=int(ids[_draw(_q64(q32), rng)]), q_ids=ids, q_probs=q32)
+        j = _draw(_q64(q32), rng)
+        return DraftToken(token=int(ids[j]), q_ids=ids, q_probs=q32, confidence=float(q32[j]))
     if sampling.payload == "full":
         q32 = _to_q32(p)
-        return DraftToken(token=_draw(_q64(q32), rng), q_probs=q32)
+        j = _draw(_q64(q32), rng)
+        return DraftToken(token=j, q_probs=q32, confidence=float(q32[j]))
     raise ValueError(f"payload {sampling.payload!r} cannot carry q for temperature {sampling.temperature}")
 
 

@@ -113,6 +113,10 @@ def drafter_argv(exp, node: str, index: int, connect: str, run_dir: Path) -> lis
             "--gamma", str(sp.gamma), "--proactive" if sp.proactive else "--no-proactive",
             "--seed", str(exp.seed * 1000 + index), "--timeout", str(exp.limits.ready_timeout_s),
             "--log", str(run_dir / "events" / f"{node}.jsonl"), "--out", str(run_dir / "outputs" / f"{node}.jsonl")]
+    policy = exp.speculation.policy
+    if policy == "threshold" or (isinstance(policy, dict) and policy.get("policy") == "threshold"):
+        bound = policy.get("bound", 0.7) if isinstance(policy, dict) else 0.7   # ThresholdStop's default
+        argv += ["--stop-threshold", str(bound)]      # the stop rule runs where the tokens are drafted
     if exp.routing.policy:
         r = exp.routing
         params = {"policy": r.policy, **({"d": r.d} if r.policy == "jsq-d" else {}),

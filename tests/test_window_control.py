@@ -93,3 +93,22 @@ def test_zhu_dp_plans_each_batch_and_its_next_window(tmp_path):
         assert members == first and len(first) <= 3
         assert all(e["next_gamma"] == plan["lengths"][0] for e in by_batch[batch_id] if not e["done"])
     assert plans[-1]["cost"]["verify_b"] > 0          # the verify cost was learnt from the batches
+
+
+def test_threshold_stop_ends_windows_early_and_stays_lossless(tmp_path):
+    log = tmp_path / "verifier.jsonl"
+    with verifier("--backend", "synthetic", "--vocab-size", str(V), "--speculation",
+                  json.dumps({"policy": "threshold", "gamma_max": 12}), log=log) as (vp, ep):
+        p = start_drafter(ep, "t", tmp_path / "t.jsonl", "--backend", "synthetic", "--vocab-size", str(V),
+                          "--alpha", "0.7", "--prompt", "prompt t", "--seed", "0", "--max-new", "200",
+                          "--gamma", "12", "--stop-threshold", "0.5", "--timeout", "60",
+                          "--log", str(tmp_path / "t-events.jsonl"))
+        finish([p], timeout=120)
+    [res] = read_jsonl(tmp_path / "t.jsonl")
+    key = session_key(SyntheticDraft(V).encode("prompt t"), 0)
+    assert res["tokens"] == [true_token(key, j, V) for j in range(200)]
+    drafts = [e["gamma"] for e in read_jsonl(tmp_path / "t-events.jsonl") if e["event"] == "draft" and e["round"] > 0]
+    assert all(1 <= g <= 12 for g in drafts) and len(set(drafts)) > 2 and sum(drafts) / len(drafts) < 8
+    verify = [e for e in read_jsonl(log) if e["event"] == "verify" and e["gamma"] > 0]
+    rate = sum(e["accepted"] for e in verify) / sum(e["gamma"] for e in verify)
+    assert rate > 0.6        # stopping where the draft is unsure keeps mostly tokens that will be accepted

@@ -38,6 +38,7 @@ class DraftToken:
     token: int
     q_ids: np.ndarray | None = None    # int32 [K] token ids of the truncated q (topk), or None
     q_probs: np.ndarray | None = None  # float32 [K] (topk) or [V] (full) probabilities; None for greedy ids
+    confidence: float | None = None    # the draft's own probability of this token (for SpecDec++-style stops)
 
 
 @dataclass

@@ -150,7 +150,9 @@ class HfDraft(_HfBase):
             out = self.model(input_ids=torch.tensor([feed], device=self.device), past_key_values=s.cache, use_cache=True)
             row = out.logits[0, -1].float()
             if s.sampling.greedy:
-                d = DraftToken(int(row.argmax()))
+                probs = torch.softmax(row, dim=0)
+                top = int(probs.argmax())
+                d = DraftToken(top, confidence=float(probs[top]))
             else:
                 rng = position_rng(s.sampling.seed, session, len(seq) + len(new))
                 d = sample_draft_token(softmax(row.double().cpu().numpy(), s.sampling.temperature), s.sampling, rng)

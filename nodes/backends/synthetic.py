@@ -283,7 +283,13 @@ class SyntheticDraft:
             truth = true_token(s.key, position, self.vocab_size)
             token = truth if self._emit_true(s, len(s.chain), rng) else \
                 (truth + 1 + int(rng.integers(self.vocab_size - 1))) % self.vocab_size
-            out.append(self._payload(token, s.sampling))
+            d = self._payload(token, s.sampling)
+            # A draft model's own confidence is informative but imperfect: high for tokens that will be
+            # accepted, low for the others, with overlap (drawn from this position's own stream, after the
+            # token, so it changes no token)
+            u = float(rng.random())
+            d.confidence = 1 - 0.5 * u * u if token == truth else 0.7 * u
+            out.append(d)
             s.chain.append(out[-1])
         self.last_compute_s = _pace(start, self.profile.draft_s(k))
         self.compute_s_total += self.last_compute_s
