@@ -121,18 +121,19 @@ class WindowControl:
                            draft_s_per_token=c.draft_per_token.value)
 
     def observe(self, key: str, gamma: int, accepted: int, *, rtt_s: float, draft_s: float, queue_s: float,
-                verify_s: float, bytes_in: int) -> None:
+                verify_s: float, bytes_in: int, accept_probs: list[float] | None = None) -> None:
         """One verified round of session `key` (telemetry from its DRAFT frame and the batch)."""
         c = self.sessions[key]
         c.fixed_bytes.update(max(0.0, bytes_in - gamma * c.per_token))
         if gamma and draft_s > 0:
             c.draft_per_token.update(draft_s / gamma)
+        probs = tuple(accept_probs) if accept_probs is not None and len(accept_probs) == gamma else None
         c.policy.observe(RoundResult(gamma, accepted, time.time(), rtt_s or None, verify_s, queue_s,
-                                     draft_s or None))
+                                     draft_s or None, probs))
         if self.estimator:
-            # greedy and sampled rounds alike: accepted/drafted (the estimator's documented fallback, since
-            # the backends report the accepted count, not min(1, p/q) at every drafted position)
-            self.estimator.observe(key, None, accepted, gamma)
+            # eq. 3 over every drafted position (the backends report min(1, p/q), or 1/0 for greedy);
+            # accepted/drafted, biased low, only where a backend does not
+            self.estimator.observe(key, probs, accepted, gamma)
 
     def next_windows(self, keys: list[str]) -> dict[str, int]:
         """The windows to send to the sessions of this batch (after observe() for each)."""

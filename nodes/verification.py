@@ -163,6 +163,12 @@ def stochastic_verify(draft: list[DraftToken], p_rows: np.ndarray, rng: np.rando
     return len(draft), _draw(p_rows[len(draft)], rng)
 
 
+def acceptance_probability(dt: DraftToken, p_row: np.ndarray) -> float:
+    """min(1, p(x)/q(x)) for draft token x: the chance speculative sampling accepts it (0 if q(x) = 0)."""
+    qx = _q_of(dt, int(dt.token))
+    return float(min(1.0, p_row[int(dt.token)] / qx)) if qx > 0 else 0.0
+
+
 def expected_accepted(alpha: float, gamma: int) -> float:
     """Expected tokens per round (accepted drafts plus the correction/bonus) with gamma drafts and i.i.d.
     per-token acceptance alpha: (1 - alpha^(gamma+1)) / (1 - alpha), = gamma + 1 at alpha = 1.

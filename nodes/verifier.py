@@ -180,7 +180,8 @@ class Verifier:
             s.history.append(r.accepted)
             if p.round:                   # round 0 is the prefill: nothing drafted, nothing to learn
                 self.control.observe(s.key, len(p.draft), r.accepted, rtt_s=p.rtt_s, draft_s=p.draft_s,
-                                     queue_s=started - p.arrived, verify_s=verify_s, bytes_in=p.bytes_in)
+                                     queue_s=started - p.arrived, verify_s=verify_s, bytes_in=p.bytes_in,
+                                     accept_probs=r.accept_probs)
             outcomes.append((new, done))
         windows = self.control.next_windows([p.session.key for p in batch])
         if self.zhu is not None:

@@ -36,6 +36,11 @@ def test_goodspeed_budget_is_spent_every_round_and_outputs_stay_lossless(tmp_pat
     verify = [e for e in events if e["event"] == "verify" and e["round"] >= 1]
     assert {e["gamma"] for e in verify} - {2}, "the scheduler never changed a window"
     # while both are open, the drafter with the best acceptance gets more draft tokens on average
+    # α̂ (eq. 3) averages min(1, p/q) over every drafted position, so it finds each drafter's true α
+    last = {}
+    for e in sched:
+        last.update(e["estimates"])
+    assert abs(last["d0/d0-s0"][0] - 0.9) < 0.15 and abs(last["d3/d3-s0"][0] - 0.3) < 0.15, last
     both = [e for e in sched if {"d0/d0-s0", "d3/d3-s0"} <= set(e["allocation"])]
     assert len(both) >= 10, len(both)
     mean = {d: sum(e["allocation"][f"{d}/{d}-s0"] for e in both) / len(both) for d in ("d0", "d3")}

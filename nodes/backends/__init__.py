@@ -55,6 +55,9 @@ class VerifyResult:
     token: int                         # correction (on rejection) or bonus (all accepted) token
     compute_s: float = 0.0             # this request's share of the batch's compute time
     extra: dict = field(default_factory=dict)
+    # min(1, p/q) at every drafted position, after the first rejection too (greedy: 1 where the draft equals
+    # the target's argmax): GoodSpeed's acceptance estimate (eq. 3) averages all of them
+    accept_probs: list[float] | None = None
 
 
 def position_rng(seed: int, session: str, position: int) -> np.random.Generator:

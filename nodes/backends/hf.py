@@ -17,7 +17,8 @@ import torch
 from transformers import DynamicCache
 
 from ..models import load, tokenizer_fingerprint
-from ..verification import greedy_verify, sample_draft_token, softmax, stochastic_verify
+from ..verification import (acceptance_probability, greedy_verify, sample_draft_token, softmax,
+                            stochastic_verify)
 from . import DraftToken, Sampling, VerifyRequest, VerifyResult, position_rng
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]    # per layer: keys, values shaped [1, heads, tokens, head_dim]
@@ -107,14 +108,17 @@ class HfTarget(_HfBase):
             g, n_fed = len(r.draft), len(feeds[b])
             judged = logits[b, n_fed - g - 1:n_fed]          # predictions after the last committed token and each draft
             if r.sampling.greedy:
-                n, token = greedy_verify([d.token for d in r.draft], judged.argmax(-1).tolist())
+                argmax = judged.argmax(-1).tolist()
+                n, token = greedy_verify([d.token for d in r.draft], argmax)
+                probs = [float(d.token == a) for d, a in zip(r.draft, argmax)]
             else:
                 p = softmax(judged.double().cpu().numpy(), r.sampling.temperature)
                 n, token = stochastic_verify(r.draft, p, r.rng)
+                probs = [acceptance_probability(d, p[j]) for j, d in enumerate(r.draft)]
             past = kv_len(s.kv)
             s.kv = crop(rows[b], past + n_fed - g + n)       # committed tokens only; `token` is fed next round
             s.tokens += [d.token for d in r.draft[:n]] + [token]
-            results.append(VerifyResult(n, token))
+            results.append(VerifyResult(n, token, accept_probs=probs))
         share = (time.perf_counter() - started) / len(requests)
         for res in results:
             res.compute_s = share

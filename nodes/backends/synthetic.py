@@ -355,7 +355,7 @@ class SyntheticTarget:
             raise ValueError(f"session {session!r} is already open")
         self._sessions[session] = _TargetSession(list(prompt))
 
-    def _verify_one(self, req: VerifyRequest) -> tuple[int, int, int]:
+    def _verify_one(self, req: VerifyRequest) -> tuple[int, int, int, list[float]]:
         """Greedy verification against the truth; returns (accepted, token, tokens fed)."""
         s = self._sessions[req.session]
         first = s.key is None
@@ -365,8 +365,10 @@ class SyntheticTarget:
         while n < len(req.draft) and int(req.draft[n].token) == true_token(s.key, s.pos + n, self.vocab_size):
             n += 1
         token = true_token(s.key, s.pos + n, self.vocab_size)
+        # every drafted position is an independent Bernoulli(alpha) trial here, after a rejection too
+        probs = [float(int(d.token) == true_token(s.key, s.pos + j, self.vocab_size)) for j, d in enumerate(req.draft)]
         s.pos += n + 1
-        return n, token, (len(s.prompt) if first else 1) + len(req.draft)
+        return n, token, (len(s.prompt) if first else 1) + len(req.draft), probs
 
     def verify(self, requests: list[VerifyRequest]) -> list[VerifyResult]:
         if not requests:
@@ -383,7 +385,7 @@ class SyntheticTarget:
         elapsed = _pace(start, self.profile.verify_s(fed, len(requests)))
         self.compute_s_total += elapsed
         share = elapsed / len(requests)
-        return [VerifyResult(n, tok, share, {"fed": f, "batch": len(requests)}) for n, tok, f in verdicts]
+        return [VerifyResult(n, tok, share, {"fed": f, "batch": len(requests)}, probs) for n, tok, f, probs in verdicts]
 
     def close(self, session: str) -> None:
         self._sessions.pop(session, None)
