@@ -49,7 +49,7 @@ Sums and counts are per drafter; the `total` row pools every drafter's events (n
 | sum_log_goodput (total) | Σ ln x_i (natural log of tokens/s); none if some x_i = 0                                    |
 | verifier_batches        | distinct verify `batch_id`s                                                                  |
 | verifier_mean_batch     | mean of `batch` over distinct batch_ids                                                      |
-| verifier_busy_fraction  | Σ verify_s over distinct batch_ids / (last verify t − min(first start t, first batch start)) |
+| verifier_busy_fraction  | Σ verify_s over distinct batches / (last verify t − min(first start t, first batch start)), mean per verifier |
 | verifier_tokens         | Σ verify `tokens` (a cross-check: equals `tokens` in a complete run)                         |
 
 The bound is the closed-form model of speculative decoding (μ tokens per round, one round per T_round), not a
@@ -306,8 +306,9 @@ def _drafter_row(d: _Drafter) -> dict:
 def _verifier(events: list[dict], t_first) -> dict:
     verifies = [e for e in events if e["event"] == "verify"]
     batches = {}
-    for e in verifies:
-        batches.setdefault(e.get("batch_id"), e)
+    for e in verifies:     # batch ids count per verifier: with routing there are several
+        batches.setdefault((e.get("node"), e.get("batch_id")), e)
+    n_verifiers = max(1, len({e.get("node") for e in verifies}))
     out = {"verifier_batches": len(batches), "verifier_tokens": sum(e.get("tokens", 0) for e in verifies),
            "verifier_mean_batch": _mean([e.get("batch", 1) for e in batches.values()]),
            "verifier_busy_fraction": None}
@@ -317,7 +318,7 @@ def _verifier(events: list[dict], t_first) -> dict:
         if t_first is not None:
             begin = min(begin, t_first)
         span = max(e["t"] for e in verifies) - begin
-        out["verifier_busy_fraction"] = busy / span if span > 0 else None
+        out["verifier_busy_fraction"] = busy / (span * n_verifiers) if span > 0 else None   # mean per verifier
     return out
 
 
