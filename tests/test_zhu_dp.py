@@ -13,6 +13,8 @@ from testbed.policies.batching import (FifoBatching, IndexDecision, LengthAwareB
 from testbed.policies.joint import Drafter, JointAllocation, brute_force, objective, solve_joint
 from testbed.policies.zhu_dp import CostModel, Plan, Task, evaluate, plan_dp, plan_exhaustive
 
+import numpy as np
+
 
 # ---------------------------------------------------------------- Zhu DP
 
@@ -52,6 +54,106 @@ def test_dp_equals_exhaustive_on_random_instances():
             shapes.add((len(dp.batches) == 1, len(dp.batches) == len(tasks), len(set(dp.lengths)) > 1))
     # The instances exercise one batch, all singletons, mixed sizes and mixed lengths per plan.
     assert {(True, False, False), (False, True, True), (False, False, True), (False, False, False)} <= shapes
+
+
+# The original (pre-vectorisation) plan_dp, kept verbatim as the reference the optimised one must equal bit
+# for bit: the same plan, lengths and total_latency (itself _simulate of the plan).
+def _reference_plan_dp(tasks, cost, objective="sum", order="given"):
+    zhu_dp._check_objective(objective)
+    seq = zhu_dp._ordered(tasks, order)
+    K = len(seq)
+    if K == 0:
+        return Plan((), (), 0.0)
+    ls = sorted(set(cost.lengths))
+    r = np.array([[zhu_dp.rounds(t, l) for l in ls] for t in seq], dtype=float)
+    maxb = min(cost.max_batch, K)
+    pq = np.array([[cost.stages(b, l) for l in ls] for b in range(maxb + 1)])
+    period, tail = pq[..., 0], pq[..., 1]
+    f = [0.0] + [math.inf] * K
+    back = [(0, 0)] * (K + 1)
+    for k in range(1, K + 1):
+        rmax = np.zeros(len(ls))
+        rsum = np.zeros(len(ls))
+        upload = 0.0
+        longest_in = 0
+        for j in range(k - 1, k - 1 - maxb, -1):
+            if j < 0:
+                break
+            b = k - j
+            rmax = np.maximum(rmax, r[j])
+            rsum = rsum + r[j]
+            upload = max(upload, seq[j].upload_s)
+            longest_in = max(longest_in, seq[j].input_len)
+            lead = upload + cost.prefill_per_token * b * longest_in + tail[b]
+            service = lead + rmax * period[b]
+            if objective == "sum":
+                c = (K - k) * service + b * lead + rsum * period[b]
+            else:
+                c = service
+            li = int(np.argmin(c))
+            total = f[j] + float(c[li])
+            if total < f[k]:
+                f[k], back[k] = total, (j, li)
+    batches, lengths = [], []
+    k = K
+    while k > 0:
+        j, li = back[k]
+        batches.append(seq[j:k])
+        lengths.append(ls[li])
+        k = j
+    return zhu_dp._plan(batches[::-1], lengths[::-1], cost, objective)
+
+
+def _big_instance(rng: random.Random) -> tuple[list[Task], CostModel]:
+    """Larger and rougher than _instance: up to 80 tasks, long windows, extreme and exactly-integer O/μ."""
+    k = rng.choice([rng.randint(1, 8), rng.randint(9, 40), rng.randint(41, 80)])
+    tasks = [Task(f"t{i}", rng.randrange(0, 600),
+                  rng.choice([rng.randrange(1, 300), rng.randrange(1, 8), 10 ** rng.randint(0, 5)]),
+                  rng.choice([0.0, 1.0, 0.5, rng.random(), round(rng.random(), 1), 1 - 1e-12]),
+                  rng.choice([0.0, 0.1, rng.uniform(0, 0.3)])) for i in range(k)]
+    cost = CostModel(draft_a=rng.choice([0.0, rng.uniform(0, 0.02)]), draft_b=rng.uniform(0, 0.01),
+                     verify_a=rng.choice([0.0, rng.uniform(0, 0.1)]),
+                     verify_b=rng.choice([0.0, rng.uniform(0, 0.01)]),
+                     max_batch=rng.randint(1, k + 3), lengths=tuple(rng.sample(range(0, 16), rng.randint(1, 9))),
+                     prefill_per_token=rng.choice([0.0, rng.uniform(0, 1e-3)]), pipelined=rng.random() < 0.7)
+    return tasks, cost
+
+
+def test_dp_equals_the_reference_implementation_bit_for_bit():
+    rng = random.Random(64)
+    checked = 0
+    for _ in range(150):
+        tasks, cost = _big_instance(rng)
+        order = rng.choice(["given", "length"])
+        for obj in zhu_dp.OBJECTIVES:
+            fast, ref = plan_dp(tasks, cost, obj, order), _reference_plan_dp(tasks, cost, obj, order)
+            assert fast == ref
+            assert math.copysign(1.0, fast.total_latency) == math.copysign(1.0, ref.total_latency)
+            checked += 1
+    assert checked == 300
+    # the worst case of decision_times: 64 tasks, max_batch 64, 8 lengths
+    rng = random.Random(0)
+    tasks = [Task(f"t{i}", rng.randrange(16, 512), rng.randrange(16, 256), rng.uniform(0.5, 0.9),
+                  rng.uniform(0.0, 0.05)) for i in range(64)]
+    cost = CostModel(0.004, 0.0005, 0.02, 0.0002, 64, prefill_per_token=1e-6)
+    for obj in zhu_dp.OBJECTIVES:
+        assert plan_dp(tasks, cost, obj) == _reference_plan_dp(tasks, cost, obj)
+
+
+def test_rounds_table_equals_rounds():
+    rng = random.Random(5)
+    for _ in range(400):
+        seq = [Task(f"t{i}", 0, rng.choice([rng.randrange(1, 400), rng.randrange(1, 20), 10 ** rng.randint(0, 6)]),
+                    rng.choice([0.0, 1.0, rng.random(), round(rng.random(), 2), 1 - 10.0 ** -rng.randint(1, 15),
+                                rng.random() * 1e-3, 0.5]))
+               for i in range(rng.randint(1, 40))]
+        ls = sorted(set(rng.sample(range(0, 40), rng.randint(1, 10))))
+        table = zhu_dp._rounds_table(seq, ls)
+        assert table.tolist() == [[float(zhu_dp.rounds(t, l)) for t in seq] for l in ls]
+    # O/μ exactly an integer (μ = 1.5, 1.75, 1.875 at α = 1/2): no spurious extra round
+    seq = [Task("a", 0, 3, 0.5), Task("b", 0, 7, 0.5), Task("c", 0, 15, 0.5), Task("d", 0, 6, 0.5)]
+    assert zhu_dp._rounds_table(seq, [0, 1, 2, 3]).tolist() == [[float(zhu_dp.rounds(t, l)) for t in seq]
+                                                               for l in [0, 1, 2, 3]]
 
 
 TWO = [Task("A", 10, 6, 0.5, 0.1), Task("B", 20, 3, 0.0, 0.2)]
@@ -154,6 +256,150 @@ def _drafters(rng: random.Random, n: int) -> list[Drafter]:
     return [Drafter(f"d{i}", rng.uniform(0.05, 6.0), rng.choice([0.0, 1.0, rng.random()]),
                     rng.choice([0.0, 4.0, 400.0, 4000.0]), rng.uniform(0, 0.05), rng.uniform(0, 0.01))
             for i in range(n)]
+
+
+# The original (pre-optimisation) solver, kept verbatim as the reference the optimised one must equal bit for
+# bit: the same fractions, windows and U.
+def _ref_arrays(drafters, band_hz, frame_bytes, grid):
+    if not (math.isfinite(band_hz) and band_hz > 0) or not frame_bytes >= 0:
+        raise ValueError("band_hz must be finite and > 0, frame_bytes >= 0")
+    for d in drafters:
+        if not (d.efficiency > 0 and 0 <= d.alpha <= 1 and d.bytes_per_token >= 0 and d.base_s >= 0
+                and d.per_token_s >= 0 and all(map(math.isfinite, (d.efficiency, d.bytes_per_token,
+                                                                   d.base_s, d.per_token_s)))):
+            raise ValueError(f"drafter {d.name!r}: need efficiency > 0, alpha in [0, 1], finite values >= 0")
+    alpha = np.array([d.alpha for d in drafters])[:, None]
+    g = grid[None, :].astype(float)
+    safe = np.where(alpha >= 1, 0.0, alpha)
+    mu = np.where(alpha >= 1, g + 1, (1 - safe ** (g + 1)) / (1 - safe))
+    a = np.array([d.base_s for d in drafters])[:, None] + g * np.array([d.per_token_s for d in drafters])[:, None]
+    c = np.array([d.bytes_per_token for d in drafters])[:, None]
+    s = np.array([d.efficiency for d in drafters])[:, None]
+    dd = 8 * (frame_bytes + g * c) / (band_hz * s)
+    if np.any(a + dd <= 0):
+        raise ValueError("every drafter needs a positive round time (base_s, per_token_s or bytes > 0)")
+    return np.log(mu), a, dd
+
+
+def _ref_scores(logmu, a, dd, f):
+    f = f[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        upload = np.where(dd == 0, 0.0, dd / f)
+    return logmu - np.log(a + upload)
+
+
+def _ref_best_fractions(a, dd):
+    need = dd > 0
+    if not need.any():
+        return np.full(len(dd), 1.0 / len(dd))
+    a, d = a[need], dd[need]
+
+    def fractions(lam):
+        return 2 * d / (lam * d + np.sqrt((lam * d) ** 2 + 4 * lam * a * d))
+
+    lo, hi = float(np.max(d / (a + d))), float(len(d))
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        if fractions(mid).sum() > 1:
+            lo = mid
+        else:
+            hi = mid
+        if hi <= lo * (1 + 1e-15):
+            break
+    f = fractions(math.sqrt(lo * hi))
+    out = np.zeros(len(dd))
+    out[need] = f / f.sum()
+    return out
+
+
+def _ref_dual_starts(logmu, a, dd):
+    def choose(lam):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = np.where(dd > 0, 2 * dd / (lam * dd + np.sqrt((lam * dd) ** 2 + 4 * lam * a * dd)), 0.0)
+            value = logmu - np.log(a + np.where(dd > 0, dd / f, 0.0)) - lam * f
+        gi = np.argmax(value, axis=1)
+        return gi, float(f[np.arange(len(gi)), gi].sum())
+
+    lo, hi = 1e-12, float(len(dd))
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        if choose(mid)[1] > 1:
+            lo = mid
+        else:
+            hi = mid
+        if hi <= lo * (1 + 1e-12):
+            break
+    return [choose(lo)[0], choose(hi)[0]]
+
+
+def _reference_solve_joint(drafters, band_hz, frame_bytes=0.0, gamma_min=1, gamma_max=8, max_iter=100):
+    if not 0 <= gamma_min <= gamma_max:
+        raise ValueError(f"need 0 <= gamma_min <= gamma_max, got {gamma_min}, {gamma_max}")
+    n = len(drafters)
+    if n == 0:
+        return [], [], 0.0
+    grid = np.arange(gamma_min, gamma_max + 1)
+    logmu, a, dd = _ref_arrays(drafters, band_hz, frame_bytes, grid)
+    rows = np.arange(n)
+    equal = np.full(n, 1.0 / n)
+    starts = [np.full(n, i) for i in sorted({0, len(grid) // 3, 2 * len(grid) // 3, len(grid) - 1})]
+    starts.append(np.argmax(_ref_scores(logmu, a, dd, equal), axis=1))
+    starts += _ref_dual_starts(logmu, a, dd)
+    best = None
+    for gi in starts:
+        for _ in range(max_iter):
+            f = _ref_best_fractions(a[rows, gi], dd[rows, gi])
+            new = np.argmax(_ref_scores(logmu, a, dd, f), axis=1)
+            if np.array_equal(new, gi):
+                break
+            gi = new
+        f = _ref_best_fractions(a[rows, gi], dd[rows, gi])
+        value = float(_ref_scores(logmu, a, dd, f)[rows, gi].sum())
+        if best is None or value > best[0]:
+            best = (value, f, gi)
+    return best[1].tolist(), [int(grid[i]) for i in best[2]], best[0]
+
+
+def _joint_instance(rng: random.Random):
+    """Drafters and settings from sparse to crowded cells, including what stresses the solver: γ = 0 with no
+    frame (nothing to send), α of 0 and 1, no bytes at all, no base or per-token time, very unequal channels."""
+    n = rng.choice([1, 2, 3, 5, 8, 16, 32, 64, rng.randint(1, 80)])
+    drafters = [Drafter(f"d{i}", rng.choice([rng.uniform(0.05, 6.0), rng.uniform(0.2, 6.0), 2.0]),
+                        rng.choice([0.0, 1.0, rng.random(), rng.uniform(0.3, 0.95)]),
+                        rng.choice([0.0, 4.0, 400.0, 4000.0, 4.0]),
+                        rng.choice([0.0, rng.uniform(0, 0.05), rng.uniform(0.005, 0.05)]),
+                        rng.choice([0.0, rng.uniform(0, 0.01), rng.uniform(0.001, 0.01)])) for i in range(n)]
+    if rng.random() < 0.1:                                  # identical drafters: ties everywhere
+        drafters = [Drafter(f"d{i}", 2.0, 0.8, 4.0, 0.02, 0.003) for i in range(n)]
+    lo = rng.choice([0, 1])
+    return (drafters, rng.choice([1e5, 1e6, 20e6]), rng.choice([0.0, 40.0, 1000.0]), lo,
+            lo + rng.randrange(0, 9))
+
+
+def test_joint_equals_the_reference_implementation_bit_for_bit():
+    rng = random.Random(2025)
+    checked = 0
+    while checked < 120:
+        drafters, band, frame, lo, hi = _joint_instance(rng)
+        try:
+            ref = _reference_solve_joint(drafters, band, frame, lo, hi)
+        except ValueError:
+            with pytest.raises(ValueError):
+                solve_joint(drafters, band, frame, lo, hi)
+            continue
+        fast = solve_joint(drafters, band, frame, lo, hi)
+        assert fast[1] == ref[1]
+        assert np.array_equal(np.array(fast[0]), np.array(ref[0]))
+        assert fast[2] == ref[2] or (math.isnan(fast[2]) and math.isnan(ref[2]))
+        checked += 1
+    # the decision_times instance, and a short alternation
+    rng = random.Random(0)
+    drafters = [Drafter(f"d{i}", rng.uniform(0.2, 6.0), rng.uniform(0.3, 0.95), 4.0, rng.uniform(0.005, 0.05),
+                        rng.uniform(0.001, 0.01)) for i in range(64)]
+    assert solve_joint(drafters, 20e6, 40.0) == _reference_solve_joint(drafters, 20e6, 40.0)
+    for max_iter in (0, 1, 2):
+        assert (solve_joint(drafters[:9], 1e6, 0.0, 0, 5, max_iter)
+                == _reference_solve_joint(drafters[:9], 1e6, 0.0, 0, 5, max_iter))
 
 
 def test_joint_solver_beats_brute_force_on_tiny_instances():

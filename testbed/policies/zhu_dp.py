@@ -186,27 +186,90 @@ def _plan(batches: list[list[Task]], lengths: list[int], cost: CostModel, object
                 _simulate(batches, lengths, cost, objective))
 
 
-def plan_dp(tasks: Sequence[Task], cost: CostModel, objective: str = "sum", order: str = "given") -> Plan:
-    """Optimal contiguous batching with a best l per batch, f(k) = min_j [f(j) + min_l cost(j, k, l)]."""
-    _check_objective(objective)
-    seq = _ordered(tasks, order)
+_U = 2.0 ** -53      # unit roundoff of float64
+
+
+def _rounds_table(seq: Sequence[Task], ls: Sequence[int]) -> np.ndarray:
+    """rounds(t, l) for every length (rows) and task (columns), as floats, equal to rounds() bit for bit.
+
+    rounds() takes α^(l+1) from C's pow, one Python call per entry. Here it comes from numpy's power (which
+    may be a vectorised routine that rounds differently, by a few ulps), and the resulting ceil is kept only
+    where a bound on how far that can move O/μ (2^-40 relative in α^(l+1), far above any such routine's
+    error, carried through 1 - α^(l+1), the division by 1 - α, O/μ and the subtraction of 1e-9) cannot cross
+    an integer; entries it could (all but never) are recomputed with rounds() itself."""
+    alpha = np.array([t.alpha for t in seq])
+    out = np.array([t.output_len for t in seq], dtype=float)
+    e = np.array([l + 1 for l in ls], dtype=float)[:, None]
+    full = alpha >= 1.0                             # μ = l + 1 exactly
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pw = np.power(np.where(full, 0.5, alpha), e)
+        gap = 1.0 - pw
+        ratio = out / np.where(full, e, gap / (1.0 - alpha))
+        x = ratio - 1e-9
+        slack = ratio * np.where(full, 0.0, (2.0 ** -40 * pw + 2.0 ** -52) / gap) + (ratio + 1.0) * 2.0 ** -48
+        top = np.ceil(x)
+        sure = (top - x > slack) & (x - (top - 1.0) > slack)     # NaN (gap = 0 at α^(l+1) = 1) is unsure
+    table = np.maximum(1.0, top)
+    if not sure.all():
+        for li, k in zip(*np.nonzero(~sure)):
+            table[li, k] = rounds(seq[k], ls[li])
+    return table
+
+
+def _stage_tables(cost: CostModel, maxb: int, ls: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(period, fill/drain), each |L| x (maxb+1): cost.stages(b, l) for every l (row) and b, bit for bit."""
+    b = np.arange(maxb + 1, dtype=float)[None, :]
+    lf = np.array(ls, dtype=float)[:, None]
+    d = lf * (cost.draft_a + cost.draft_b * b)
+    v = cost.verify_a + (cost.verify_b * b) * (lf + 1.0)
+    if cost.pipelined:
+        return np.maximum(d, v), np.minimum(d, v)
+    return d + v, np.zeros_like(d)
+
+
+def _back(q: np.ndarray, pad: int, n: int) -> np.ndarray:
+    """View v[..., s, e] = q[..., pad + e - s] (s < n <= pad + 1) of a C-contiguous float array q (..., pad + K)
+    that is padded in front; for reading only."""
+    return np.ndarray(q.shape[:-1] + (n, q.shape[-1] - pad), q.dtype, q, pad * q.itemsize,
+                      q.strides[:-1] + (-q.itemsize, q.itemsize))
+
+
+def _simulate_table(seq: Sequence[Task], spans: Sequence[tuple[int, int, int]], r: np.ndarray,
+                    period: np.ndarray, tail: np.ndarray, cost: CostModel, objective: str) -> float:
+    """_simulate for contiguous batches (j, k, index of l), from tables equal bit for bit to rounds() and
+    cost.stages(), with the same operations in the same order."""
+    rows, per, fill = r.tolist(), period.tolist(), tail.tolist()
+    upload = [t.upload_s for t in seq]
+    inputs = [t.input_len for t in seq]
+    clock = 0.0
+    total = 0.0
+    for j, k, li in spans:
+        b = k - j
+        p, q = per[li][b], fill[li][b]
+        lead = max(upload[j:k]) + cost.prefill_per_token * b * max(inputs[j:k])
+        finishes = [clock + lead + n * p + q for n in rows[li][j:k]]
+        clock = max(finishes)
+        total += sum(finishes)
+    return total if objective == "sum" else clock
+
+
+def _plan_dp_loop(seq: list[Task], cost: CostModel, objective: str) -> Plan:
+    """The DP as a batch-by-batch loop (the original implementation): plan_dp's fallback for the absurd inputs
+    whose costs overflow to inf or NaN, or whose round sums pass 2^53, where the array version's maxima, sums
+    and ties need not behave the same."""
     K = len(seq)
-    if K == 0:
-        return Plan((), (), 0.0)
-    ls = sorted(set(cost.lengths))              # ascending, so ties go to the shorter window
-    r = np.array([[rounds(t, l) for l in ls] for t in seq], dtype=float)   # K x |L|
-    # period and fill/drain per batch size b (row b) and length: they depend on nothing else.
+    ls = sorted(set(cost.lengths))
+    r = np.array([[rounds(t, l) for l in ls] for t in seq], dtype=float)
     maxb = min(cost.max_batch, K)
-    pq = np.array([[cost.stages(b, l) for l in ls] for b in range(maxb + 1)])  # (maxb+1) x |L| x 2
+    pq = np.array([[cost.stages(b, l) for l in ls] for b in range(maxb + 1)])
     period, tail = pq[..., 0], pq[..., 1]
     f = [0.0] + [math.inf] * K
-    back: list[tuple[int, int]] = [(0, 0)] * (K + 1)        # (j, index of l) of the last batch in f(k)
+    back: list[tuple[int, int]] = [(0, 0)] * (K + 1)
     for k in range(1, K + 1):
         rmax = np.zeros(len(ls))
         rsum = np.zeros(len(ls))
         upload = 0.0
         longest_in = 0
-        # Grow the batch j..k-1 leftwards so its maxima and sums update in O(|L|) per step.
         for j in range(k - 1, k - 1 - maxb, -1):
             if j < 0:
                 break
@@ -215,12 +278,9 @@ def plan_dp(tasks: Sequence[Task], cost: CostModel, objective: str = "sum", orde
             rsum = rsum + r[j]
             upload = max(upload, seq[j].upload_s)
             longest_in = max(longest_in, seq[j].input_len)
-            lead = upload + cost.prefill_per_token * b * longest_in + tail[b]      # per-l array
+            lead = upload + cost.prefill_per_token * b * longest_in + tail[b]
             service = lead + rmax * period[b]
-            if objective == "sum":
-                c = (K - k) * service + b * lead + rsum * period[b]
-            else:
-                c = service
+            c = (K - k) * service + b * lead + rsum * period[b] if objective == "sum" else service
             li = int(np.argmin(c))
             total = f[j] + float(c[li])
             if total < f[k]:
@@ -234,6 +294,118 @@ def plan_dp(tasks: Sequence[Task], cost: CostModel, objective: str = "sum", orde
         lengths.append(ls[li])
         k = j
     return _plan(batches[::-1], lengths[::-1], cost, objective)
+
+
+def plan_dp(tasks: Sequence[Task], cost: CostModel, objective: str = "sum", order: str = "given") -> Plan:
+    """Optimal contiguous batching with a best l per batch, f(k) = min_j [f(j) + min_l cost(j, k, l)].
+
+    min_l cost(j, k, l) is computed for all batches with array operations, indexed by (t, e): the batch of
+    tasks e-t..e, so b = t + 1, k = e + 1, j = e - t. A batch's largest round count is the larger of two
+    shorter windows' maxima and its round sum a difference of cumulative sums, both read through strided
+    views; t is taken in chunks (t < 8, then t0 <= t < min(2 t0, t0 + 32)) to keep the arrays small, and only
+    e >= t0. The O(K · max_batch) recursion over k is the only sequential part. Every cost is formed by the same
+    floating-point operations, in the same order, as the batch-by-batch loop of the original implementation
+    (kept in tests/test_zhu_dp.py, which checks that the plans are identical), and ties break the same way:
+    the shorter l, then the larger j. Inputs so extreme that a cost overflows fall back to that loop
+    (_plan_dp_loop)."""
+    _check_objective(objective)
+    seq = _ordered(tasks, order)
+    K = len(seq)
+    if K == 0:
+        return Plan((), (), 0.0)
+    ls = sorted(set(cost.lengths))              # ascending, so ties go to the shorter window
+    L = len(ls)
+    r = _rounds_table(seq, ls)                  # |L| x K
+    T = min(cost.max_batch, K)
+    period, tail = _stage_tables(cost, T, ls)   # |L| x (T+1), column b
+    upload = np.array([t.upload_s for t in seq])
+    longest_in = np.array([t.input_len for t in seq], dtype=float)
+    vals = np.concatenate((r, upload[None], longest_in[None]))          # |L|+2 x K: what is maximised
+    total = objective == "sum"
+    if float(r.sum(axis=1).max()) >= 2.0 ** 52:     # round sums would not be exact
+        return _plan_dp_loop(seq, cost, objective)
+    if total:
+        csum = np.zeros((L, T + K + 1))             # csum[:, T + i] = sum of r over tasks 0..i-1 (exact)
+        np.cumsum(r, axis=1, out=csum[:, T + 1:])
+        before = _back(csum, T, T)                  # before[:, t, e] = csum[:, T + e - t]: tasks 0..e-t-1
+        after = np.arange(K - 1.0, -1.0, -1.0)      # K - k tasks after the batch
+    cols = np.empty((K, T))                         # cols[e, t] = min over l of cost(e-t, e+1, l)
+    t0 = 0
+    while t0 < T:
+        # Chunk t0 <= t < t1, only e >= t0 (smaller e cannot hold a batch of t0+1 tasks). mx = the maxima of
+        # vals over each batch e-t..e: by doubling in the first chunk; after it, the window of length t+1 ending
+        # at e joins the one of length t0 ending at e (the previous chunk's last row) and the one of length t0
+        # ending at e - (t+1-t0), hence t1 <= 2·t0.
+        if t0 == 0:
+            t1 = min(8, T)
+            mx = np.zeros((L + 2, t1, K))
+            mx[:, 0] = vals
+            m = 1
+            while m < t1:
+                top = min(2 * m, t1)
+                np.maximum(mx[:, m - 1:m, m:], mx[:, 0:top - m, :K - m], out=mx[:, m:top, m:])
+                m = top
+        else:
+            t1 = min(2 * t0, T, t0 + 32)
+            padded = np.zeros((L + 2, T + K))
+            padded[:, T + t0 - 1:] = last
+            mx = np.maximum(last[:, None, 1:], _back(padded, T, t1 - t0 + 1)[:, 1:, t0:])
+        if t1 < T:
+            last = mx[:, -1, t1 - 1 - t0:].copy()   # its windows of length t1, for e >= t1-1
+        size = np.arange(t0 + 1.0, t1 + 1.0)[:, None]                  # b
+        lead = mx[L] + (cost.prefill_per_token * size) * mx[L + 1]
+        lead = lead + tail[:, t0 + 1:t1 + 1, None]
+        per = period[:, t0 + 1:t1 + 1, None]
+        c = mx[:L]
+        c *= per
+        c += lead                                   # service = lead + rmax · p
+        if total:
+            c *= after[t0:]
+            lead *= size
+            c += lead
+            rs = csum[:, None, T + 1 + t0:] - before[:, t0:t1, t0:K]   # rsum over tasks e-t..e
+            rs *= per
+            c += rs                                 # (K-k) · service + b · lead + rsum · p
+        np.minimum.reduce(c, axis=0, out=cols[t0:, t0:t1].T)
+        t0 = t1
+    if not np.isfinite(cols[np.tri(K, T, dtype=bool)]).all():
+        return _plan_dp_loop(seq, cost, objective)
+    # f(k) = min over t of f(k-1-t) + cols[k-1, t], t < min(k, T) (so only e >= t is ever read); the first
+    # minimum in t is the largest j, as a loop over j from k-1 downwards keeping strict improvements picks.
+    f = np.zeros(K + 1)
+    rev = f[::-1]                                   # rev[K - j] = f[j]
+    cut = [0] * (K + 1)
+    for k in range(1, K + 1):
+        cand = rev[K + 1 - k:K + 1 - k + T] + cols[k - 1, :k]
+        t = int(cand.argmin())
+        cut[k] = k - 1 - t
+        f[k] = cand[t]
+    if not np.isfinite(f[K]):
+        return _plan_dp_loop(seq, cost, objective)
+    starts = []
+    k = K
+    while k > 0:
+        k = cut[k]
+        starts.append(k)
+    starts.reverse()
+    ends = starts[1:] + [K]
+    # The chosen batches' l: their costs again, by the same operations (maxima and sums are exact), and the
+    # first minimum over l.
+    b = np.array(ends, dtype=float) - starts
+    bi = np.array(ends) - starts
+    lead = (np.maximum.reduceat(upload, starts)
+            + (cost.prefill_per_token * b) * np.maximum.reduceat(longest_in, starts)) + tail[:, bi]
+    per = period[:, bi]
+    c = np.maximum.reduceat(r, starts, axis=1) * per
+    c += lead
+    if total:
+        c *= after[np.array(ends) - 1]
+        lead *= b
+        c += lead
+        c += np.add.reduceat(r, starts, axis=1) * per
+    spans = list(zip(starts, ends, np.argmin(c, axis=0).tolist()))
+    return Plan(tuple(tuple(task.name for task in seq[j:k]) for j, k, _ in spans), tuple(ls[li] for *_, li in spans),
+                _simulate_table(seq, spans, r, period, tail, cost, objective))
 
 
 def plan_exhaustive(tasks: Sequence[Task], cost: CostModel, objective: str = "sum", order: str = "given") -> Plan:
