@@ -7,7 +7,7 @@ per-round telemetry; the prediction is smoothed over rounds and quantised to an 
 Model: regression on γ (not classification over the allowed set): γ is ordinal, so predicting 5 when 6 is best
 should cost less than predicting 1, which a class loss does not know; and the smoothing below needs a
 continuous value to average. Trained with the Smooth-L1 (Huber) loss DSD's design planned
-(experiments/train_awc.py). Inference is plain float64 numpy, no torch, no pickle: the weights are JSON.
+(experiments/train_awc.py). Inference is plain float64 numpy, no torch; the weights are JSON, read with json only.
 
 Features (one vector per decision; `features()` is the single definition used by the policy and by training,
 so there is no train/serve skew). Each is then standardised with the mean/std stored in the weights file:
@@ -234,7 +234,7 @@ def load_weights(path: str | Path | None = None) -> AWCWeights:
         raise AWCWeightsError(f"{where}: cannot read: {e}") from e
     try:
         doc = json.loads(data.decode("utf-8"))
-    except ValueError as e:              # UnicodeDecodeError too: a binary file (a pickle, say) is not JSON
+    except ValueError as e:              # UnicodeDecodeError too: a binary file is not JSON
         raise AWCWeightsError(f"{where}: not JSON: {e}") from e
     return weights_from_dict(doc, where)
 
