@@ -179,7 +179,7 @@ def test_fading_example_applies_its_channels_and_plots_rate_with_goodput(tmp_pat
     assert man["channels"]["applied"] and man["channels"]["allocation"] == {"ap1": {"up": "zhu", "down": "equal"}}
     assert man["channels"]["driver"]["late_ticks"] <= 5
     assert (d / "plots" / "channels.png").stat().st_size > 10_000
-    logged = [e for e in events(d / "events" / "links.jsonl") if e.get("node") == "channel"]
+    logged = [e for e in events(d / "events" / "links.jsonl") if e.get("node") == "channel" and e["event"] == "link"]
     by_link = {}
     for e in logged:
         by_link.setdefault(e["link"], []).append(e)
@@ -189,9 +189,8 @@ def test_fading_example_applies_its_channels_and_plots_rate_with_goodput(tmp_pat
     # Uplink shares follow live demand (telemetry); everything else is the seeded model: replay it.
     plan = ChannelPlan(load_experiment(REPO / "experiments/fading.yaml").topology_obj(), 0.1, 0)
     d1 = by_link["d1-ap1"]
-    contiguous = next((i for i, e in enumerate(d1) if e["tick"] != i), len(d1))   # a late driver skips ticks
-    assert contiguous >= 30
-    for e in d1[:contiguous]:
+    # the same tick sequence (a late driver skips ticks, and the models step over the gap) gives the same states
+    for e in d1:
         want = next(a for a in plan.step(e["tick"]) if a.link == "d1-ap1")
         assert e["snr_up_db"] == want.info["snr_up_db"] and e["rate_down_mbps"] == want.state.rate_down_mbps
     assert any(e["demand_up"] > 1000 for e in logged)           # topk:256 drafts: kilobytes per round

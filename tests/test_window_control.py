@@ -59,7 +59,9 @@ def test_heuristic_policy_moves_windows_and_logs_its_decisions(tmp_path):
 
 def test_length_aware_batches_stay_under_the_token_cap(tmp_path):
     drafters = {f"g{g}": (0.8, g, 60) for g in (1, 2, 4, 8)}
-    events = run_nodes(tmp_path, ["--batching", "length", "--max-batch", "4", "--max-tokens", "8"], drafters)
+    # 5 ms per batch: drafts pile up while one is verified, so the rule has several to choose from
+    events = run_nodes(tmp_path, ["--batching", "length", "--max-batch", "4", "--max-tokens", "8",
+                                  "--verify-base-ms", "5"], drafters)
     by_batch = {}
     for e in events:
         if e["event"] == "verify":
