@@ -33,8 +33,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -333,20 +331,6 @@ def register(registry: dict) -> None:
 # --- decision time (called by `make bench`; not a test) --------------------------------------------------
 
 def decision_times(n: int = 64, rounds: int = 50, seed: int = 0) -> dict[str, float]:
-    """Seconds per decision (observe + next_window, one session's round) over n sessions × rounds, best of 3."""
-    rng = random.Random(seed)
-    results = [RoundResult(g, rng.randint(0, g), 0.05 * k, rtt_s=rng.uniform(0.02, 0.2),
-                           verify_s=rng.uniform(0.01, 0.05), queue_s=rng.uniform(0.0, 0.02),
-                           draft_s=g * rng.uniform(0.002, 0.01))
-               for k, g in enumerate(rng.randint(1, 8) for _ in range(rounds))]
-    net = NetworkView(uplink_mbps=20.0, downlink_mbps=50.0, bytes_per_token_up=8 * 16 + 25)
-    best = math.inf
-    for _ in range(3):
-        policies = [AWCPolicy() for _ in range(n)]
-        start = time.perf_counter()
-        for r in results:
-            for p in policies:
-                p.observe(r)
-                p.next_window(r.t, net)
-        best = min(best, (time.perf_counter() - start) / (rounds * n))
-    return {"awc": best}
+    """Seconds per decision (observe + next_window, one session's round): speculation's benchmark for AWC."""
+    from . import speculation
+    return speculation.decision_times(n, rounds, seed, policies={"awc": AWCPolicy})

@@ -10,6 +10,7 @@ import random
 import time
 
 from .allocation import ALLOCATION_POLICIES, Station, make_allocation
+from .timing import best_seconds_per_call
 
 
 def _stations(n: int, rng: random.Random) -> list[Station]:
@@ -27,13 +28,7 @@ def allocation_decision_times(n: int = 64, repeats: int = 200, seed: int = 0) ->
     times: dict[str, float] = {}
     for name in ALLOCATION_POLICIES:
         policy = make_allocation(name)
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(repeats):
-                policy.allocate(stations)
-            best = min(best, (time.perf_counter() - start) / repeats)
-        times[name] = best
+        times[name] = best_seconds_per_call(lambda: policy.allocate(stations), repeats)
     return times
 
 
@@ -64,14 +59,14 @@ def main(argv=None) -> int:
     ap.add_argument("--stations", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=200)
     args = ap.parse_args(argv)
-    from . import awc, joint, routing, scheduling, speculation, zhu_dp
+    from . import joint, routing, scheduling, speculation, zhu_dp
     n = args.stations
     groups = [
         ("band allocation, per AP decision", {f"allocation {k}": v for k, v in
                                               allocation_decision_times(n, args.repeats).items()}),
         ("joint band + gamma, per AP decision", joint.decision_times(n)),
         ("speculation length, per session round (observe + next window)",
-         {**speculation.decision_times(n), **awc.decision_times(n)}),
+         speculation.decision_times(n)),          # awc is in the registry
         ("verification budget, per round across all sessions", scheduling.decision_times(n)),
         ("routing, per new session", routing.decision_times(n)),
         ("Zhu DP, one plan for all tasks (reused for every round it covers)", zhu_dp.decision_times(n)),

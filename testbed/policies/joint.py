@@ -33,13 +33,13 @@ import itertools
 import math
 import operator
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from .allocation import Station, check_stations, equal_split
+from .timing import best_seconds_per_call
 
 
 @dataclass(frozen=True)
@@ -702,10 +702,4 @@ def decision_times(n: int = 64, repeats: int = 20, seed: int = 0) -> dict[str, f
     rng = random.Random(seed)
     drafters = [Drafter(f"d{i}", rng.uniform(0.2, 6.0), rng.uniform(0.3, 0.95), 4.0, rng.uniform(0.005, 0.05),
                         rng.uniform(0.001, 0.01)) for i in range(n)]
-    best = math.inf
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            solve_joint(drafters, 20e6, 40.0)
-        best = min(best, (time.perf_counter() - start) / repeats)
-    return {"joint": best}
+    return {"joint": best_seconds_per_call(lambda: solve_joint(drafters, 20e6, 40.0), repeats)}

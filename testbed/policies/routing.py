@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections import deque
 from typing import Mapping, Protocol, Sequence
+from .timing import best_seconds_per_call
 
 ROUTERS = ("random", "round-robin", "jsq", "jsq-d")
 
@@ -193,12 +193,9 @@ def decision_times(n: int = 64, repeats: int = 2000, seed: int = 0) -> dict[str,
     times: dict[str, float] = {}
     for name in ROUTERS:
         router = make_router(name)
-        best = math.inf
-        for _ in range(5):
-            start = time.perf_counter()
-            for k in range(repeats):
-                router.route(f"s{k}", queues, 0.0)
-                router.release(f"s{k}")
-            best = min(best, (time.perf_counter() - start) / repeats)
-        times[name] = best
+
+        def place_and_release(router=router):
+            router.route("s", queues, 0.0)
+            router.release("s")
+        times[name] = best_seconds_per_call(place_and_release, repeats)
     return times

@@ -13,10 +13,10 @@ from __future__ import annotations
 import heapq
 import math
 import random
-import time
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Iterable, Mapping, Protocol, Sequence
+from .timing import best_seconds_per_call
 
 SCHEDULERS = ("goodspeed", "fixed", "random")
 UTILITIES = ("log", "linear", "alpha-fair")
@@ -316,11 +316,5 @@ def decision_times(n: int = 64, repeats: int = 200, seed: int = 0) -> dict[str, 
     times: dict[str, float] = {}
     for name in SCHEDULERS:
         scheduler = make_scheduler(name)
-        best = math.inf
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(repeats):
-                scheduler.allocate(estimates, 4 * n)
-            best = min(best, (time.perf_counter() - start) / repeats)
-        times[name] = best
+        times[name] = best_seconds_per_call(lambda: scheduler.allocate(estimates, 4 * n), repeats)
     return times

@@ -479,10 +479,12 @@ def make_speculation(spec: Mapping | str,
 
 # --- decision time (called by `make bench`; not a test) --------------------------------------------------
 
-def decision_times(n_sessions: int = 64, rounds: int = 50, seed: int = 0) -> dict[str, float]:
-    """Seconds per decision (observe + next_window, one session's round) for each registered policy, averaged
-    over n_sessions sessions × rounds rounds, best of 3 passes (the least disturbed by other load). Also
-    "threshold.should_stop": seconds per stop check on a window growing to 8 tokens."""
+def decision_times(n_sessions: int = 64, rounds: int = 50, seed: int = 0,
+                   policies: Mapping[str, Callable[[], SpeculationPolicy]] | None = None) -> dict[str, float]:
+    """Seconds per decision (observe + next_window, one session's round) for each policy (default: every
+    registered one), averaged over n_sessions sessions × rounds rounds, best of 3 passes (the least disturbed
+    by other load). With the default set, also "threshold.should_stop": seconds per stop check on a window
+    growing to 8 tokens."""
     rng = random.Random(seed)
     results = [RoundResult(g, rng.randint(0, g), 0.05 * k, rtt_s=rng.uniform(0.02, 0.2),
                            verify_s=rng.uniform(0.01, 0.05), draft_s=g * rng.uniform(0.002, 0.01),
@@ -490,17 +492,19 @@ def decision_times(n_sessions: int = 64, rounds: int = 50, seed: int = 0) -> dic
                for k, g in enumerate(rng.randint(1, 8) for _ in range(rounds))]
     net = NetworkView(rtt_s=None, uplink_mbps=20.0, downlink_mbps=50.0, bytes_per_token_up=8 * 16 + 25)
     times: dict[str, float] = {}
-    for name, ctor in SPECULATION_POLICIES.items():
+    for name, ctor in (SPECULATION_POLICIES if policies is None else policies).items():
         best = math.inf
         for _ in range(3):
-            policies = [ctor() for _ in range(n_sessions)]
+            sessions = [ctor() for _ in range(n_sessions)]
             start = time.perf_counter()
             for r in results:
-                for p in policies:
+                for p in sessions:
                     p.observe(r)
                     p.next_window(r.t, net)
             best = min(best, (time.perf_counter() - start) / (rounds * n_sessions))
         times[name] = best
+    if policies is not None:
+        return times
     stop, confidences = ThresholdStop(), [rng.uniform(0.7, 1.0) for _ in range(8)]
     start = time.perf_counter()
     for _ in range(n_sessions * rounds // 8):

@@ -61,11 +61,11 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import time
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from .timing import best_seconds_per_call
 
 OBJECTIVES = ("sum", "makespan")
 
@@ -459,11 +459,5 @@ def decision_times(n: int = 64, repeats: int = 5, seed: int = 0) -> dict[str, fl
     cost = CostModel(0.004, 0.0005, 0.02, 0.0002, n, prefill_per_token=1e-6)
     times: dict[str, float] = {}
     for objective in OBJECTIVES:
-        best = math.inf
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(repeats):
-                plan_dp(tasks, cost, objective)
-            best = min(best, (time.perf_counter() - start) / repeats)
-        times[f"dp-{objective}"] = best
+        times[f"dp-{objective}"] = best_seconds_per_call(lambda: plan_dp(tasks, cost, objective), repeats)
     return times
