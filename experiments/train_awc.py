@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from testbed import metrics                                                   # noqa: E402
+from testbed.run import metrics                                                   # noqa: E402
 from testbed.policies.awc import DEFAULT_ALLOWED, FEATURES, Telemetry, load_weights, save_weights  # noqa: E402
 from testbed.policies.speculation import NetworkView, RoundResult, best_gamma  # noqa: E402
 

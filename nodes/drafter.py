@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from . import protocol as P
-from .backends import Sampling
-from .eventlog import EventLog, log_error
-from .verification import cut_output
+from nodes import protocol as P
+from nodes.backends import Sampling
+from nodes.eventlog import EventLog, log_error
+from nodes.verification import cut_output
 
 
 class DrafterError(RuntimeError):
@@ -73,7 +73,7 @@ class Drafter:
             spec = dict(args.routing)
             self.router = make_router(spec.pop("policy"), **spec)
         if args.record_acceptance:    # replayable by the synthetic backend: {"replay": FILE}
-            from .backends.synthetic import AcceptanceRecorder
+            from nodes.backends.synthetic import AcceptanceRecorder
             self.recorder = AcceptanceRecorder(args.record_acceptance)
 
     # -- wire ----------------------------------------------------------------------------------------
@@ -312,10 +312,10 @@ def load_prompts(args, backend) -> list[tuple[str, list[int]]]:
 
 def make_backend(args):
     if args.backend == "synthetic":
-        from .backends.synthetic import ComputeProfile, SyntheticDraft, parse_alpha
+        from nodes.backends.synthetic import ComputeProfile, SyntheticDraft, parse_alpha
         return SyntheticDraft(args.vocab_size, parse_alpha(json.loads(args.alpha)),
                               ComputeProfile(draft_token_s=args.draft_token_ms / 1e3), seed=args.seed)
-    from .backends.hf import HfDraft
+    from nodes.backends.hf import HfDraft
     return HfDraft(args.model, args.device, args.dtype, args.threads)
 
 

@@ -137,7 +137,7 @@ def load(spec: str | ModelSpec, device: str = "auto", dtype: str = "float32", th
         if device != "cpu":
             raise ModelError("int8 dynamic quantisation runs on the CPU only; use device cpu for this draft")
         if spec.variant == "int8-cut":
-            from .backends.hf_layers import SubsetHead
+            from nodes.backends.hf_layers import SubsetHead
             model.lm_head = SubsetHead(model.lm_head, _cut_head_ids(tok, model.config.vocab_size))
         from torch.ao.quantization import quantize_dynamic
         import warnings

@@ -19,11 +19,11 @@ import zmq
 
 from testbed.policies.batching import make_batching
 
-from . import protocol as P
-from .backends import DraftToken, Sampling, VerifyRequest
-from .control import WindowControl, ZhuPlanner
-from .eventlog import EventLog, log_error
-from .verification import cut_output
+from nodes import protocol as P
+from nodes.backends import DraftToken, Sampling, VerifyRequest
+from nodes.control import WindowControl, ZhuPlanner
+from nodes.eventlog import EventLog, log_error
+from nodes.verification import cut_output
 
 
 @dataclass
@@ -254,10 +254,10 @@ class Verifier:
 
 def make_backend(args):
     if args.backend == "synthetic":
-        from .backends.synthetic import ComputeProfile, SyntheticTarget
+        from nodes.backends.synthetic import ComputeProfile, SyntheticTarget
         return SyntheticTarget(args.vocab_size, ComputeProfile(verify_base_s=args.verify_base_ms / 1e3,
                                                                verify_per_token_s=args.verify_per_token_ms / 1e3))
-    from .backends.hf import HfTarget
+    from nodes.backends.hf import HfTarget
     return HfTarget(args.model, args.device, args.dtype, args.threads)
 
 

@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 
-from .errors import ConfigError, ShapingError
+from testbed.common.errors import ConfigError, ShapingError
 
 
 def _sigterm_as_interrupt(*_):
@@ -21,7 +21,7 @@ def _backend_for_plan(forced: str | None) -> tuple[str, str]:
     """Backend for printing a plan: a forced one is shown as is, else the machine is probed."""
     if forced and forced != "auto":
         return forced, "forced on the command line"
-    from .capabilities import CapabilityError, choose_delay_backend
+    from testbed.net.capabilities import CapabilityError, choose_delay_backend
     try:
         return choose_delay_backend(None)
     except CapabilityError as e:
@@ -29,7 +29,7 @@ def _backend_for_plan(forced: str | None) -> tuple[str, str]:
 
 
 def cmd_doctor(args) -> int:
-    from .capabilities import CapabilityError, choose_delay_backend, format_table, probe_all
+    from testbed.net.capabilities import CapabilityError, choose_delay_backend, format_table, probe_all
     caps = probe_all()
     try:
         backend, reason = choose_delay_backend(args.delay_backend)
@@ -40,10 +40,10 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .netplan import NetPlan
-    from .shaping import ShapingPlan
-    from .topology import load_topology
-    from .channels import ChannelPlan
+    from testbed.net.netplan import NetPlan
+    from testbed.net.shaping import ShapingPlan
+    from testbed.net.topology import load_topology
+    from testbed.channels.plan import ChannelPlan
     topo = load_topology(args.topology)
     backend, reason = _backend_for_plan(args.delay_backend)
     plan = NetPlan(topo, "0000")
@@ -69,14 +69,14 @@ def cmd_check(args) -> int:
         print(f"  {cmd}")
     for host, queues in shaping.daemons().items():
         qs = ", ".join(f"queue {q.queue}: delay {q.delay_ms:g} ms ±{q.jitter_ms:g}, loss {100 * q.loss:g} %" for q in queues)
-        print(f"  [{host}] delay daemon (testbed/nfqdelay.py, chrt -f 50): {qs}")
+        print(f"  [{host}] delay daemon (testbed/net/nfqdelay.py, chrt -f 50): {qs}")
     return 0
 
 
 def cmd_up(args) -> int:
-    from .emulation import Emulation
-    from .topology import load_topology
-    from .channels import ChannelPlan
+    from testbed.net.emulation import Emulation
+    from testbed.net.topology import load_topology
+    from testbed.channels.plan import ChannelPlan
     topo = load_topology(args.topology)
     plan = ChannelPlan(topo, args.channel_interval_ms / 1e3, args.seed)
     emu = Emulation(topo, args.delay_backend, seed=args.seed, log=lambda m: print(m, flush=True),
@@ -87,7 +87,7 @@ def cmd_up(args) -> int:
         print(emu.net_plan.describe(), flush=True)
         print(f"up: run {emu.run_info.id}, delay backend {emu.backend} ({emu.backend_reason})", flush=True)
         if plan.driven_links():
-            from .channeldriver import ChannelDriver
+            from testbed.channels.driver import ChannelDriver
             driver = ChannelDriver(plan, emu.set_link, args.channel_log)
             driver.start()
             print(f"channels: {', '.join(plan.driven_links())} change every {args.channel_interval_ms:g} ms"
@@ -110,9 +110,9 @@ def cmd_up(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .calibrate import Tolerance, calibrate, format_table
-    from .emulation import Emulation
-    from .topology import load_topology
+    from testbed.net.calibrate import Tolerance, calibrate, format_table
+    from testbed.net.emulation import Emulation
+    from testbed.net.topology import load_topology
     topo = load_topology(args.topology)
     links = args.links.split(",") if args.links else None
     if links:
@@ -136,8 +136,8 @@ def cmd_calibrate(args) -> int:
 
 def cmd_run(args) -> int:
     from pathlib import Path
-    from .experiment import load_experiment
-    from .runner import drafter_argv, run_point, verifier_argv
+    from testbed.run.experiment import load_experiment
+    from testbed.run.runner import drafter_argv, run_point, verifier_argv
     exp = load_experiment(args.experiment, args.set or [])
     points = exp.points()
     if args.dry_run:
@@ -172,7 +172,7 @@ def cmd_run(args) -> int:
 
 def _print_report(run_dirs, out_dir) -> None:
     from pathlib import Path
-    from .report import compare, overlay_plots
+    from testbed.run.report import compare, overlay_plots
     table = compare([Path(d) for d in run_dirs])
     print(table)
     for d in run_dirs:
@@ -202,7 +202,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_clean(args) -> int:
-    from .runs import clean
+    from testbed.net.runs import clean
     print(clean(args.run or None, include_live=bool(args.run)))
     return 0
 
@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("clean", help="remove what dead runs left (bridges, processes); live runs are kept")
     s.add_argument("--run", action="append", metavar="ID", help="clean this run even if live (repeatable)")
     s.set_defaults(func=cmd_clean)
-    from .trace_cli import add_trace_parser
+    from testbed.channels.tracecli import add_trace_parser
     add_trace_parser(sub)
     return p
 
@@ -277,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
     except Exception as e:
-        from .capabilities import CapabilityError
-        from .emulation import EmulationError
+        from testbed.net.capabilities import CapabilityError
+        from testbed.net.emulation import EmulationError
         if isinstance(e, (CapabilityError, EmulationError)):
             print(f"error: {e}", file=sys.stderr)
             return 1

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from testbed import capabilities as caps
-from testbed.capabilities import (USES, BACKEND_ENV, Capability, CapabilityError, choose_delay_backend,
+from testbed.net import capabilities as caps
+from testbed.net.capabilities import (USES, BACKEND_ENV, Capability, CapabilityError, choose_delay_backend,
                                   format_table, probe_all, probe_netem, probe_nfqueue)
 
 NAMES = ['root', 'mininet', 'bridge', 'tc', 'netem', 'nfqueue', 'iptables', 'ethtool', 'chrt', 'gpu', 'torch']

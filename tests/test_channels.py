@@ -1,4 +1,4 @@
-"""Channel models at run time (testbed/channels.py), the driver (testbed/channeldriver.py) and their YAML,
+"""Channel models at run time (testbed/channels/plan.py), the driver (testbed/channels/driver.py) and their YAML,
 without root: the plan is pure, so what a run would apply can be checked tick by tick."""
 import json
 import math
@@ -6,13 +6,13 @@ import textwrap
 
 import pytest
 
-from testbed import radio
-from testbed.channeldriver import ChannelDriver, Telemetry
-from testbed.channels import ChannelPlan
-from testbed.errors import ConfigError
-from testbed.netplan import NetPlan
-from testbed.shaping import ShapingPlan
-from testbed.topology import load_topology
+from testbed.channels import radio
+from testbed.channels.driver import ChannelDriver, Telemetry
+from testbed.channels.plan import ChannelPlan
+from testbed.common.errors import ConfigError
+from testbed.net.netplan import NetPlan
+from testbed.net.shaping import ShapingPlan
+from testbed.net.topology import load_topology
 
 STAR = """
 name: t

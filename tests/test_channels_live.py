@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from testbed import calibrate as cal
-from testbed.channeldriver import ChannelDriver
-from testbed.channels import ChannelPlan
-from testbed.emulation import Emulation
-from testbed.topology import load_topology
+from testbed.net import calibrate as cal
+from testbed.channels.driver import ChannelDriver
+from testbed.channels.plan import ChannelPlan
+from testbed.net.emulation import Emulation
+from testbed.net.topology import load_topology
 
 pytestmark = pytest.mark.root
 LINK = "d1-ap1"

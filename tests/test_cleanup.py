@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.runs import links_of, processes_of, registry_dir
+from testbed.net.runs import links_of, processes_of, registry_dir
 
 pytestmark = pytest.mark.root
 TOPO = "topologies/star-wifi-4.yaml"

@@ -1,20 +1,20 @@
 """Real Mininet, real tc, real delay daemons on star-wifi-4: shaping does what the topology says.
 
 Rates are measured on the wire by the link's HTB byte counter during a TCP bulk transfer; RTTs with
-application timers (testbed/netprobe.py); loss with per-direction probe counts.
+application timers (testbed/net/netprobe.py); loss with per-direction probe counts.
 """
 import time
 
 import pytest
 
-from testbed import calibrate as cal
-from testbed.emulation import Emulation
-from testbed.errors import ShapingError
-from testbed.linkstate import LinkState
-from testbed.runs import links_of, processes_of
-from testbed.shaping import Cmd
-from testbed.tcbatch import TcBatch
-from testbed.topology import load_topology
+from testbed.net import calibrate as cal
+from testbed.net.emulation import Emulation
+from testbed.common.errors import ShapingError
+from testbed.net.linkstate import LinkState
+from testbed.net.runs import links_of, processes_of
+from testbed.net.shaping import Cmd
+from testbed.net.tcbatch import TcBatch
+from testbed.net.topology import load_topology
 
 pytestmark = pytest.mark.root
 LINK = "d1-ap1"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from testbed.errors import ConfigError
-from testbed.experiment import (BUILTIN_PROMPTS, DRAFTER_SETTINGS, DrafterOverride, Experiment, LinkOverride,
+from testbed.common.errors import ConfigError
+from testbed.run.experiment import (BUILTIN_PROMPTS, DRAFTER_SETTINGS, DrafterOverride, Experiment, LinkOverride,
                                 check_file, experiment_from_dict, load_experiment, parse_path)
-from testbed.topology import LinkSpec
+from testbed.net.topology import LinkSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD = Path("tests") / "data" / "bad_experiments"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from testbed import metrics as M
-from testbed.plots import make_plots
-from testbed.report import compare, overlay_plots
+from testbed.run import metrics as M
+from testbed.run.plots import make_plots
+from testbed.run.report import compare, overlay_plots
 from tests.nodeproc import finish, read_jsonl, start_drafter, verifier
 
 T = 1000.0           # event times are T + offsets: small enough that float differences stay exact to ~1e-13

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import netprobe
+from testbed.net import netprobe
 
 REPO = Path(__file__).resolve().parents[1]
 LOOP = "127.0.0.1"
@@ -23,7 +23,7 @@ def free_port(kind=socket.SOCK_DGRAM):
 
 
 def netprobe_cmd(*args):
-    return [sys.executable, "-m", "testbed.netprobe", *map(str, args)]
+    return [sys.executable, "-m", "testbed.net.netprobe", *map(str, args)]
 
 
 def run_client(*args, timeout=20):
@@ -223,7 +223,7 @@ def test_bad_arguments_are_argparse_errors():
 def test_runs_as_plain_script_and_stdin_eof():
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "testbed" / "netprobe.py"), "echo",
+        [sys.executable, str(REPO / "testbed" / "net" / "netprobe.py"), "echo",
          "--port", str(port), "--bind", LOOP, "--exit-on-stdin-eof"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from testbed import nfqdelay
-from testbed.delayd import DAEMON_PATH, DelayDaemon, DelayDaemonError, QueueParams
-from testbed.nfqdelay import ControlError, DelayLine, QueueSpec, parse_control, parse_queue_spec
+from testbed.net import nfqdelay
+from testbed.net.delayd import DAEMON_PATH, DelayDaemon, DelayDaemonError, QueueParams
+from testbed.net.nfqdelay import ControlError, DelayLine, QueueSpec, parse_control, parse_queue_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason='needs root: creates network namespaces, '
@@ -368,7 +368,7 @@ def test_sigterm_and_stdin_eof_release_held_packets(veth):
 PARENT = r'''
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from testbed.delayd import DelayDaemon, QueueParams
+from testbed.net.delayd import DelayDaemon, QueueParams
 d = DelayDaemon([QueueParams(3)], ['ip', 'netns', 'exec', sys.argv[2]])
 d.start()
 print(d.pid, flush=True)

@@ -1,4 +1,4 @@
-"""Radio channel physics and mobility (testbed/radio.py, testbed/mobility.py), each against its closed form.
+"""Radio channel physics and mobility (testbed/channels/radio.py, testbed/channels/mobility.py), each against its closed form.
 
 The stochastic tests are seeded, so they are deterministic; tolerances are still chosen as if the seed were
 free, so that a different seed (or a numpy generator change) fails with probability below 1e-6: every bound
@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from testbed import mobility as M
-from testbed import radio as R
+from testbed.channels import mobility as M
+from testbed.channels import radio as R
 
 ALPHA = 1e-7                                  # KS false-rejection probability
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from testbed.runs import links_of, processes_of
+from testbed.net.runs import links_of, processes_of
 
 pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parent.parent
@@ -169,8 +169,8 @@ def test_a_dead_drafter_fails_the_run_with_its_log(tmp_path):
 def test_fading_example_applies_its_channels_and_plots_rate_with_goodput(tmp_path):
     """experiments/fading.yaml, shortened: every channel interval is applied and logged with what produced it,
     the channel part of each state replays exactly from the seed, and channels.png is drawn per drafter."""
-    from testbed.channels import ChannelPlan
-    from testbed.experiment import load_experiment
+    from testbed.channels.plan import ChannelPlan
+    from testbed.run.experiment import load_experiment
     r = run(REPO / "experiments/fading.yaml", tmp_path / "results", "--set", "workload.duration_s=6",
             "--set", "workload.sessions=1")
     assert r.returncode == 0, r.stdout + r.stderr

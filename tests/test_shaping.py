@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from testbed.delayd import QueueParams
-from testbed.linkstate import LinkState
-from testbed.netplan import NetPlan
-from testbed.shaping import BACKENDS, FRAME, PathDelay, ShapingPlan, burst_bytes, htb_class
-from testbed.topology import load_topology
+from testbed.net.delayd import QueueParams
+from testbed.net.linkstate import LinkState
+from testbed.net.netplan import NetPlan
+from testbed.net.shaping import BACKENDS, FRAME, PathDelay, ShapingPlan, burst_bytes, htb_class
+from testbed.net.topology import load_topology
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "data" / "golden"

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from ..models import load, tokenizer_fingerprint
-from ..verification import (acceptance_probability, greedy_verify, sample_draft_token, softmax,
+from nodes.models import load, tokenizer_fingerprint
+from nodes.verification import (acceptance_probability, greedy_verify, sample_draft_token, softmax,
                             stochastic_verify)
-from . import DraftToken, Sampling, VerifyRequest, VerifyResult, position_rng
+from nodes.backends import DraftToken, Sampling, VerifyRequest, VerifyResult, position_rng
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]    # per layer: keys, values shaped [1, heads, tokens, head_dim]
 

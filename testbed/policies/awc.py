@@ -39,7 +39,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .speculation import (EWMA, GAMMA_LIMIT, NetworkView, RoundResult, _int, _num, clamp_window, round_time)
+from testbed.policies.speculation import (EWMA, GAMMA_LIMIT, NetworkView, RoundResult, _int, _num, clamp_window, round_time)
 
 DEFAULT_WEIGHTS = Path(__file__).with_name("awc_weights.json")
 DEFAULT_ALLOWED = (1, 2, 3, 4, 5, 6, 8)
@@ -332,5 +332,5 @@ def register(registry: dict) -> None:
 
 def decision_times(n: int = 64, rounds: int = 50, seed: int = 0) -> dict[str, float]:
     """Seconds per decision (observe + next_window, one session's round): speculation's benchmark for AWC."""
-    from . import speculation
+    from testbed.policies import speculation
     return speculation.decision_times(n, rounds, seed, policies={"awc": AWCPolicy})

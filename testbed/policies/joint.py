@@ -38,8 +38,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .allocation import Station, check_stations, equal_split
-from .timing import best_seconds_per_call
+from testbed.policies.allocation import Station, check_stations, equal_split
+from testbed.policies.timing import best_seconds_per_call
 
 
 @dataclass(frozen=True)

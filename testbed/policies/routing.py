@@ -19,7 +19,7 @@ import math
 import random
 from collections import deque
 from typing import Mapping, Protocol, Sequence
-from .timing import best_seconds_per_call
+from testbed.policies.timing import best_seconds_per_call
 
 ROUTERS = ("random", "round-robin", "jsq", "jsq-d")
 

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Iterable, Mapping, Protocol, Sequence
-from .timing import best_seconds_per_call
+from testbed.policies.timing import best_seconds_per_call
 
 SCHEDULERS = ("goodspeed", "fixed", "random")
 UTILITIES = ("log", "linear", "alpha-fair")

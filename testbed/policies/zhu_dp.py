@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from .timing import best_seconds_per_call
+from testbed.policies.timing import best_seconds_per_call
 
 OBJECTIVES = ("sum", "makespan")
 

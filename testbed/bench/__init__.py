@@ -1,0 +1,1 @@
+"""`make bench`: timing of shaping, nodes and policies (printed, never asserted)."""

@@ -1,0 +1,1 @@
+"""Shared by every layer: YAML loading with line numbers, problem reporting, figure helpers."""

@@ -1,0 +1,145 @@
+"""Load YAML with line numbers and validate it against a pydantic model.
+
+Every failure becomes a `Problem` that names file, field path and line, so any schema in the project
+(topologies now, experiments later) reports bad input the same way.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import pydantic
+import yaml
+
+from testbed.common.errors import ConfigError, Problem
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+Loc = tuple[Any, ...]
+
+
+def format_loc(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_map(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+    """Record the 1-based line of every mapping key / sequence item, keyed by its field path."""
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = loc + (key.value,)
+            lines[sub] = key.start_mark.line + 1
+            _line_map(value, sub, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, loc + (i,), lines)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys: silently keeping the last one hides typos."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+class Document:
+    """A parsed YAML file plus where each field came from."""
+
+    def __init__(self, file: str, data: Any, lines: dict[Loc, int]):
+        self.file, self.data, self.lines = file, data, lines
+
+    def line_of(self, loc: Loc) -> int | None:
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return self.lines.get((), None)
+
+    def problem(self, loc: Loc, message: str) -> Problem:
+        return Problem(self.file, format_loc(loc), message, self.line_of(loc))
+
+
+def load_document(path: str | Path) -> Document:
+    file = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError([Problem(file, "", f"cannot read file: {e.strerror}")]) from None
+    try:
+        node = yaml.compose(text, Loader=_UniqueKeyLoader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        what = e.problem or str(e)
+        if e.context and e.context_mark and e.context_mark.line + 1 != line:   # e.g. where an unclosed { began
+            what += f" ({e.context} that starts on line {e.context_mark.line + 1})"
+        raise ConfigError([Problem(file, "", f"invalid YAML: {what}", line)]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([Problem(file, "", f"invalid YAML: {e}")]) from None
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _line_map(node, (), lines)
+    if data is None:
+        raise ConfigError([Problem(file, "", "file is empty: expected a mapping of fields")])
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(file, "", f"expected a mapping of fields at the top level, "
+                                             f"got {type(data).__name__}", lines.get((), 1))])
+    return Document(file, data, lines)
+
+
+def _describe(err: dict) -> str:
+    """Turn one pydantic error into 'expected …, got …' wording."""
+    kind, msg, value = err["type"], err["msg"], err.get("input")
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; see the schema in the docs)"
+    if kind == "literal_error":
+        expected = msg.removeprefix("Input should be ")
+        return f"expected one of {expected}, got {value!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        expected = msg.removeprefix("Input should be ")
+        return f"expected a number {expected}, got {value!r}"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        expected = msg.removeprefix("Input should be ")
+        return f"expected {expected}, got {value!r}"
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    if kind in ("too_short", "too_long"):
+        ctx = err.get("ctx") or {}
+        bound = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        return (f"expected {'at least' if kind == 'too_short' else 'at most'} {bound} "
+                f"item{'' if bound == 1 else 's'}, got {ctx.get('actual_length')}")
+    if kind == "int_from_float":
+        return f"expected a whole number, got {value!r}"
+    for prefix in ("Input should be ", "Input is not "):   # e.g. "Input is not a valid IPv4 address"
+        if msg.startswith(prefix):
+            return f"expected {msg.removeprefix(prefix)}, got {value!r}"
+    return f"{msg}, got {value!r}"
+
+
+def validate(doc: Document, model: type[M], checks: Callable[[M], list[tuple[Loc, str]]] | None = None) -> M:
+    """Validate `doc` against `model`, then run cross-field `checks`; raise ConfigError with every problem."""
+    try:
+        obj = model.model_validate(doc.data)
+    except pydantic.ValidationError as e:
+        problems = []
+        for err in e.errors(include_url=False):
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            problems.append(doc.problem(loc, _describe(err)))
+        raise ConfigError(problems) from None
+    if checks:
+        found = checks(obj)
+        if found:
+            raise ConfigError([doc.problem(loc, msg) for loc, msg in found])
+    return obj

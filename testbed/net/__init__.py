@@ -1,0 +1,1 @@
+"""The emulated network: topology schema, addressing, shaping, Mininet, delay daemons, probes, cleanup."""

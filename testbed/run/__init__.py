@@ -1,0 +1,1 @@
+"""Experiments: schema, runner, manifest, metrics, plots, report."""

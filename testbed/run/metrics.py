@@ -1,0 +1,484 @@
+"""Metrics of one run, computed afterwards from its event logs only (`RUN/events/*.jsonl`).
+
+    m = compute(run_dir); write(run_dir, m); write_summary(run_dir, manifest, m)
+
+Inputs. Every line is `{t, node, event, ...}` with `t` on one shared clock (seconds since the epoch). A drafter
+log (`events/<name>.jsonl`, name = its `node` field) has `start` (per session, `bytes_out`), `draft` (per round
+>= 1: `gamma`, `draft_s`, `bytes_out`), `verdict` (per round, round 0 = the prefill that returns the first
+token: `gamma`, `accepted`, `tokens` = output tokens newly committed, `rtt_s`, `queue_s`, `verify_s`, `batch`,
+`hit`, `wasted`, `bytes_in`), `finish` (per session) and `done`; the verifier's (`verifier.jsonl`) has one
+`verify` per verified request (`batch_id`, `batch`, `verify_s`, `tokens`).
+
+Definitions. "Rounds" are a drafter's verdicts with round >= 1 (round 0 is the prefill, not drafted);
+"speculative rounds" are rounds with gamma > 0 (gamma = the window actually sent; gamma 0 = autoregressive).
+Sums and counts are per drafter; the `total` row pools every drafter's events (not an average of rows).
+
+| column                  | definition                                                                                   |
+|-------------------------|----------------------------------------------------------------------------------------------|
+| tokens                  | Σ verdict `tokens` (output tokens, cut at max_new / EOS as the verifier cut them)            |
+| requests_started        | number of `start` events                                                                     |
+| requests_completed      | number of `finish` events                                                                    |
+| window_s                | last verdict t − first start t (total: over all drafters)                                     |
+| goodput_tps             | tokens / window_s; 0 when tokens = 0                                                         |
+| rounds, spec_rounds     | verdicts with round >= 1; those with gamma > 0                                               |
+| mean_gamma              | Σ gamma / rounds (γ̄)                                                                         |
+| proposed, accepted      | Σ gamma, Σ accepted over speculative rounds                                                  |
+| acceptance_rate         | accepted / proposed                                                                          |
+| alpha_hat               | per-position acceptance α̂ = accepted / (accepted + #spec rounds with accepted < gamma)       |
+| mean_accepted_len       | accepted / spec_rounds                                                                       |
+| tokens_per_round        | Σ tokens of rounds / rounds (1 for autoregressive decoding)                                  |
+| ttft_*_s                | per request: t(first verdict with tokens > 0, i.e. the round-0 verdict) − t(start)          |
+| tpot_*_s                | per completed request with n >= 2 tokens: (t(last verdict) − t(first-token verdict)) / (n−1) |
+| e2e_*_s                 | per completed request: t(finish) − t(start)                                                  |
+| *_p50/p95/p99, *_mean   | nearest-rank percentile: sorted[ceil(p/100 · N) − 1]; arithmetic mean                       |
+| rtt_mean_s, queue_mean_s, verify_mean_s | mean verdict rtt_s / queue_s / verify_s over all verdicts                   |
+| bytes_out, bytes_in     | Σ start+draft `bytes_out`; Σ verdict `bytes_in` (the drafter's frames, both ways)           |
+| bytes_per_token         | (bytes_out + bytes_in) / tokens                                                              |
+| hits, hit_rate          | Σ verdict `hit`; hits / spec_rounds (proactive drafts that became the next window)          |
+| wasted                  | Σ verdict `wasted` (drafted tokens thrown away)                                              |
+| mu                      | μ(γ̄, α̂) = (1 − α̂^(γ̄+1)) / (1 − α̂); γ̄ + 1 when α̂ = 1; 1 when γ̄ = 0 (autoregressive)          |
+| t_round_s               | median over rounds of (verdict rtt_s + min(draft_s, t(draft) − t(previous verdict))): the  |
+|                         | round trip plus the drafting on the critical path. `draft_s` alone also counts proactive    |
+|                         | drafting done while the previous window was in flight, which overlaps that round's rtt.     |
+| bound_session_tps       | μ / t_round_s: goodput of one session doing back-to-back rounds (total: none)               |
+| concurrency             | time-mean number of open sessions: Σ_sessions (end − start) / window_s, end = finish t      |
+|                         | (or the session's last verdict t for an unfinished one)                                      |
+| bound_tps               | bound_session_tps × concurrency (total: Σ over drafters)                                    |
+| measured_over_bound     | goodput_tps / bound_tps  (= goodput per concurrent session / μ(γ̄,α̂)/T_round)              |
+| jain (total)            | (Σ x_i)² / (n Σ x_i²) over the n drafters' goodput_tps x_i                                  |
+| sum_log_goodput (total) | Σ ln x_i (natural log of tokens/s); none if some x_i = 0                                    |
+| verifier_batches        | distinct verify `batch_id`s                                                                  |
+| verifier_mean_batch     | mean of `batch` over distinct batch_ids                                                      |
+| verifier_busy_fraction  | Σ verify_s over distinct batches / (last verify t − min(first start t, first batch start)), mean per verifier |
+| verifier_tokens         | Σ verify `tokens` (a cross-check: equals `tokens` in a complete run)                         |
+
+The bound is the closed-form model of speculative decoding (μ tokens per round, one round per T_round), not a
+hard ceiling: rounds faster than the median, or several sessions' rounds sharing one verifier batch, can put
+measured/bound a little above 1. Below 1 it shows time outside the modelled rounds: prefills, sessions waiting
+for the drafter's model or for a slot, the tail of a session cut at max_new, start-up and drain.
+
+Why α̂ and not acceptance_rate as the per-position acceptance. Verification stops at the first rejection, so
+positions after it are never tested, yet acceptance_rate counts them as failures: with i.i.d. per-position
+acceptance α its expectation is (α + α² + … + α^γ)/γ < α (0.59 for α = 0.8, γ = 4), and it falls as γ grows.
+α̂ counts each tested position once: every accepted token is a success and each round that stopped early
+contributed exactly one failure; rounds accepting all γ are censored (no failure seen). It is the maximum
+likelihood estimate of α under that model, consistent whatever γ is.
+
+Partial logs (an interrupted run): an unparsable line is skipped (a truncated last line is the usual case) and
+the run is marked `complete: false` with the reason in `issues`; so is a drafter without `done`, with a
+`crash`, or with sessions started but not finished. Values that cannot be computed are None (empty in CSV).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from statistics import median
+
+VERIFIER_EVENTS = {"ready", "hello", "verify", "refused"}
+LINKS_FILE = "links.jsonl"
+PCTS = (50, 95, 99)
+
+COLUMNS = [
+    "complete", "tokens", "requests_started", "requests_completed", "window_s", "goodput_tps",
+    "rounds", "spec_rounds", "mean_gamma", "proposed", "accepted", "acceptance_rate", "alpha_hat",
+    "mean_accepted_len", "tokens_per_round",
+    *[f"{m}_{s}_s" for m in ("ttft", "tpot", "e2e") for s in ("mean", "p50", "p95", "p99")],
+    "rtt_mean_s", "queue_mean_s", "verify_mean_s",
+    "bytes_out", "bytes_in", "bytes_per_token", "hits", "hit_rate", "wasted",
+    "mu", "t_round_s", "bound_session_tps", "concurrency", "bound_tps", "measured_over_bound",
+    "jain", "sum_log_goodput", "verifier_batches", "verifier_mean_batch", "verifier_busy_fraction",
+    "verifier_tokens",
+]
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+def read_events(path: str | Path) -> tuple[list[dict], list[str]]:
+    """Events of one JSON-lines log, and the problems met (unparsable lines, which are skipped)."""
+    events, issues = [], []
+    path = Path(path)
+    lines = path.read_text(errors="replace").splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            e = json.loads(line)
+        except ValueError:
+            e = None
+        if not isinstance(e, dict) or "t" not in e or "event" not in e:
+            where = "truncated last line" if i == last else f"unparsable line {i + 1}"
+            issues.append(f"{path.name}: {where} skipped")
+            continue
+        events.append(e)
+    return events, issues
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """{"drafters": {name: [events]}, "verifier": [events], "links": [events], "issues": [...]}."""
+    ev_dir = Path(run_dir) / "events"
+    out = {"drafters": {}, "verifier": [], "links": [], "issues": []}
+    if not ev_dir.is_dir():
+        out["issues"].append(f"{ev_dir}: no event logs")
+        return out
+    for path in sorted(ev_dir.glob("*.jsonl")):
+        events, issues = read_events(path)
+        out["issues"] += issues
+        if path.name == LINKS_FILE:
+            out["links"] += [e for e in events if e.get("event") == "link"]
+        elif path.stem == "verifier" or any(e["event"] in VERIFIER_EVENTS for e in events):
+            out["verifier"] += events
+        else:
+            name = next((e["node"] for e in events if e.get("node")), path.stem)
+            out["drafters"].setdefault(name, []).extend(events)
+    for evs in out["drafters"].values():
+        evs.sort(key=lambda e: e["t"])
+    out["verifier"].sort(key=lambda e: e["t"])
+    out["links"].sort(key=lambda e: e["t"])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile: the smallest value with at least p % of the values at or below it."""
+    if not values:
+        return None
+    xs = sorted(values)
+    return xs[max(0, math.ceil(p / 100 * len(xs)) - 1)]
+
+
+def mu(gamma: float, alpha: float | None) -> float:
+    """Expected tokens per round with window gamma and per-position acceptance alpha (accepted + the bonus)."""
+    if gamma <= 0 or alpha is None:
+        return 1.0
+    if alpha >= 1.0:
+        return gamma + 1.0
+    return (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)
+
+
+def jain(xs: list[float]) -> float | None:
+    sq = sum(x * x for x in xs)
+    return sum(xs) ** 2 / (len(xs) * sq) if xs and sq > 0 else None
+
+
+def _div(a, b):
+    return a / b if a is not None and b else None
+
+
+def _mean(xs):
+    return sum(xs) / len(xs) if xs else None
+
+
+class _Drafter:
+    """One drafter's events, indexed."""
+
+    def __init__(self, name: str, events: list[dict]):
+        self.name = name
+        self.starts = {e.get("session"): e for e in events if e["event"] == "start"}
+        self.drafts = {(e.get("session"), e.get("round")): e for e in events if e["event"] == "draft"}
+        self.verdicts = [e for e in events if e["event"] == "verdict"]
+        self.finishes = {e.get("session"): e for e in events if e["event"] == "finish"}
+        self.done = any(e["event"] == "done" for e in events)
+        self.crashes = [e for e in events if e["event"] == "crash"]
+        self.by_session: dict = defaultdict(list)
+        for v in self.verdicts:
+            self.by_session[v.get("session")].append(v)
+        self.rounds = [v for v in self.verdicts if v.get("round", 0) >= 1]
+        self.spec = [v for v in self.rounds if v.get("gamma", 0) > 0]
+        self.tokens = sum(v.get("tokens", 0) for v in self.verdicts)
+        self.t_first = min((e["t"] for e in self.starts.values()), default=None)
+        self.t_last = max((v["t"] for v in self.verdicts), default=None)
+
+    def latencies(self) -> tuple[list[float], list[float], list[float]]:
+        ttft, tpot, e2e = [], [], []
+        for sid, start in self.starts.items():
+            vs = self.by_session.get(sid, [])
+            first = next((v for v in vs if v.get("tokens", 0) > 0), None)
+            if first is not None:
+                ttft.append(first["t"] - start["t"])
+            fin = self.finishes.get(sid)
+            if fin is None:
+                continue
+            e2e.append(fin["t"] - start["t"])
+            n = sum(v.get("tokens", 0) for v in vs)
+            if first is not None and n >= 2:
+                tpot.append((vs[-1]["t"] - first["t"]) / (n - 1))
+        return ttft, tpot, e2e
+
+    def session_time(self, window_end: float) -> float:
+        """Σ over sessions of the time each was open (for the time-mean concurrency)."""
+        total = 0.0
+        for sid, start in self.starts.items():
+            if sid in self.finishes:
+                end = self.finishes[sid]["t"]
+            elif self.by_session.get(sid):
+                end = self.by_session[sid][-1]["t"]
+            else:
+                end = window_end
+            total += max(0.0, end - start["t"])
+        return total
+
+    def round_times(self) -> list[float]:
+        """Per round: rtt_s + the drafting on the critical path, min(draft_s, t(draft) − t(previous verdict))."""
+        prev = {(v.get("session"), v.get("round")): v["t"] for v in self.verdicts}
+        out = []
+        for v in self.rounds:
+            key = (v.get("session"), v.get("round"))
+            d = self.drafts.get(key)
+            draft = 0.0
+            if d is not None:
+                draft = d.get("draft_s", 0.0)
+                before = prev.get((key[0], key[1] - 1))
+                if before is not None:
+                    draft = max(0.0, min(draft, d["t"] - before))
+            out.append(v.get("rtt_s", 0.0) + draft)
+        return out
+
+    def bytes(self) -> tuple[int, int]:
+        out = sum(e.get("bytes_out", 0) for e in self.starts.values()) + \
+              sum(e.get("bytes_out", 0) for e in self.drafts.values())
+        return out, sum(v.get("bytes_in", 0) for v in self.verdicts)
+
+
+def _row(ds: list[_Drafter], t_first, t_last) -> dict:
+    """The metrics shared by a drafter's row and the total row, over the drafters `ds` pooled."""
+    r = dict.fromkeys(COLUMNS)
+    tokens = sum(d.tokens for d in ds)
+    verdicts = [v for d in ds for v in d.verdicts]
+    rounds = [v for d in ds for v in d.rounds]
+    spec = [v for d in ds for v in d.spec]
+    window = t_last - t_first if t_first is not None and t_last is not None else None
+    proposed = sum(v["gamma"] for v in spec)
+    accepted = sum(v.get("accepted", 0) for v in spec)
+    early = sum(1 for v in spec if v.get("accepted", 0) < v["gamma"])
+    r.update(
+        tokens=tokens,
+        requests_started=sum(len(d.starts) for d in ds),
+        requests_completed=sum(len(d.finishes) for d in ds),
+        window_s=window,
+        goodput_tps=0.0 if tokens == 0 else (tokens / window if window and window > 0 else None),
+        rounds=len(rounds), spec_rounds=len(spec),
+        mean_gamma=_mean([v.get("gamma", 0) for v in rounds]),
+        proposed=proposed, accepted=accepted,
+        acceptance_rate=_div(accepted, proposed),
+        alpha_hat=_div(accepted, accepted + early),
+        mean_accepted_len=_div(accepted, len(spec)),
+        tokens_per_round=_div(sum(v.get("tokens", 0) for v in rounds), len(rounds)),
+        rtt_mean_s=_mean([v["rtt_s"] for v in verdicts if "rtt_s" in v]),
+        queue_mean_s=_mean([v["queue_s"] for v in verdicts if "queue_s" in v]),
+        verify_mean_s=_mean([v["verify_s"] for v in verdicts if "verify_s" in v]),
+        hits=sum(v.get("hit", 0) for v in spec),
+        wasted=sum(v.get("wasted", 0) for v in verdicts),
+    )
+    r["hit_rate"] = _div(r["hits"], len(spec))
+    lat = [d.latencies() for d in ds]
+    for i, m in enumerate(("ttft", "tpot", "e2e")):
+        xs = [x for l in lat for x in l[i]]
+        r[f"{m}_mean_s"] = _mean(xs)
+        for p in PCTS:
+            r[f"{m}_p{p}_s"] = percentile(xs, p)
+    b_out = sum(d.bytes()[0] for d in ds)
+    b_in = sum(d.bytes()[1] for d in ds)
+    r.update(bytes_out=b_out, bytes_in=b_in, bytes_per_token=_div(b_out + b_in, tokens))
+    return r
+
+
+def _drafter_row(d: _Drafter) -> dict:
+    r = _row([d], d.t_first, d.t_last)
+    r["complete"] = d.done and not d.crashes and set(d.starts) <= set(d.finishes)
+    if r["rounds"]:
+        r["mu"] = mu(r["mean_gamma"], r["alpha_hat"])
+        times = d.round_times()
+        r["t_round_s"] = median(times)
+        r["bound_session_tps"] = _div(r["mu"], r["t_round_s"])
+    if r["window_s"] and r["window_s"] > 0:
+        r["concurrency"] = d.session_time(d.t_last) / r["window_s"]
+    if r["bound_session_tps"] is not None and r["concurrency"] is not None:
+        r["bound_tps"] = r["bound_session_tps"] * r["concurrency"]
+        r["measured_over_bound"] = _div(r["goodput_tps"], r["bound_tps"])
+    return r
+
+
+def _verifier(events: list[dict], t_first) -> dict:
+    verifies = [e for e in events if e["event"] == "verify"]
+    batches = {}
+    for e in verifies:     # batch ids count per verifier: with routing there are several
+        batches.setdefault((e.get("node"), e.get("batch_id")), e)
+    n_verifiers = max(1, len({e.get("node") for e in verifies}))
+    out = {"verifier_batches": len(batches), "verifier_tokens": sum(e.get("tokens", 0) for e in verifies),
+           "verifier_mean_batch": _mean([e.get("batch", 1) for e in batches.values()]),
+           "verifier_busy_fraction": None}
+    if batches:
+        busy = sum(e.get("verify_s", 0.0) for e in batches.values())
+        begin = min(e["t"] - e.get("verify_s", 0.0) for e in batches.values())
+        if t_first is not None:
+            begin = min(begin, t_first)
+        span = max(e["t"] for e in verifies) - begin
+        out["verifier_busy_fraction"] = busy / (span * n_verifiers) if span > 0 else None   # mean per verifier
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- API
+
+def compute(run_dir: str | Path) -> dict:
+    """Metrics of the run in `run_dir`: {"complete", "issues", "t0", "drafters": {name: row}, "total": row};
+    every row has the keys COLUMNS (see the module docstring)."""
+    run = load_run(run_dir)
+    issues = list(run["issues"])
+    ds = [_Drafter(name, evs) for name, evs in sorted(run["drafters"].items())]
+    drafters = {}
+    for d in ds:
+        row = _drafter_row(d)
+        drafters[d.name] = row
+        if not d.done:
+            issues.append(f"{d.name}: no 'done' event (interrupted)")
+        for c in d.crashes:
+            issues.append(f"{d.name}: crashed: {c.get('error', '')}")
+        unfinished = set(d.starts) - set(d.finishes)
+        if unfinished:
+            issues.append(f"{d.name}: {len(unfinished)} session(s) started but not finished")
+    for e in run["verifier"]:
+        if e["event"] == "crash":
+            issues.append(f"verifier: crashed: {e.get('error', '')}")
+    if not ds:
+        issues.append("no drafter event logs")
+    t_first = min((d.t_first for d in ds if d.t_first is not None), default=None)
+    t_last = max((d.t_last for d in ds if d.t_last is not None), default=None)
+    total = _row(ds, t_first, t_last)
+    total.update(_verifier(run["verifier"], t_first))
+    complete = not issues
+    total["complete"] = complete
+    goodputs = [r["goodput_tps"] or 0.0 for r in drafters.values()]
+    total["jain"] = jain(goodputs)
+    total["sum_log_goodput"] = sum(math.log(x) for x in goodputs) if goodputs and all(x > 0 for x in goodputs) else None
+    bounds = [r["bound_tps"] for r in drafters.values()]
+    if bounds and all(b is not None for b in bounds):
+        total["bound_tps"] = sum(bounds)
+        total["measured_over_bound"] = _div(total["goodput_tps"], total["bound_tps"])
+    total["concurrency"] = sum(d.session_time(d.t_last) for d in ds if d.t_last is not None) / total["window_s"] \
+        if total["window_s"] else None
+    return {"run": Path(run_dir).name, "complete": complete, "issues": issues, "t0": t_first,
+            "columns": COLUMNS, "drafters": drafters, "total": total}
+
+
+def write(run_dir: str | Path, metrics: dict) -> tuple[Path, Path]:
+    """metrics.json (all of it) and metrics.csv (one row per drafter, then `total`; the columns COLUMNS)."""
+    run_dir = Path(run_dir)
+    jpath, cpath = run_dir / "metrics.json", run_dir / "metrics.csv"
+    jpath.write_text(json.dumps(metrics, indent=2) + "\n")
+    with open(cpath, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["drafter", *COLUMNS])
+        rows = [*metrics["drafters"].items(), ("total", metrics["total"])]
+        for name, row in rows:
+            w.writerow([name, *("" if row.get(c) is None else row[c] for c in COLUMNS)])
+    return jpath, cpath
+
+
+def read_csv(path: str | Path) -> dict[str, dict]:
+    """metrics.csv back as {row name: {column: int | float | bool | None}}."""
+    out = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            name = row.pop("drafter")
+            out[name] = {k: _parse(v) for k, v in row.items()}
+    return out
+
+
+def _parse(v: str):
+    if v == "":
+        return None
+    if v in ("True", "False"):
+        return v == "True"
+    try:
+        return int(v)
+    except ValueError:
+        return float(v)
+
+
+def _fmt(x, digits=3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.{digits}g}" if abs(x) < 1e4 else f"{x:.0f}"
+
+
+def _flatten(d, prefix="") -> list[tuple[str, object]]:
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out += _flatten(v, key + ".")
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            for i, x in enumerate(v):
+                out += _flatten(x, f"{key}[{i}].") if isinstance(x, dict) else [(f"{key}[{i}]", x)]
+        else:
+            out.append((key, v))
+    return out
+
+
+SUMMARY_COLUMNS = [  # (header, key, unit scale)
+    ("tokens", "tokens", 1), ("req done", "requests_completed", 1), ("goodput tok/s", "goodput_tps", 1),
+    ("accept", "acceptance_rate", 1), ("α̂", "alpha_hat", 1), ("acc len", "mean_accepted_len", 1),
+    ("γ̄", "mean_gamma", 1), ("TTFT p50 ms", "ttft_p50_s", 1e3), ("TTFT p95 ms", "ttft_p95_s", 1e3),
+    ("TPOT p50 ms", "tpot_p50_s", 1e3), ("e2e p95 s", "e2e_p95_s", 1), ("B/token", "bytes_per_token", 1),
+    ("hit rate", "hit_rate", 1), ("bound tok/s", "bound_tps", 1), ("meas/bound", "measured_over_bound", 1),
+]
+
+
+def write_summary(run_dir: str | Path, manifest: dict | None, metrics: dict) -> Path:
+    """summary.md: settings, a table per drafter + total, fairness and verifier figures, the plots."""
+    run_dir = Path(run_dir)
+    manifest = manifest or {}
+    t = metrics["total"]
+    lines = [f"# {manifest.get('experiment', run_dir.name)} — {manifest.get('label', '')}".rstrip(" —"), ""]
+    lines.append(f"- run: `{run_dir.name}`; config hash `{manifest.get('config_hash', '?')}`"
+                 + (f"; seed {manifest['seed']}" if "seed" in manifest else "")
+                 + (f"; status {manifest['status']}" if "status" in manifest else ""))
+    lines.append(f"- complete: {'yes' if metrics['complete'] else 'NO'}")
+    for issue in metrics["issues"][:20]:
+        lines.append(f"  - {issue}")
+    # The topology is summarised by its name and file; its every node and link are in manifest.json.
+    settings = [(k, v) for k, v in _flatten(manifest.get("config") or {})
+                if (not isinstance(v, (dict, list)) or v == [])
+                and (not k.startswith("topology.") or k == "topology.name")]
+    if settings:
+        lines += ["", "## Settings", ""]
+        for k, v in settings[:40]:
+            lines.append(f"- {k}: {v}")
+        if len(settings) > 40:
+            lines.append(f"- … {len(settings) - 40} more in manifest.json")
+    lines += ["", "## Per drafter", "", "| drafter | " + " | ".join(h for h, _, _ in SUMMARY_COLUMNS) + " |",
+              "|---" * (len(SUMMARY_COLUMNS) + 1) + "|"]
+    for name, row in [*metrics["drafters"].items(), ("**total**", t)]:
+        cells = [_fmt(row.get(k) * s if row.get(k) is not None and s != 1 else row.get(k)) for _, k, s in SUMMARY_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "## Totals", "",
+              f"- total goodput {_fmt(t['goodput_tps'])} tokens/s over {_fmt(t['window_s'])} s; "
+              f"{t['tokens']} tokens, {t['requests_completed']}/{t['requests_started']} requests completed",
+              f"- fairness: Jain's index {_fmt(t['jain'])}, Σ log goodput {_fmt(t['sum_log_goodput'])}",
+              f"- latency: TTFT p50/p95/p99 {_ms(t, 'ttft')} ms; TPOT p50/p95/p99 {_ms(t, 'tpot')} ms; "
+              f"e2e p50/p95/p99 {_fmt(t['e2e_p50_s'])}/{_fmt(t['e2e_p95_s'])}/{_fmt(t['e2e_p99_s'])} s",
+              f"- verifier: {t['verifier_batches']} batches, mean batch {_fmt(t['verifier_mean_batch'])}, "
+              f"busy {_fmt(t['verifier_busy_fraction'])} of the time",
+              f"- air: {_fmt(t['bytes_per_token'])} bytes per generated token",
+              f"- analytic bound Σ μ(γ̄, α̂)/T_round × concurrency = {_fmt(t['bound_tps'])} tokens/s; "
+              f"measured/bound {_fmt(t['measured_over_bound'])}"]
+    from testbed.run.plots import plot_names   # summary.md may be written before the plots: list what make_plots writes
+    names = plot_names(run_dir)
+    lines += ["", "## Plots", ""] + [f"- [plots/{n}](plots/{n})" for n in names]
+    lines += ["", "Definitions: see the docstring of `testbed/run/metrics.py`; metrics.csv has every column.", ""]
+    path = run_dir / "summary.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _ms(t, m):
+    return "/".join(_fmt(None if t[f"{m}_p{p}_s"] is None else t[f"{m}_p{p}_s"] * 1e3) for p in PCTS)

@@ -1,0 +1,116 @@
+"""Compare runs side by side: a table of key metrics (one column per run) and overlay plots.
+
+    print(compare([run_a, run_b]))
+    overlay_plots([run_a, run_b], out_dir) -> [goodput_overlay.png, e2e_cdf_overlay.png]
+
+A run's column is headed by its manifest `label` (the directory name when there is none). Metrics come from
+its metrics.json, or are computed from its event logs when that file is missing.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from testbed.run import metrics as M
+from testbed.run import plots as P
+
+ROWS = [  # (row label, total key, scale, format)
+    ("total goodput (tokens/s)", "goodput_tps", 1, ".4g"),
+    ("tokens", "tokens", 1, "d"),
+    ("requests completed", "requests_completed", 1, "d"),
+    ("acceptance rate", "acceptance_rate", 1, ".3f"),
+    ("per-position acceptance alpha-hat", "alpha_hat", 1, ".3f"),
+    ("mean accepted length", "mean_accepted_len", 1, ".3f"),
+    ("mean γ", "mean_gamma", 1, ".3g"),
+    ("TTFT p50 (ms)", "ttft_p50_s", 1e3, ".4g"),
+    ("TTFT p95 (ms)", "ttft_p95_s", 1e3, ".4g"),
+    ("TPOT p50 (ms)", "tpot_p50_s", 1e3, ".4g"),
+    ("e2e latency p95 (s)", "e2e_p95_s", 1, ".4g"),
+    ("Jain's index", "jain", 1, ".3f"),
+    ("Σ log goodput", "sum_log_goodput", 1, ".3f"),
+    ("bytes per token", "bytes_per_token", 1, ".4g"),
+    ("verifier mean batch", "verifier_mean_batch", 1, ".3g"),
+    ("verifier busy fraction", "verifier_busy_fraction", 1, ".3f"),
+    ("measured / bound", "measured_over_bound", 1, ".3f"),
+    ("complete", "complete", 1, "b"),
+]
+
+
+def _load(run_dir: Path) -> tuple[str, dict]:
+    try:
+        man = json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        man = {}
+    try:
+        m = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        m = M.compute(run_dir)
+    return str(man.get("label") or run_dir.name), m
+
+
+def _labels(run_dirs: list[Path]) -> tuple[list[str], list[dict]]:
+    loaded = [_load(d) for d in run_dirs]
+    raw = [lab for lab, _ in loaded]
+    labels = [f"{lab} ({d.name})" if raw.count(lab) > 1 else lab   # a label twice (a repeat): say which run
+              for lab, d in zip(raw, run_dirs)]
+    return labels, [m for _, m in loaded]
+
+
+def _cell(v, scale, fmt) -> str:
+    if v is None:
+        return "–"
+    if fmt == "b":
+        return "yes" if v else "no"
+    if fmt == "d":
+        return str(int(v))
+    return format(v * scale, fmt)
+
+
+def compare(run_dirs) -> str:
+    """A Markdown table: a row per key metric (of the `total` row), a column per run."""
+    run_dirs = [Path(d) for d in run_dirs]
+    labels, ms = _labels(run_dirs)
+    head = ["metric", *labels]
+    body = [[name, *(_cell(m["total"].get(key), scale, fmt) for m in ms)] for name, key, scale, fmt in ROWS]
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    sep = "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(head), sep, *(line(r) for r in body)])
+
+
+def overlay_plots(run_dirs, out_dir) -> list[Path]:
+    """Total goodput over time (1 s bins) and the end-to-end latency CDF, one line per run."""
+    from testbed.common.figures import Figure, finish_axis, save
+    run_dirs = [Path(d) for d in run_dirs]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels, _ = _labels(run_dirs)
+    runs = [M.load_run(d) for d in run_dirs]
+
+    fig = Figure(figsize=(9, 4.5))
+    ax = fig.add_subplot()
+    for label, run in zip(labels, runs):
+        verdicts = [e for evs in run["drafters"].values() for e in evs if e["event"] == "verdict"]
+        ax.step(*P.step_edges(*P.goodput_bins(verdicts, P.t0_of(run))), where="post", label=label)
+    ax.set(xlabel="time since the run's first request (s)", ylabel="total goodput (tokens/s, 1 s bins)",
+           title="Total goodput over time")
+    finish_axis(ax, bool(runs))
+    goodput = save(fig, out_dir / "goodput_overlay.png")
+
+    fig = Figure(figsize=(9, 4.5))
+    ax = fig.add_subplot()
+    for label, run in zip(labels, runs):
+        e2e = [x for name, evs in run["drafters"].items() for x in M._Drafter(name, evs).latencies()[2]]
+        if e2e:
+            xs, ys = P.cdf(e2e)
+            ax.step(xs, ys, where="post", label=f"{label} (n={len(xs)})")
+        else:
+            ax.plot([], [], label=f"{label} (no completed requests)")
+    ax.set(xlabel="end-to-end request latency (s)", ylabel="fraction of requests ≤ x", ylim=(0, 1.02),
+           title="End-to-end latency CDF")
+    finish_axis(ax, bool(runs), loc="lower right")
+    e2e_path = save(fig, out_dir / "e2e_cdf_overlay.png")
+    return [goodput, e2e_path]

@@ -1,0 +1,349 @@
+"""`testbed run`: one experiment point → a network, a verifier and drafters → a results directory.
+
+    results/<experiment>/<UTC time>-<config hash>/
+        manifest.json      resolved config and hash, seeds, git commit, versions, kernel, shaping, CPU/GPU, times
+        prompts.jsonl      the prompts the drafters used
+        events/*.jsonl     every node's event log (and links.jsonl: the link states applied)
+        outputs/*.jsonl    every drafter's generated tokens and text
+        logs/*.log         every node's stdout/stderr
+        linkstate.json     each drafter's path rates and base RTT now (read by network-aware policies)
+        metrics.json, metrics.csv, summary.md, plots/*.png
+Everything started is stopped in `finally`; on Ctrl-C or a node's death the partial results are still written.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from testbed.run import manifest as manifest_mod
+from nodes.eventlog import EventTail
+
+BUILTIN_PROMPTS = Path(__file__).resolve().parent.parent.parent / "nodes" / "prompts.jsonl"
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str            # complete | interrupted | failed
+    message: str = ""
+
+
+class _Nodes:
+    """Starts node processes in emulated hosts (mininet) or on this machine (local), logs to files."""
+
+    def __init__(self, emu, run_dir: Path):
+        self.emu, self.run_dir = emu, run_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+        (run_dir / "logs").mkdir(exist_ok=True)
+
+    def address(self, host: str) -> str:
+        return str(self.emu.net_plan.ip(host)) if self.emu else "127.0.0.1"
+
+    def start(self, name: str, host: str, argv: list[str]) -> subprocess.Popen:
+        out = open(self.run_dir / "logs" / f"{name}.log", "w")
+        kw = dict(stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        p = self.emu.popen(host, argv, **kw) if self.emu else subprocess.Popen(argv, **kw)
+        self.procs[name] = p
+        return p
+
+    def tail(self, name: str, lines: int = 15) -> str:
+        try:
+            text = (self.run_dir / "logs" / f"{name}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join("    " + l for l in text[-lines:])
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+        deadline = time.monotonic() + 10
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def verifier_argv(exp, events: Path, bind: str, link_state: Path | None = None, name: str = "verifier") -> list[str]:
+    v = exp.verifier
+    argv = [sys.executable, "-m", "nodes.verifier", "--bind", bind, "--name", name, "--backend", v.backend,
+            "--batching", exp.batching.rule, "--max-batch", str(exp.batching.max_batch),
+            "--window-ms", str(exp.batching.window_ms), "--max-tokens", str(exp.batching.max_tokens),
+            "--log", str(events / f"{name}.jsonl")]
+    if v.backend == "hf":
+        argv += ["--model", v.model, "--device", v.device, "--dtype", v.dtype]
+    else:
+        argv += ["--vocab-size", str(v.vocab_size), "--verify-base-ms", str(v.verify_base_ms),
+                 "--verify-per-token-ms", str(v.verify_per_token_ms)]
+    if v.threads:
+        argv += ["--threads", str(v.threads)]
+    if exp.speculation.policy != "static":
+        argv += ["--speculation", json.dumps(exp.speculation.policy, separators=(",", ":"))]
+    sch = exp.scheduling
+    if sch.scheduler:
+        params = {"scheduler": sch.scheduler, "budget": sch.budget, "min_s": sch.min_s, "eta": sch.eta,
+                  "beta": sch.beta, **({"max_s": sch.max_s} if sch.max_s is not None else {})}
+        if sch.scheduler == "goodspeed":
+            params["utility"] = sch.utility
+        if sch.scheduler == "random":
+            params["seed"] = exp.seed
+        argv += ["--scheduler", json.dumps(params, separators=(",", ":"))]
+    if link_state is not None:
+        argv += ["--link-state", str(link_state)]
+    return argv
+
+
+def drafter_argv(exp, node: str, index: int, connect: str, run_dir: Path) -> list[str]:
+    d = exp.drafter_settings(node)
+    w, sp = exp.workload, exp.speculation
+    argv = [sys.executable, "-m", "nodes.drafter", "--connect", connect, "--name", node,
+            "--backend", d["backend"], "--prompts", str(run_dir / "prompts.jsonl"), "--prompt-offset", str(index),
+            "--max-new", str(w.max_new), "--temperature", str(w.temperature), "--payload", sp.payload,
+            "--gamma", str(sp.gamma), "--proactive" if sp.proactive else "--no-proactive",
+            "--seed", str(exp.seed * 1000 + index), "--timeout", str(exp.limits.ready_timeout_s),
+            "--log", str(run_dir / "events" / f"{node}.jsonl"), "--out", str(run_dir / "outputs" / f"{node}.jsonl")]
+    policy = exp.speculation.policy
+    if policy == "threshold" or (isinstance(policy, dict) and policy.get("policy") == "threshold"):
+        bound = policy.get("bound", 0.7) if isinstance(policy, dict) else 0.7   # ThresholdStop's default
+        argv += ["--stop-threshold", str(bound)]      # the stop rule runs where the tokens are drafted
+    if exp.routing.policy:
+        r = exp.routing
+        params = {"policy": r.policy, **({"d": r.d} if r.policy == "jsq-d" else {}),
+                  **({"seed": exp.seed * 1000 + index} if r.policy in ("random", "jsq-d") else {})}
+        argv += ["--routing", json.dumps(params, separators=(",", ":"))]
+    if w.duration_s is not None:
+        argv += ["--duration", str(w.duration_s)]
+    else:
+        argv += ["--requests", str(w.requests)]
+    argv += ["--arrival-rate", str(w.rate_per_s)] if w.arrivals == "poisson" else ["--sessions", str(w.sessions)]
+    if d["backend"] == "hf":
+        argv += ["--model", d["model"], "--device", d.get("device") or "cpu"]
+    else:
+        argv += ["--vocab-size", str(d["vocab_size"]), "--alpha", json.dumps(d["alpha"]),
+                 "--draft-token-ms", str(d.get("draft_token_ms") or 0)]
+    if d.get("threads"):
+        argv += ["--threads", str(d["threads"])]
+    return argv
+
+
+def _write_prompts(exp, path: Path) -> int:
+    src = BUILTIN_PROMPTS if exp.workload.prompts == "builtin" else Path(exp.workload.prompts)
+    lines = [l for l in src.read_text().splitlines() if l.strip()]
+    path.write_text("\n".join(lines) + "\n")
+    return len(lines)
+
+
+class _Progress:
+    """Requests and tokens done, read from the drafters' event logs as they grow."""
+
+    def __init__(self, run_dir: Path, drafters: list[str], total_requests: int | None, duration: float | None):
+        self.tail = EventTail({d: run_dir / "events" / f"{d}.jsonl" for d in drafters})
+        self.welcomed: set[str] = set()
+        self.requests = self.tokens = 0
+        self.total, self.duration = total_requests, duration
+        self.t0 = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.last_print = 0.0
+
+    def poll(self) -> None:
+        for d, e in self.tail.new_events():
+            if e.get("event") == "welcome":
+                self.welcomed.add(d)
+            elif e.get("event") == "verdict":
+                self.tokens += e.get("tokens", 0)
+            elif e.get("event") == "finish":
+                self.requests += 1
+
+    def show(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last_print < (0.5 if self.tty else 10):
+            return
+        self.last_print = now
+        el = now - self.t0
+        if self.total:
+            frac = self.requests / self.total
+            eta = f"ETA {el / frac - el:5.0f} s" if frac > 0 else "ETA    ?"
+            bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
+            text = f"[{bar}] {self.requests}/{self.total} requests, {self.tokens} tokens, {el:5.0f} s, {eta}"
+        else:
+            text = f"{self.requests} requests, {self.tokens} tokens, {el:5.0f} / {self.duration:g} s"
+        print(("\r" + text) if self.tty else text, end="\n" if final or not self.tty else "", file=sys.stderr,
+              flush=True)
+
+
+def _log_links(emu, path: Path) -> None:
+    with open(path, "a") as f:
+        for name, st in emu.shaping.states.items():
+            f.write(json.dumps({"t": time.time(), "node": "runner", "event": "link", "link": name,
+                                "rate_up_mbps": st.rate_up_mbps, "rate_down_mbps": st.rate_down_mbps,
+                                "delay_ms": st.delay_ms, "jitter_ms": st.jitter_ms, "loss_pct": st.loss_pct,
+                                "loss_down_pct": st.loss("down")}) + "\n")
+
+
+def new_run_dir(root: Path, exp) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    d = root / exp.name / f"{stamp}-{exp.config_hash()}"
+    n = 1
+    while d.exists():
+        n += 1
+        d = root / exp.name / f"{stamp}-{exp.config_hash()}-{n}"
+    for sub in ("events", "outputs"):
+        (d / sub).mkdir(parents=True)
+    return d
+
+
+def run_point(exp, root: Path = Path("results")) -> RunResult:
+    run_dir = new_run_dir(root, exp)
+    man = manifest_mod.initial(exp)
+    manifest_mod.write(run_dir, man)
+    print(f"run {exp.label}: {run_dir}", file=sys.stderr, flush=True)
+    _write_prompts(exp, run_dir / "prompts.jsonl")
+    emu = nodes = driver = link_state = None
+    status, message = "failed", ""
+    try:
+        plan = _channel_plan(exp)
+        if plan and exp.backend != "mininet":
+            man["channels"] = {"applied": False, "why": "backend local has no shaped links; channels ignored"}
+        if exp.backend == "mininet":
+            from testbed.net.emulation import Emulation
+            emu = Emulation(exp.topology_obj(), seed=exp.seed, log=lambda m: print(m, file=sys.stderr, flush=True),
+                            delay_elements=plan.live_delay_links() if plan else "needed")
+            emu.start()
+            man["emulation"] = emu.info()
+            _log_links(emu, run_dir / "events" / "links.jsonl")
+            from testbed.channels.driver import LinkStatePublisher
+            link_state = run_dir / "linkstate.json"
+            publisher = LinkStatePublisher(link_state, emu.net_plan, exp.drafter_nodes(), exp.verifier.node)
+            publisher.publish(emu.shaping.states)
+            if plan:
+                driver = _start_channels(exp, plan, emu, run_dir,
+                                         lambda d: publisher.publish(emu.shaping.states, d.gamma_hints))
+                man["channels"] = _channels_manifest(plan)
+        nodes = _Nodes(emu, run_dir)
+        # one verifier, named "verifier"; with routing, one per verifier host, named after it
+        vnames = {h: (h if exp.routing.policy else "verifier") for h in exp.verifier_nodes()}
+        endpoints = []
+        for vhost, vname in vnames.items():
+            endpoint = f"tcp://{nodes.address(vhost)}:{exp.verifier.port}"
+            v = nodes.start(vname, vhost, verifier_argv(exp, run_dir / "events", endpoint, link_state, vname))
+            _wait_ready(nodes, v, run_dir / "events" / f"{vname}.jsonl", exp.limits.ready_timeout_s, vname)
+            endpoints.append(endpoint)
+        drafters = exp.drafter_nodes()
+        for i, node in enumerate(drafters):
+            nodes.start(node, node, drafter_argv(exp, node, i, ",".join(endpoints), run_dir))
+        total = None if exp.workload.duration_s is not None else exp.workload.requests * len(drafters)
+        progress = _Progress(run_dir, drafters, total, exp.workload.duration_s)
+        _supervise(exp, nodes, drafters, progress, driver)
+        status = "complete"
+    except KeyboardInterrupt:
+        status, message = "interrupted", "interrupted by the user; partial results written"
+    except RunFailed as e:
+        message = str(e)
+    except Exception as e:      # e.g. shaping failed: record why in the manifest, then let the CLI report it
+        message = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        if nodes:
+            nodes.stop()
+        if driver:
+            man.setdefault("channels", {})["driver"] = driver.stop()
+        if emu:
+            emu.stop()
+        man = manifest_mod.final(man, status, message)
+        manifest_mod.write(run_dir, man)
+        _write_results(run_dir, man)
+    return RunResult(run_dir, status, message)
+
+
+def _wait_ready(nodes: _Nodes, proc, log: Path, timeout: float, name: str = "verifier") -> None:
+    deadline = time.monotonic() + timeout
+    what = "the verifier" if name == "verifier" else f"verifier {name}"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RunFailed(f"{what} exited ({proc.returncode}) before it was ready:\n{nodes.tail(name)}")
+        if log.exists() and '"event":"ready"' in log.read_text():
+            return
+        time.sleep(0.1)
+    raise RunFailed(f"{what} was not ready within {timeout:g} s (limits.ready_timeout_s):\n{nodes.tail(name)}")
+
+
+def _channel_plan(exp):
+    from testbed.channels.plan import ChannelPlan
+    plan = ChannelPlan(exp.topology_obj(), exp.channel_interval_ms / 1e3, exp.seed)
+    return plan if plan.driven_links() else None
+
+
+def _start_channels(exp, plan, emu, run_dir: Path, on_tick):
+    from testbed.channels.driver import ChannelDriver, Telemetry
+    tele = Telemetry(run_dir / "events", exp.drafter_nodes()) if plan.uses_telemetry() else None
+    driver = ChannelDriver(plan, emu.set_link, run_dir / "events" / "links.jsonl", tele, on_tick=on_tick)
+    driver.start()
+    return driver
+
+
+def _channels_manifest(plan) -> dict:
+    """What the channel driver does, including the choices the papers leave open (recorded with the run)."""
+    return {"applied": True, "interval_s": plan.interval_s, "links": plan.driven_links(),
+            "live_delay_links": plan.live_delay_links(),
+            "allocation": {ap: {d: p.name for d, p in ps.items()} for ap, ps in plan.policies.items()},
+            "choices": [
+                "rates are applied as HTB class changes every interval; a trace's rate is its mean over the interval",
+                "with an AP radio, a station's rate = its band share x the rate its channel gives with the whole band",
+                "demand (telemetry) = EWMA of a drafter's DRAFT (up) and VERDICT (down) frame bytes; unknown = mean",
+                "fading and shadowing are reciprocal (one process per link); directions differ by transmit power",
+                "Gilbert-Elliott steps once per interval and applies to both directions of its link"]}
+
+
+def _supervise(exp, nodes: _Nodes, drafters: list[str], progress: _Progress, driver=None) -> None:
+    """Wait for every drafter to finish; fail on a dead node, a drafter that never connects, or the time limit."""
+    started = time.monotonic()
+    while True:
+        if driver is not None and driver.error is not None:
+            raise RunFailed(f"the channel driver failed: {type(driver.error).__name__}: {driver.error}")
+        progress.poll()
+        progress.show()
+        now = time.monotonic() - started
+        for name, v in nodes.procs.items():
+            if name not in drafters and v.poll() is not None:
+                what = "the verifier" if name == "verifier" else f"verifier {name}"
+                raise RunFailed(f"{what} died (exit {v.returncode}):\n{nodes.tail(name)}")
+        running = 0
+        for d in drafters:
+            rc = nodes.procs[d].poll()
+            if rc is None:
+                running += 1
+            elif rc != 0:
+                raise RunFailed(f"drafter {d} died (exit {rc}):\n{nodes.tail(d)}")
+        if not running:
+            progress.poll()
+            progress.show(final=True)
+            return
+        missing = [d for d in drafters if d not in progress.welcomed]
+        if missing and now > exp.limits.ready_timeout_s:
+            raise RunFailed(f"drafter(s) {', '.join(missing)} did not connect within {exp.limits.ready_timeout_s:g} s "
+                            f"(limits.ready_timeout_s):\n{nodes.tail(missing[0])}")
+        if now > exp.limits.run_timeout_s:
+            raise RunFailed(f"the run took longer than limits.run_timeout_s = {exp.limits.run_timeout_s:g} s")
+        time.sleep(0.2)
+
+
+def _write_results(run_dir: Path, man: dict) -> None:
+    from testbed.run import metrics, plots
+    try:
+        m = metrics.compute(run_dir)
+        metrics.write(run_dir, m)
+        metrics.write_summary(run_dir, man, m)
+        plots.make_plots(run_dir)
+    except Exception as e:   # partial runs may have too little to plot; say so rather than lose the manifest
+        print(f"warning: results of {run_dir} incomplete: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
