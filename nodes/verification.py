@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from testbed.policies.acceptance import mu
+
 from nodes.backends import DraftToken, Sampling
 
 
@@ -171,13 +173,8 @@ def acceptance_probability(dt: DraftToken, p_row: np.ndarray) -> float:
 
 def expected_accepted(alpha: float, gamma: int) -> float:
     """Expected tokens per round (accepted drafts plus the correction/bonus) with gamma drafts and i.i.d.
-    per-token acceptance alpha: (1 - alpha^(gamma+1)) / (1 - alpha), = gamma + 1 at alpha = 1.
-    Summed as the geometric series, which is the same value without the 0/0 near alpha = 1."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if gamma < 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma}")
-    return float(sum(alpha ** i for i in range(gamma + 1)))
+    per-token acceptance alpha: testbed.policies.acceptance.mu(gamma, alpha), arguments in this order."""
+    return mu(gamma, alpha)
 
 
 def cut_output(new: list[int], room: int, eos: int | None) -> tuple[list[int], bool]:

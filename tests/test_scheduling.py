@@ -8,9 +8,10 @@ from collections import Counter
 
 import pytest
 
+from testbed.bench.policies import scheduling_decision_times
+from testbed.policies.acceptance import mu
 from testbed.policies.scheduling import (SCHEDULERS, DrafterEstimate, FixedScheduler, GoodSpeedEstimator,
-                                         GoodSpeedScheduler, RandomScheduler, decision_times, expected_tokens,
-                                         jain, log_utility, make_scheduler)
+                                         GoodSpeedScheduler, RandomScheduler, jain, log_utility, make_scheduler)
 
 
 def compositions(total: int, parts: int, lo: int, hi: int):
@@ -77,7 +78,7 @@ def test_goodspeed_marginal_gain_identity_and_preferences():
     # μ(S+1) − μ(S) = α^{S+1}, the increment the greedy ranks by.
     for alpha in (0.0, 0.1, 0.5, 0.93, 1.0):
         for s in range(6):
-            assert expected_tokens(alpha, s + 1) - expected_tokens(alpha, s) == pytest.approx(alpha ** (s + 1))
+            assert mu(s + 1, alpha) - mu(s, alpha) == pytest.approx(alpha ** (s + 1))
     # A high-acceptance drafter gets more; at equal α a lower-goodput drafter (bigger weight 1/X) gets more.
     sched = GoodSpeedScheduler()
     alloc = sched.allocate([DrafterEstimate("a", 0.9, 2.0), DrafterEstimate("b", 0.3, 2.0)], 10)
@@ -229,5 +230,5 @@ def test_bad_inputs_name_the_field(make, field):
 
 
 def test_decision_times_runs():
-    times = decision_times(n=8, repeats=3)
+    times = scheduling_decision_times(n=8, repeats=3)
     assert set(times) == set(SCHEDULERS) and all(t > 0 for t in times.values())

@@ -1,5 +1,6 @@
-"""Speculation-length policies: exact schedules (HF heuristic, back-off, threshold stop), the network-aware
-argmax against brute force on random instances plus its comparative statics, the EWMA update, the factory."""
+"""Speculation-length policies: exact schedules (HF heuristic, back-off), the network-aware argmax against
+brute force on random instances plus its comparative statics, the EWMA update, the factory. The drafter's stop
+rules are in test_stopping.py, μ in test_acceptance.py."""
 from __future__ import annotations
 
 import math
@@ -7,10 +8,10 @@ import random
 
 import pytest
 
+from testbed.bench.policies import speculation_decision_times
 from testbed.policies.speculation import (EWMA, SPECULATION_POLICIES, AcceptanceBackoff, HeuristicSchedule,
-                                          NetworkAware, NetworkView, RoundResult, StaticGamma, StaticWindow,
-                                          ThresholdStop, best_gamma, clamp_window, decision_times,
-                                          expected_goodput, make_speculation, mu, round_time)
+                                          NetworkAware, NetworkView, RoundResult, StaticWindow, best_gamma,
+                                          clamp_window, expected_goodput, make_speculation, round_time)
 
 
 def rr(gamma: int, accepted: int, t: float = 0.0, **kw) -> RoundResult:
@@ -33,12 +34,7 @@ NONE = lambda g: 0         # noqa: E731
 HALF = lambda g: g // 2    # noqa: E731  a rejection whenever g >= 1
 
 
-# --- legacy + static ---
-
-def test_legacy_static_gamma_unchanged():
-    assert StaticGamma().next_window(5, [1, 2]) == 5
-    assert StaticGamma(3).next_window(5, []) == 3
-
+# --- static ---
 
 def test_static_window():
     p = StaticWindow(6)
@@ -126,48 +122,7 @@ def test_backoff_levels_mode_is_dsd_simple():
         assert p.next_window(0.0) == expected
 
 
-# --- threshold ---
-
-def test_threshold_stops_exactly_when_rejection_probability_exceeds_bound():
-    rng = random.Random(11)
-    for _ in range(300):
-        bound = rng.uniform(0.05, 0.95)
-        stop = ThresholdStop(bound, gamma_min=1, gamma_max=64)
-        confidences, keep = [], 1.0
-        while True:
-            c = rng.uniform(0.5, 1.0)
-            confidences.append(c)
-            keep *= c
-            stopped = stop.should_stop(confidences)
-            assert stopped == (1.0 - keep > bound or len(confidences) >= 64)
-            if stopped:
-                break
-
-
-def test_threshold_boundary_cap_and_min():
-    stop = ThresholdStop(0.5)
-    assert not stop.should_stop([0.5])             # 1 − 0.5 = 0.5, not > 0.5
-    assert stop.should_stop([0.5, 0.99])
-    assert not stop.should_stop([])
-    assert ThresholdStop(0.7, gamma_max=3).should_stop([1.0, 1.0, 1.0])
-    assert not ThresholdStop(0.7, gamma_max=3).should_stop([1.0, 1.0])
-    assert ThresholdStop(0.7, gamma_max=3).next_window(0.0) == 3
-    assert ThresholdStop(0.7, gamma_max=10, allowed=(2, 4, 8)).next_window(0.0) == 8
-    assert not ThresholdStop(0.1, gamma_min=3).should_stop([0.1, 0.1])   # never before gamma_min
-    assert ThresholdStop(0.1, gamma_min=3).should_stop([0.1, 0.1, 0.1])
-    assert ThresholdStop(0.5).should_stop([float("nan")])
-
-
 # --- closed forms and the network-aware argmax ---
-
-def test_mu():
-    assert mu(0, 0.3) == 1.0 and mu(4, 0.0) == 1.0
-    assert mu(3, 0.5) == pytest.approx(1 + 0.5 + 0.25 + 0.125)
-    assert mu(5, 1.0) == 6.0
-    assert mu(5, 1 - 1e-9) == pytest.approx(6.0, rel=1e-6)     # continuous at the α → 1 limit
-    with pytest.raises(ValueError):
-        mu(3, 1.5)
-
 
 def brute_goodput(g: int, alpha: float, rtt, up, down, bpt, bfix, bdown, dps, vb, vpt) -> float:
     """The closed form written out independently of the module."""
@@ -353,6 +308,14 @@ def test_make_speculation_builds_fresh_sessions():
     assert make_speculation({"gamma": 7})().next_window(0.0) == 7          # no policy: static
 
 
+def test_start_field_names_the_starting_window():
+    # The field a session's requested window fills: a constructor field, and the first window it gives.
+    assert SPECULATION_POLICIES["static"].start_field == "gamma"
+    for name, ctor in SPECULATION_POLICIES.items():
+        assert ctor.start_field == ("gamma" if name == "static" else "gamma0"), name
+        assert make_speculation({"policy": name, ctor.start_field: 3})().next_window(0.0) == 3, name
+
+
 @pytest.mark.parametrize("spec, field", [
     ("nope", "policy"),
     ({"policy": "awc-v9"}, "policy"),
@@ -413,6 +376,6 @@ def test_bad_round_and_view_rejected():
 
 
 def test_decision_times_reports_every_policy():
-    times = decision_times(n_sessions=2, rounds=3)      # a smoke run: no timing asserts
+    times = speculation_decision_times(n_sessions=2, rounds=3)      # a smoke run: no timing asserts
     assert set(times) == set(SPECULATION_POLICIES) | {"threshold.should_stop"}
     assert all(t >= 0 and math.isfinite(t) for t in times.values())

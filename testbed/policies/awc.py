@@ -35,11 +35,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 
-from testbed.policies.speculation import (EWMA, GAMMA_LIMIT, NetworkView, RoundResult, _int, _num, clamp_window, round_time)
+from testbed.policies.spec_checks import GAMMA_LIMIT, check_int, check_num
+from testbed.policies.speculation import EWMA, NetworkView, RoundResult, clamp_window, round_time
 
 DEFAULT_WEIGHTS = Path(__file__).with_name("awc_weights.json")
 DEFAULT_ALLOWED = (1, 2, 3, 4, 5, 6, 8)
@@ -265,10 +266,11 @@ def _cached(path: str, mtime_ns: int, size: int) -> AWCWeights:
 @dataclass(eq=False)
 class AWCPolicy:
     """AWC: γ̂ = MLP(features) clipped to the allowed range; smoothed g ← smoothing·g + (1 − smoothing)·γ̂ once
-    per round (DSD's design: 0.6 on the previous value); the window is the allowed value nearest g (ties →
-    smaller). Until the first round is observed the window is gamma0 (no telemetry: the model was never
-    trained on priors alone). `next_window` does not change the smoothing state, so calling it twice gives
-    the same answer; `observe` commits the value the last `next_window` used. γ = 1 is DSD's fused mode."""
+    per round (default 0.5 on the previous value, our choice; DSD's pre-paper code uses 0.6, γ ← 0.4 γ̂ +
+    0.6 γ_prev, papers.md §3); the window is the allowed value nearest g (ties → smaller). Until the first
+    round is observed the window is gamma0 (no telemetry: the model was never trained on priors alone).
+    `next_window` does not change the smoothing state, so calling it twice gives the same answer; `observe`
+    commits the value the last `next_window` used. γ = 1 is DSD's fused mode."""
     weights_path: str | None = None
     allowed: tuple[int, ...] = DEFAULT_ALLOWED
     smoothing: float = 0.5
@@ -276,6 +278,7 @@ class AWCPolicy:
     eta: float = 0.3
     max_batch: int | None = None
     name = "awc"
+    start_field: ClassVar[str] = "gamma0"
     _weights: AWCWeights = field(init=False, repr=False)
     _tel: Telemetry = field(init=False, repr=False)
 
@@ -283,13 +286,13 @@ class AWCPolicy:
         if isinstance(self.allowed, (str, bytes)) or not isinstance(self.allowed, (list, tuple)) or not self.allowed:
             raise ValueError(f"speculation awc: allowed must be a non-empty list of integers, got {self.allowed!r}")
         for a in self.allowed:
-            _int(self.name, "allowed", a, 1)
+            check_int(self.name, "allowed", a, 1)
         self.allowed = tuple(sorted(set(self.allowed)))
-        _num(self.name, "smoothing", self.smoothing, 0.0, 1.0, open_hi=True)
-        _int(self.name, "gamma0", self.gamma0, 1)
-        _num(self.name, "eta", self.eta, 0.0, 1.0, open_lo=True)
+        check_num(self.name, "smoothing", self.smoothing, 0.0, 1.0, open_hi=True)
+        check_int(self.name, "gamma0", self.gamma0, 1)
+        check_num(self.name, "eta", self.eta, 0.0, 1.0, open_lo=True)
         if self.max_batch is not None:
-            _int(self.name, "max_batch", self.max_batch, 1, 1 << 20)
+            check_int(self.name, "max_batch", self.max_batch, 1, 1 << 20)
         path = Path(self.weights_path) if self.weights_path is not None else DEFAULT_WEIGHTS
         try:
             st = path.stat()
@@ -327,10 +330,3 @@ def register(registry: dict) -> None:
     """Adds AWC to a speculation registry (speculation.SPECULATION_POLICIES)."""
     registry[AWCPolicy.name] = AWCPolicy
 
-
-# --- decision time (called by `make bench`; not a test) --------------------------------------------------
-
-def decision_times(n: int = 64, rounds: int = 50, seed: int = 0) -> dict[str, float]:
-    """Seconds per decision (observe + next_window, one session's round): speculation's benchmark for AWC."""
-    from testbed.policies import speculation
-    return speculation.decision_times(n, rounds, seed, policies={"awc": AWCPolicy})

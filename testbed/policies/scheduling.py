@@ -6,7 +6,8 @@ once and sends every drafter its S_i(t+1) with its verdict. The schedulers are p
 Random-S keeps state, its seeded RNG.
 
 Notation: α_i per-position acceptance, X_i smoothed goodput (tokens per round), S_i drafted tokens,
-μ(α, S) = (1 − α^{S+1})/(1 − α) expected tokens per round (accepted + the correction/bonus token).
+μ(α, S) = (1 − α^{S+1})/(1 − α) expected tokens per round (accepted + the correction/bonus token;
+acceptance.mu(S, α), with its limits 1 at α = 0 and S + 1 at α = 1).
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import random
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Iterable, Mapping, Protocol, Sequence
-from testbed.policies.timing import best_seconds_per_call
+
+from testbed.policies.acceptance import mu
 
 SCHEDULERS = ("goodspeed", "fixed", "random")
 UTILITIES = ("log", "linear", "alpha-fair")
@@ -48,11 +50,6 @@ class DrafterEstimate:
     def __post_init__(self) -> None:
         _finite(self.alpha, 0.0, 1.0, f"drafter {self.name!r}: alpha")
         _finite(self.goodput, 0.0, math.inf, f"drafter {self.name!r}: goodput", open_lo=True)
-
-
-def expected_tokens(alpha: float, s: int) -> float:
-    """μ(α, S) = (1 − α^{S+1})/(1 − α) = Σ_{k=0..S} α^k; the sum form is the α → 1 limit, S + 1."""
-    return s + 1.0 if alpha >= 1.0 else (1.0 - alpha ** (s + 1)) / (1.0 - alpha)
 
 
 class GoodSpeedEstimator:
@@ -185,7 +182,7 @@ class GoodSpeedScheduler(_Bounds):
 
     def objective(self, estimates: Sequence[DrafterEstimate], alloc: Mapping[str, int]) -> float:
         """Σ w_i μ(α_i, S_i), the per-round objective of eq. (5) that allocate() maximises."""
-        return sum(self.weight(e.goodput) * expected_tokens(e.alpha, alloc[e.name]) for e in estimates)
+        return sum(self.weight(e.goodput) * mu(alloc[e.name], e.alpha) for e in estimates)
 
     def allocate(self, estimates: Sequence[DrafterEstimate], budget: int) -> dict[str, int]:
         self._names(estimates, budget)
@@ -307,14 +304,3 @@ def jain(goodputs: Iterable[float] | Mapping[str, float]) -> float:
     sq = sum(x * x for x in xs)
     return 1.0 if sq == 0 else sum(xs) ** 2 / (len(xs) * sq)
 
-
-def decision_times(n: int = 64, repeats: int = 200, seed: int = 0) -> dict[str, float]:
-    """Seconds per allocate() call for each scheduler with n drafters and C = 4n (GoodSpeed's setups have
-    C/N between 2.5 and 7), best of 5 batches (the minimum is the least disturbed by other load)."""
-    rng = random.Random(seed)
-    estimates = [DrafterEstimate(f"d{i}", rng.uniform(0.05, 0.95), rng.uniform(0.5, 8.0)) for i in range(n)]
-    times: dict[str, float] = {}
-    for name in SCHEDULERS:
-        scheduler = make_scheduler(name)
-        times[name] = best_seconds_per_call(lambda: scheduler.allocate(estimates, 4 * n), repeats)
-    return times

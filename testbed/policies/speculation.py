@@ -2,41 +2,33 @@
 
 One policy object per session: after each verified round the verifier calls `observe(RoundResult)`, and
 `next_window(now, net)` gives the window the drafter is told to use next. Pure: time and network state are
-passed in; nothing here reads a clock or a socket (except `decision_times`, the benchmark at the bottom).
+passed in; nothing here reads a clock or a socket (their benchmark is in testbed/bench/policies.py).
 
 - static     a fixed window.
 - heuristic  HF transformers' assisted-generation schedule: +2 when every drafted token is accepted, else −1.
 - backoff    DSD's acceptance back-off: AIMD on an EWMA of accepted/γ, or DSD-Sim's three levels.
-- threshold  SpecDec++-style stop rule applied while drafting; `next_window` is only the cap.
 - network    maximise expected goodput μ(γ)/T_round(γ) from acceptance, RTT, link rates, payload and speeds.
+- channel    the window the access point chose with the drafter's band share (allocation `joint`).
 
 `make_speculation(spec)` validates a config and returns a per-session constructor. More policies (AWC,
-testbed/policies/awc.py) join by adding a constructor to SPECULATION_POLICIES.
+testbed/policies/awc.py) join by adding a constructor to SPECULATION_POLICIES. `threshold` is a drafter-side
+stop rule (stopping.py); make_speculation builds its verifier half, a static window at the cap.
 """
 from __future__ import annotations
 
 import inspect
 import math
-import random
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Callable, Protocol, Sequence
+from typing import Callable, ClassVar, Protocol, Sequence
 
-GAMMA_LIMIT = 64          # the largest window anything here accepts (experiment.Speculation.gamma's bound)
+from testbed.policies.acceptance import mu
+from testbed.policies.spec_checks import GAMMA_LIMIT  # noqa: F401  (window callers import the limit from here)
+from testbed.policies.spec_checks import check_int, check_num, check_window_bounds
+from testbed.policies.stopping import split_speculation
+
 _T_FLOOR = 1e-9           # s; a round that costs nothing at all still takes this long (no division by 0)
-
-
-@dataclass(frozen=True)
-class StaticGamma:
-    """A fixed window: `gamma` if given, else whatever the session asked for at START (the verifier's
-    current interface; the policies below replace it)."""
-    gamma: int | None = None
-    name = "static"
-
-    def next_window(self, requested: int, accepted_history: list[int]) -> int:
-        return requested if self.gamma is None else self.gamma
 
 
 # --- what a policy is told -------------------------------------------------------------------------------
@@ -79,7 +71,10 @@ class NetworkView:
 
 
 class SpeculationPolicy(Protocol):
+    """One session's window policy. `start_field` names its starting-window field ("gamma" for static, "gamma0"
+    for the others): the field a session's requested window (at START) fills when the spec leaves it out."""
     name: str
+    start_field: ClassVar[str]
 
     def next_window(self, now: float, net: NetworkView | None = None) -> int: ...
 
@@ -87,37 +82,6 @@ class SpeculationPolicy(Protocol):
 
 
 # --- shared pieces ---------------------------------------------------------------------------------------
-
-def _int(owner: str, name: str, value, lo: int, hi: int = GAMMA_LIMIT, bounds: str | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"speculation {owner}: {name} must be an integer in {bounds or f'[{lo}, {hi}]'}, "
-                         f"got {value!r}")
-
-
-def _num(owner: str, name: str, value, lo: float, hi: float, open_lo: bool = False, open_hi: bool = False) -> None:
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-          and (lo < value if open_lo else lo <= value) and (value < hi if open_hi else value <= hi))
-    if not ok:
-        raise ValueError(f"speculation {owner}: {name} must be a number in {'(' if open_lo else '['}{lo:g}, "
-                         f"{hi:g}{')' if open_hi else ']'}, got {value!r}")
-
-
-def _bounds(owner: str, gamma_min, gamma_max, allowed, floor: int = 0) -> tuple[int, ...] | None:
-    """Checks the clamp fields; returns the allowed windows inside [gamma_min, gamma_max], sorted."""
-    _int(owner, "gamma_min", gamma_min, floor)
-    _int(owner, "gamma_max", gamma_max, gamma_min, bounds=f"[gamma_min={gamma_min}, {GAMMA_LIMIT}]")
-    if allowed is None:
-        return None
-    if isinstance(allowed, (str, bytes)) or not isinstance(allowed, (list, tuple, set, frozenset)):
-        raise ValueError(f"speculation {owner}: allowed must be a list of integers, got {allowed!r}")
-    for value in allowed:
-        _int(owner, "allowed", value, 0)
-    inside = tuple(sorted(v for v in set(allowed) if gamma_min <= v <= gamma_max))
-    if not inside:
-        raise ValueError(f"speculation {owner}: allowed has no window in [gamma_min, gamma_max] = "
-                         f"[{gamma_min}, {gamma_max}], got {sorted(allowed)}")
-    return inside
-
 
 def clamp_window(gamma: int, gamma_min: int, gamma_max: int, allowed: Sequence[int] | None = None) -> int:
     """gamma clamped to [gamma_min, gamma_max], then the nearest allowed window (ties → the smaller)."""
@@ -132,7 +96,7 @@ class EWMA:
     value: float | None = None
 
     def __post_init__(self) -> None:
-        _num("ewma", "eta", self.eta, 0.0, 1.0, open_lo=True)
+        check_num("ewma", "eta", self.eta, 0.0, 1.0, open_lo=True)
 
     def update(self, x: float) -> float:
         self.value = x if self.value is None else (1.0 - self.eta) * self.value + self.eta * x
@@ -140,16 +104,6 @@ class EWMA:
 
 
 # --- closed forms (DESIGN §4) ----------------------------------------------------------------------------
-
-def mu(gamma: int, alpha: float) -> float:
-    """Expected tokens per round with window gamma and per-token acceptance alpha (iid): Σ_{k=0..γ} α^k =
-    (1 − α^{γ+1})/(1 − α), counting the correction/bonus token; γ + 1 in the α → 1 limit."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
-    if alpha > 1.0 - 1e-12:      # the closed form is 0/0 at 1 and loses all digits just below it
-        return gamma + 1.0
-    return (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)
-
 
 def _cost_line(net: NetworkView) -> tuple[float, float]:
     """T_round(γ) = a + b·γ: (a, b) in seconds. Unknown terms count 0; Mbit/s → bit/s is the 1e6."""
@@ -208,10 +162,12 @@ class StaticWindow:
     gamma_max: int = 16
     allowed: tuple[int, ...] | None = None
     name = "static"
+    start_field: ClassVar[str] = "gamma"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "allowed", _bounds(self.name, self.gamma_min, self.gamma_max, self.allowed))
-        _int(self.name, "gamma", self.gamma, self.gamma_min, self.gamma_max)
+        allowed = check_window_bounds(self.name, self.gamma_min, self.gamma_max, self.allowed)
+        object.__setattr__(self, "allowed", allowed)
+        check_int(self.name, "gamma", self.gamma, self.gamma_min, self.gamma_max)
 
     def next_window(self, now: float, net: NetworkView | None = None) -> int:
         return clamp_window(self.gamma, self.gamma_min, self.gamma_max, self.allowed)
@@ -234,11 +190,12 @@ class HeuristicSchedule:
     gamma_max: int = 16
     allowed: tuple[int, ...] | None = None
     name = "heuristic"
+    start_field: ClassVar[str] = "gamma0"
     _gamma: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.allowed = _bounds(self.name, self.gamma_min, self.gamma_max, self.allowed)
-        _int(self.name, "gamma0", self.gamma0, self.gamma_min, self.gamma_max)
+        self.allowed = check_window_bounds(self.name, self.gamma_min, self.gamma_max, self.allowed)
+        check_int(self.name, "gamma0", self.gamma0, self.gamma_min, self.gamma_max)
         self._gamma = max(1, self.gamma0)
 
     def next_window(self, now: float, net: NetworkView | None = None) -> int:
@@ -272,17 +229,18 @@ class AcceptanceBackoff:
     increase: int = 1
     mode: str = "aimd"
     name = "backoff"
+    start_field: ClassVar[str] = "gamma0"
     _gamma: int = field(init=False, repr=False)
     _acc: EWMA = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.allowed = _bounds(self.name, self.gamma_min, self.gamma_max, self.allowed, floor=1)
-        _int(self.name, "gamma0", self.gamma0, self.gamma_min, self.gamma_max)
-        _num(self.name, "low", self.low, 0.0, 1.0)
-        _num(self.name, "high", self.high, self.low, 1.0)
-        _num(self.name, "eta", self.eta, 0.0, 1.0, open_lo=True)
-        _num(self.name, "decrease", self.decrease, 0.0, 1.0, open_lo=True, open_hi=True)
-        _int(self.name, "increase", self.increase, 1)
+        self.allowed = check_window_bounds(self.name, self.gamma_min, self.gamma_max, self.allowed, floor=1)
+        check_int(self.name, "gamma0", self.gamma0, self.gamma_min, self.gamma_max)
+        check_num(self.name, "low", self.low, 0.0, 1.0)
+        check_num(self.name, "high", self.high, self.low, 1.0)
+        check_num(self.name, "eta", self.eta, 0.0, 1.0, open_lo=True)
+        check_num(self.name, "decrease", self.decrease, 0.0, 1.0, open_lo=True, open_hi=True)
+        check_int(self.name, "increase", self.increase, 1)
         if self.mode not in ("aimd", "levels"):
             raise ValueError(f"speculation backoff: mode must be aimd or levels, got {self.mode!r}")
         self._gamma, self._acc = self.gamma0, EWMA(self.eta)
@@ -306,44 +264,6 @@ class AcceptanceBackoff:
             self._gamma = min(self.gamma_max, self._gamma + self.increase)
 
 
-@dataclass(frozen=True)
-class ThresholdStop:
-    """SpecDec++-style adaptive stopping, applied by the drafter while it drafts: after each drafted token,
-    stop once the probability that at least one token so far is rejected, 1 − Π c_j, exceeds `bound`
-    (never before gamma_min tokens; always at the cap, `next_window`). c_j estimates P(token j accepted).
-
-    SpecDec++ (Huang et al. 2024) trains an acceptance-prediction head on the draft model for c_j; we have no
-    such head and use the draft model's own probability of the token it drafted (its max prob under greedy)
-    as the proxy. Default bound 0.7 from DSD-Sim's "Spec++" baseline (γ ∈ [2, 8] there). Confidences are
-    clipped to [0, 1]; NaN counts as 0 (stop). `allowed` limits only the cap, not where drafting stops."""
-    bound: float = 0.7
-    gamma_min: int = 1
-    gamma_max: int = 16
-    allowed: tuple[int, ...] | None = None
-    name = "threshold"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "allowed", _bounds(self.name, self.gamma_min, self.gamma_max, self.allowed))
-        _num(self.name, "bound", self.bound, 0.0, 1.0)
-
-    def should_stop(self, confidences: Sequence[float]) -> bool:
-        n = len(confidences)
-        if n >= self.next_window(0.0):
-            return True
-        if n < self.gamma_min:
-            return False
-        keep = 1.0
-        for c in confidences:
-            keep *= min(1.0, max(0.0, c))
-        return 1.0 - keep > self.bound
-
-    def next_window(self, now: float, net: NetworkView | None = None) -> int:
-        return self.allowed[-1] if self.allowed else self.gamma_max
-
-    def observe(self, r: RoundResult) -> None:
-        pass
-
-
 @dataclass(eq=False)
 class NetworkAware:
     """The window maximising expected goodput G(γ) = μ(γ)/T_round(γ) (`round_time`, `best_gamma`).
@@ -364,14 +284,15 @@ class NetworkAware:
     eta: float = 0.2
     alpha0: float = 0.6
     name = "network"
+    start_field: ClassVar[str] = "gamma0"
     _est: dict[str, EWMA] = field(init=False, repr=False)      # probs, hits, misses, rtt, draft, verify
     _net: NetworkView = field(init=False, repr=False)            # the latest view (its rates, for observe)
 
     def __post_init__(self) -> None:
-        self.allowed = _bounds(self.name, self.gamma_min, self.gamma_max, self.allowed)
-        _int(self.name, "gamma0", self.gamma0, self.gamma_min, self.gamma_max)
-        _num(self.name, "eta", self.eta, 0.0, 1.0, open_lo=True)
-        _num(self.name, "alpha0", self.alpha0, 0.0, 1.0)
+        self.allowed = check_window_bounds(self.name, self.gamma_min, self.gamma_max, self.allowed)
+        check_int(self.name, "gamma0", self.gamma0, self.gamma_min, self.gamma_max)
+        check_num(self.name, "eta", self.eta, 0.0, 1.0, open_lo=True)
+        check_num(self.name, "alpha0", self.alpha0, 0.0, 1.0)
         self._est = {k: EWMA(self.eta) for k in ("probs", "hits", "misses", "rtt", "draft", "verify")}
         self._net = NetworkView()
 
@@ -427,10 +348,11 @@ class ChannelHint:
     gamma_min: int = 0
     gamma_max: int = 16
     name = "channel"
+    start_field: ClassVar[str] = "gamma0"
 
     def __post_init__(self) -> None:
-        _bounds("channel", self.gamma_min, self.gamma_max, None)
-        _int("channel", "gamma0", self.gamma0, self.gamma_min, self.gamma_max)
+        check_window_bounds("channel", self.gamma_min, self.gamma_max, None)
+        check_int("channel", "gamma0", self.gamma0, self.gamma_min, self.gamma_max)
 
     def next_window(self, now: float, net: NetworkView | None = None) -> int:
         hint = net.gamma_hint if net is not None and net.gamma_hint is not None else self.gamma0
@@ -444,7 +366,7 @@ class ChannelHint:
 
 SPECULATION_POLICIES: dict[str, Callable[..., SpeculationPolicy]] = {
     "static": StaticWindow, "heuristic": HeuristicSchedule, "backoff": AcceptanceBackoff,
-    "threshold": ThresholdStop, "network": NetworkAware, "channel": ChannelHint,
+    "network": NetworkAware, "channel": ChannelHint,
 }
 
 
@@ -453,8 +375,10 @@ def make_speculation(spec: Mapping | str,
                      ) -> Callable[[], SpeculationPolicy]:
     """A constructor of fresh per-session policies from "name" or {"policy": name, field: value, ...}
     (no "policy": static). Fields are the constructor's keyword arguments. Everything is checked here, by
-    building one policy, so a bad config fails before any session starts (ValueError naming the field)."""
+    building one policy, so a bad config fails before any session starts (ValueError naming the field).
+    "threshold" (stopping.py) gives its verifier half, a static window at the cap, its stop rule checked too."""
     registry = SPECULATION_POLICIES if registry is None else registry
+    spec, _ = split_speculation(spec)
     if isinstance(spec, str):
         name, params = spec, {}
     elif isinstance(spec, Mapping):
@@ -475,40 +399,3 @@ def make_speculation(spec: Mapping | str,
         params["allowed"] = tuple(params["allowed"])        # YAML gives lists; frozen policies want tuples
     ctor(**params)
     return partial(ctor, **params)
-
-
-# --- decision time (called by `make bench`; not a test) --------------------------------------------------
-
-def decision_times(n_sessions: int = 64, rounds: int = 50, seed: int = 0,
-                   policies: Mapping[str, Callable[[], SpeculationPolicy]] | None = None) -> dict[str, float]:
-    """Seconds per decision (observe + next_window, one session's round) for each policy (default: every
-    registered one), averaged over n_sessions sessions × rounds rounds, best of 3 passes (the least disturbed
-    by other load). With the default set, also "threshold.should_stop": seconds per stop check on a window
-    growing to 8 tokens."""
-    rng = random.Random(seed)
-    results = [RoundResult(g, rng.randint(0, g), 0.05 * k, rtt_s=rng.uniform(0.02, 0.2),
-                           verify_s=rng.uniform(0.01, 0.05), draft_s=g * rng.uniform(0.002, 0.01),
-                           accept_probs=tuple(rng.random() for _ in range(g)) if k % 2 else None)
-               for k, g in enumerate(rng.randint(1, 8) for _ in range(rounds))]
-    net = NetworkView(rtt_s=None, uplink_mbps=20.0, downlink_mbps=50.0, bytes_per_token_up=8 * 16 + 25)
-    times: dict[str, float] = {}
-    for name, ctor in (SPECULATION_POLICIES if policies is None else policies).items():
-        best = math.inf
-        for _ in range(3):
-            sessions = [ctor() for _ in range(n_sessions)]
-            start = time.perf_counter()
-            for r in results:
-                for p in sessions:
-                    p.observe(r)
-                    p.next_window(r.t, net)
-            best = min(best, (time.perf_counter() - start) / (rounds * n_sessions))
-        times[name] = best
-    if policies is not None:
-        return times
-    stop, confidences = ThresholdStop(), [rng.uniform(0.7, 1.0) for _ in range(8)]
-    start = time.perf_counter()
-    for _ in range(n_sessions * rounds // 8):
-        for n in range(1, 9):
-            stop.should_stop(confidences[:n])
-    times["threshold.should_stop"] = (time.perf_counter() - start) / (n_sessions * rounds)
-    return times

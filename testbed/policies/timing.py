@@ -1,4 +1,5 @@
-"""The one timing rule of the policies' `decision_times` (run by `make bench`, never asserted in tests)."""
+"""The timing rule of every policy benchmark (testbed/bench/policies.py, and routing's `decision_times`): run by
+`make bench`, never asserted in tests."""
 from __future__ import annotations
 
 import time

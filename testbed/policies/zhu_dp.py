@@ -1,3 +1,4 @@
+# Over 400 lines: the cost model's derivation, the DP, its loop fallback and its exhaustive check belong together.
 """Joint task batching and speculation length by dynamic programming (Zhu et al. 2025, arXiv 2510.11331).
 
 The paper's equations were not available (research/papers.md §2: "exact equations, DP state/recursion and
@@ -9,9 +10,9 @@ Cost model
 Tasks k = 1..K, each with input length I_k, output length O_k, acceptance rate α_k and an upload time u_k
 (its input over the wireless uplink, e.g. from allocation.ZhuClosedForm's band split).
 
-Tokens per round at speculation length l (Leviathan et al.):  μ(α, l) = (1 − α^{l+1}) / (1 − α)  (= l+1 at
-α = 1). A task needs r_k(l) = ceil(O_k / μ(α_k, l)) rounds: the fluid (expected-value) round count, not a
-random one. A batch of b tasks at length l runs, per round,
+Tokens per round at speculation length l (Leviathan et al.):  μ(l, α) = (1 − α^{l+1}) / (1 − α)  (= l+1 at
+α = 1; acceptance.mu). A task needs r_k(l) = ceil(O_k / μ(l, α_k)) rounds: the fluid (expected-value) round
+count, not a random one. A batch of b tasks at length l runs, per round,
 
     draft stage   d(b, l) = l · (draft_a + draft_b · b)            l draft decode steps on the SBS
     verify stage  v(b, l) = verify_a + verify_b · b · (l + 1)      one parallel pass on the MBS (the fronthaul
@@ -52,20 +53,21 @@ f(k) = min_{k − max_batch ≤ j < k} [ f(j) + min_l cost(j, k, l) ], f(0) = 0,
 contiguous partitions and per-batch lengths: O(K · max_batch · |L|) with running per-l maxima and sums.
 `plan_exhaustive` enumerates the same space by simulation (no decomposition) to check it.
 
-How a verifier would use it: when a set of sessions is known (the paper's offline 100-request setting), call
-plan_dp on them; serve Plan.batches in order, each with its Plan.lengths entry as a static γ
-(speculation.StaticGamma). It is an offline planner, so there is no online select() adapter here.
+How a verifier uses it: online, batching.ZhuBatching (batching rule `zhu`) plans the pending sessions
+whenever the verifier is free and verifies the plan's first batch at its length (receding horizon). Offline,
+when a set of sessions is known (the paper's 100-request setting), call plan_dp once and serve Plan.batches in
+order, each at its Plan.lengths entry as a static window.
 """
 from __future__ import annotations
 
 import itertools
 import math
-import random
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from testbed.policies.timing import best_seconds_per_call
+
+from testbed.policies.acceptance import ALPHA_ONE, mu
 
 OBJECTIVES = ("sum", "makespan")
 
@@ -122,14 +124,9 @@ class Plan:
     total_latency: float                    # evaluate() of this plan under the objective it was made for
 
 
-def mu(alpha: float, l: int) -> float:
-    """Expected tokens per round with l drafts."""
-    return l + 1.0 if alpha >= 1.0 else (1.0 - alpha ** (l + 1)) / (1.0 - alpha)
-
-
 def rounds(task: Task, l: int) -> int:
     # The 1e-9 keeps a float like O/μ = 2.0000000000000004 (μ computed inexactly) from costing a whole round.
-    return max(1, math.ceil(task.output_len / mu(task.alpha, l) - 1e-9))
+    return max(1, math.ceil(task.output_len / mu(l, task.alpha) - 1e-9))
 
 
 def _check_objective(objective: str) -> None:
@@ -200,7 +197,7 @@ def _rounds_table(seq: Sequence[Task], ls: Sequence[int]) -> np.ndarray:
     alpha = np.array([t.alpha for t in seq])
     out = np.array([t.output_len for t in seq], dtype=float)
     e = np.array([l + 1 for l in ls], dtype=float)[:, None]
-    full = alpha >= 1.0                             # μ = l + 1 exactly
+    full = alpha > ALPHA_ONE                        # μ = l + 1 exactly (acceptance.mu's edge rule)
     with np.errstate(divide="ignore", invalid="ignore"):
         pw = np.power(np.where(full, 0.5, alpha), e)
         gap = 1.0 - pw
@@ -449,15 +446,3 @@ def plan_exhaustive(tasks: Sequence[Task], cost: CostModel, objective: str = "su
     assert best is not None     # all-singletons is always feasible
     return _plan([seq[a:z] for a, z in best[1]], list(best[2]), cost, objective)
 
-
-def decision_times(n: int = 64, repeats: int = 5, seed: int = 0) -> dict[str, float]:
-    """Seconds per plan_dp call for n tasks, max_batch = n and 8 lengths (the worst case), best of 5 batches
-    of `repeats` calls; one entry per objective."""
-    rng = random.Random(seed)
-    tasks = [Task(f"t{i}", rng.randrange(16, 512), rng.randrange(16, 256), rng.uniform(0.5, 0.9),
-                  rng.uniform(0.0, 0.05)) for i in range(n)]
-    cost = CostModel(0.004, 0.0005, 0.02, 0.0002, n, prefill_per_token=1e-6)
-    times: dict[str, float] = {}
-    for objective in OBJECTIVES:
-        times[f"dp-{objective}"] = best_seconds_per_call(lambda: plan_dp(tasks, cost, objective), repeats)
-    return times
