@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: the wire spec, every field rule and the frame codec of one message set belong together.
 """specnet wire protocol: drafter (ZeroMQ DEALER) <-> verifier (ROUTER).
 
 Every ZeroMQ frame is ONE msgpack map (`use_bin_type=True`) holding `"v": 1` and `"type"`, plus exactly the
@@ -16,9 +17,11 @@ objects (loading those from the network is remote code execution). Frames over M
                  gamma (int 0..64: initial window), t_send (float >= 0)
   draft    D->V  session (sid), round (int >= 0), base (int >= 1: committed tokens the draft continues from),
                  tokens (<i4 bytes, gamma = len 0..64), q_ids (<i4 bytes gamma*k | nil),
-                 q_probs (<f4 bytes gamma*k | gamma*V | nil), k (int 0..1024), t_send (float >= 0)
+                 q_probs (<f4 bytes gamma*k | gamma*V | nil), k (int 0..1024), t_send (float >= 0),
+                 draft_s, rtt_s (float >= 0: telemetry, 0 = not measured)
   verdict  V->D  session (sid), round (int >= 0), accepted (int 0..64), token (int >= 0),
-                 next_gamma (int 0..64), done (bool), t_send, queue_s, verify_s (float >= 0), batch (int >= 1)
+                 next_gamma (int 0..64), done (bool), t_send, queue_s, verify_s (float >= 0), batch (int >= 1),
+                 load (int >= 0: sessions open at the verifier)
   end      both  session (sid), reason (id)
   error    both  code (id), message (text, 1..1024 chars), session (sid | nil)
 
@@ -45,12 +48,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, fields
-from typing import Any, Callable, ClassVar, Union
+from typing import Any, Callable, ClassVar, Iterator, Union
 
 import msgpack
 import numpy as np
 
-from nodes.backends import DraftToken
+from nodes.backends import DraftToken, lacks_q
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 64 * 1024 * 1024
@@ -80,10 +83,41 @@ class ProtocolError(ValueError):
         self.code, self.message, self.session = code, message, session
 
 
+def _repr_pieces(x: Any) -> Iterator[str]:
+    """repr(x) in pieces, lazily, so a caller that needs only a prefix never walks (or recurses into) the
+    rest: a decoded value can be 64 MiB long or nested a thousand lists deep."""
+    t = type(x)
+    if t is list or t is tuple:
+        yield "[" if t is list else "("
+        for i, e in enumerate(x):
+            yield ", " if i else ""
+            yield from _repr_pieces(e)
+        yield ("]" if t is list else ",)" if len(x) == 1 else ")")
+    elif t is dict:
+        yield "{"
+        for i, (k, v) in enumerate(x.items()):
+            yield ", " if i else ""
+            yield from _repr_pieces(k)
+            yield ": "
+            yield from _repr_pieces(v)
+        yield "}"
+    elif (t is str or t is bytes) and len(x) > 61:
+        # repr of a prefix (the result is cut at 60 characters anyway), quoted as the whole value would be:
+        # the quotes a repr uses depend on which quote characters occur anywhere in the value
+        sq, dq = ("'", '"') if t is str else (b"'", b'"')
+        yield repr(x[:61] + (sq[:0] if sq not in x else sq if dq not in x else sq + dq))
+    else:
+        yield repr(x)
+
+
 def _short(x: Any) -> str:
     """repr for error messages, bounded so an error about a huge value is not itself huge."""
-    r = repr(x)
-    return r if len(r) <= 60 else r[:57] + "..."
+    r = ""
+    for piece in _repr_pieces(x):
+        r += piece
+        if len(r) > 60:
+            return r[:57] + "..."
+    return r
 
 
 def _tn(x: Any) -> str:
@@ -162,7 +196,8 @@ def _payload(x: Any, where: str) -> str:
 def _payloads(x: Any, where: str) -> tuple[str, ...]:
     if not isinstance(x, (list, tuple)):
         _fail(where, f"expected list, got {_tn(x)}")
-    if not 1 <= len(x) <= 8 or len(set(map(repr, x))) != len(x):
+    # distinct by value for strings; anything else is refused below anyway, so a bounded repr tells them apart
+    if not 1 <= len(x) <= 8 or len({p if type(p) is str else (_short(p),) for p in x}) != len(x):
         _fail(where, f"need 1..8 distinct payloads, got {len(x)} items")
     return tuple(_payload(p, f"{where}[{i}]") for i, p in enumerate(x))
 
@@ -300,7 +335,7 @@ class Start(_Message):
     def _check(self) -> None:
         if self.prompt.ndim != 1 or not 1 <= len(self.prompt) <= MAX_PROMPT:
             _fail("start.prompt", f"need 1..{MAX_PROMPT} tokens, got shape {self.prompt.shape}")
-        if self.temperature > 0 and self.payload == "ids":
+        if lacks_q(self.temperature, self.payload):
             # ids-only drafts carry no q, so sampled verification could not be lossless.
             _fail("start.payload", "'ids' only works with temperature 0; use 'topk:K' or 'full'")
 

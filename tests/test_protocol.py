@@ -91,6 +91,14 @@ def f32(*xs):
     return np.array(xs, dtype="<f4").tobytes()
 
 
+def pack_pairs(pairs, raw=None):
+    """A map frame from (key, value) pairs, in that order, repeats allowed; `raw` maps keys to values that are
+    already packed (for what msgpack.packb will not build, like a thousand nested lists)."""
+    pk = msgpack.Packer(use_bin_type=True)
+    return pk.pack_map_header(len(pairs)) + b"".join(
+        pk.pack(k) + (raw[k] if raw and k in raw else pk.pack(v)) for k, v in pairs)
+
+
 # ---- round trips -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_round_trip(name):
@@ -138,6 +146,20 @@ def test_ints_are_accepted_for_floats_and_numpy_scalars_are_normalised():
     assert decode(encode(v)) == v
 
 
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_frames_are_exactly_what_msgpack_packs_from_to_wire(name):
+    # The wire format is the spec's, not an encoder's: "v", "type", then the fields in order, as msgpack packs
+    # the map, so peers with another encoder (or an older version of this module) send identical bytes.
+    assert encode(SAMPLES[name]) == msgpack.packb(SAMPLES[name].to_wire(), use_bin_type=True)
+
+
+def test_messages_are_immutable():
+    with pytest.raises(AttributeError):
+        SAMPLES["verdict"].round = 5
+    with pytest.raises(ValueError):
+        SAMPLES["draft_topk"].tokens[0] = 1
+
+
 def test_constructor_copies_caller_arrays():
     prompt = np.array([1, 2, 3], dtype=np.int64)
     s = Start("s", prompt, 5, 0.0, "ids", 0, 4, 0.0)
@@ -180,6 +202,43 @@ def test_oversized_frame_rejected_before_unpacking(monkeypatch):
 def test_bytearray_and_memoryview_frames_decode():
     frame = encode(SAMPLES["draft_topk"])
     assert decode(bytearray(frame)) == decode(memoryview(frame)) == SAMPLES["draft_topk"]
+
+
+def test_keys_in_any_order_and_repeated_keys_decode_as_any_msgpack_map():
+    d = SAMPLES["draft_topk"].to_wire()
+    assert decode(pack_pairs(list(d.items())[::-1])) == SAMPLES["draft_topk"]            # "v" and "type" last
+    assert decode(b"\xde\x00\x0c" + pack_pairs(list(d.items()))[1:]) == SAMPLES["draft_topk"]   # map16 header
+    # a repeated key: the last value counts, but every value must be legal msgpack within the limits
+    assert decode(pack_pairs([("round", "junk"), ("v", 2)] + list(d.items()))) == SAMPLES["draft_topk"]
+    rejects(pack_pairs([("round", msgpack.ExtType(1, b"x"))] + list(d.items())), "bad_frame", "max_ext_len")
+    rejects(pack_pairs([("session", "s" * 9000)] + list(d.items())), "bad_frame", "max_str_len")
+    rejects(pack_pairs(list(d.items()) + [("k", 4)] * 21), "bad_frame", "max_map_len")
+    rejects(pack_pairs(list(d.items()) + [("type", "verdict")]), "bad_field", "verdict: missing field(s)")
+
+
+def test_the_first_rule_broken_in_the_spec_order_names_the_error():
+    # framing, then v, then type, then keys, then each field (byte lengths before values), then cross-field
+    rejects(frame_with("draft_topk", k=5) + b"\x00", "bad_frame", "ExtraData")
+    rejects(frame_with("draft_topk", k=5, v=DELETE), "bad_version", "v: expected 1, got None")
+    rejects(frame_with("draft_topk", k=True, type="drift"), "bad_type", "'drift'")
+    rejects(frame_with("draft_topk", k=5, rtt_s=DELETE, zz=1), "bad_field", "draft: missing field(s) rtt_s")
+    rejects(frame_with("draft_topk", k=5, zz=1), "bad_field", "draft: unknown field(s) 'zz'")
+    rejects(frame_with("draft_topk", k=5, round=-1), "bad_field", "draft.round: -1 out of range")
+    rejects(frame_with("draft_topk", q_ids=i32(*[-1] * 20), q_probs=b"\x00" * 9), "bad_field",
+            "draft.q_probs: byte length 9")
+    rejects(frame_with("draft_topk", q_ids=i32(*[-1] * 20), k=5), "bad_field", "draft.q_ids: ids must be in 0..")
+    rejects(frame_with("draft_topk", k=5, t_send=-1.0), "bad_field", "draft.t_send: -1.0 out of range")
+
+
+def test_deeply_nested_values_are_refused_as_protocol_errors():
+    # legal msgpack the unpacker accepts; the error message must not recurse through it (nor be huge)
+    deep = b"\x91" * 1000 + b"\xc0"
+    d = SAMPLES["start"].to_wire()
+    e = rejects(pack_pairs(list(d.items()), raw={"payload": deep}), "bad_field", "start.payload: [[[[")
+    assert len(e.message) < 200
+    d = SAMPLES["hello"].to_wire()
+    rejects(pack_pairs(list(d.items()), raw={"payloads": b"\x92" + deep + deep}), "bad_field", "hello.payloads")
+    rejects(pack_pairs(list(d.items()), raw={"payloads": b"\x91" * 5000 + b"\xc0"}), "bad_frame")
 
 
 def test_errors_carry_the_session_when_the_frame_names_one():
@@ -278,6 +337,11 @@ CASES = [
     ("draft_full", dict(q_probs=f32(*[0.001] * 2999)), "draft.q_probs: shape (2999,) is not gamma=3 rows"),
     ("draft_full", dict(tokens=i32(1, 2, 1000), q_probs=f32(*[0.001] * 3000)), "draft.tokens: token id >= vocab"),
     ("draft_empty", dict(q_probs=f32(1.0)), "draft.q_probs: an empty draft (gamma 0) carries no q"),
+    # fields with a default in Python are still required on the wire
+    ("draft_topk", dict(draft_s=DELETE), "draft: missing field(s) draft_s"),
+    ("draft_ids", dict(draft_s=DELETE, rtt_s=DELETE), "draft: missing field(s) draft_s, rtt_s"),
+    ("verdict", dict(load=DELETE), "verdict: missing field(s) load"),
+    ("error", dict(session=DELETE), "error: missing field(s) session"),
 ]
 
 

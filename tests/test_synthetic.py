@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from nodes.backends import Sampling, VerifyRequest
+from nodes.core.actions import DraftWork, VerifyWork
+from nodes.shell import run_work
 from nodes.backends.synthetic import (
     AcceptanceRecorder, AlphaSchedule, ComputeProfile, Replay, SyntheticDraft, SyntheticTarget, parse_alpha,
     session_key, true_token,
 )
-from nodes.verification import expected_accepted
+from testbed.policies.acceptance import mu
 
 V = 32000
 
@@ -111,7 +113,7 @@ def test_tokens_per_round_match_formula(alpha):
     accepted = sum(a for _, a in d.rounds)
     tested = sum(a + (a < g) for g, a in d.rounds)
     assert accepted / tested == pytest.approx(alpha, abs=0.02)
-    assert np.mean([a + 1 for _, a in d.rounds]) == pytest.approx(expected_accepted(alpha, 4), rel=0.03)
+    assert np.mean([a + 1 for _, a in d.rounds]) == pytest.approx(mu(4, alpha), rel=0.03)
 
 
 def test_schedule_switches_alpha_on_fake_clock():
@@ -247,12 +249,16 @@ def test_identity_and_payload_shapes():
 # ---------------------------------------------------------------------------------------------- pacing
 
 def test_verify_paces_to_profile():
+    """The backend says what the batch costs; the shell's run_work paces to it (a simulator would not)."""
     target = SyntheticTarget(V, ComputeProfile(verify_base_s=0.020))
     for s in "abc":
         target.open(s, [1, 2, 3])
+    work = VerifyWork(tuple(VerifyRequest(s, [], Sampling()) for s in "abc"))
+    assert target.cost_s(work) == pytest.approx(0.020)
     start = time.perf_counter()
-    results = target.verify([VerifyRequest(s, [], Sampling()) for s in "abc"])
+    results, measured = run_work(target, work)
     wall = time.perf_counter() - start
+    assert measured <= wall
     assert 0.020 <= wall < 0.040
     assert all(r.compute_s == pytest.approx(wall / 3, rel=0.1) for r in results)
     assert sum(r.compute_s for r in results) >= 0.020
@@ -261,12 +267,12 @@ def test_verify_paces_to_profile():
 def test_verify_cost_counts_tokens_and_sequences():
     target = SyntheticTarget(V, ComputeProfile(verify_per_token_s=0.001, verify_per_seq_s=0.002))
     target.open("a", [1] * 10)
-    first = target.verify([VerifyRequest("a", [], Sampling())])[0]          # prefill: 10 tokens fed
+    [first], _ = run_work(target, VerifyWork((VerifyRequest("a", [], Sampling()),)))   # prefill: 10 tokens fed
     assert first.extra == {"fed": 10, "batch": 1} and first.compute_s >= 0.012
     draft = SyntheticDraft(V, alpha=1.0, profile=ComputeProfile(draft_token_s=0.005))
     draft.open("a", [1] * 10, Sampling())
     draft.commit("a", 0, first.token, 0)
-    tokens = draft.extend("a", 4)
-    assert 0.020 <= draft.last_compute_s < 0.040
-    later = target.verify([VerifyRequest("a", tokens, Sampling())])[0]       # 1 + 4 tokens fed
+    tokens, draft_s = run_work(draft, DraftWork("a", 4))
+    assert 0.020 <= draft_s < 0.040
+    [later], _ = run_work(target, VerifyWork((VerifyRequest("a", tokens, Sampling()),)))   # 1 + 4 tokens fed
     assert later.accepted == 4 and later.extra["fed"] == 5 and later.compute_s >= 0.007

@@ -3,7 +3,8 @@ models): outputs stay lossless whatever the policies decide, and every decision 
 import json
 
 from nodes.backends.synthetic import SyntheticDraft, session_key, true_token
-from nodes.control import LinkView, WindowControl, payload_bytes_per_token
+from nodes.core.control import WindowControl, payload_bytes_per_token
+from nodes.shell import LinkView
 from tests.nodeproc import finish, read_jsonl, start_drafter, verifier
 
 V = 1000
@@ -77,7 +78,8 @@ def test_link_view_follows_the_published_file(tmp_path):
     path.write_text(json.dumps({"drafters": {"d1": {"uplink_mbps": 5.0, "downlink_mbps": 20.0, "rtt_s": 0.04}}}))
     view.checked = 0
     assert view.get("d1")["uplink_mbps"] == 5.0
-    c = WindowControl({"policy": "network"}, link_state=str(path))
+    c = WindowControl({"policy": "network"})
+    c.set_links(view.drafters)                        # the verifier's shell hands the core what it read
     c.open("d1/s", "d1", "topk:8", V, 4)
     net = c.view("d1/s")
     assert (net.uplink_mbps, net.rtt_s, net.bytes_per_token_up) == (5.0, 0.04, payload_bytes_per_token("topk:8", V))

@@ -3,8 +3,10 @@
 Both sides keep per-session state (token history and, for real models, a KV cache) and speak in token ids.
     drafter side:  DraftBackend.open / extend / commit / close
     verifier side: TargetBackend.open / verify (batched) / close
+    both:          cost_s(work): how long a compute takes by the backend's profile, or None for real compute
 `hf` runs real transformers models; `synthetic` draws acceptance from Bernoulli(alpha) or a replay file and
-paces compute to a latency profile, with no torch, so many drafters fit on one machine.
+says its compute takes what a latency profile gives, with no torch, so many drafters fit on one machine. No
+backend sleeps: the node cores describe the compute (nodes/core/actions.py) and their driver runs it.
 """
 from __future__ import annotations
 
@@ -13,6 +15,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+
+
+def lacks_q(temperature: float, payload: str) -> bool:
+    """The one rule tying sampling to the payload: a sampled draft (temperature > 0) is verified against the q it
+    was drawn from (rejection sampling), so its payload must carry q; `ids` carries none. Checked where configs
+    are validated, where START frames are validated, and nowhere else."""
+    return temperature > 0 and payload == "ids"
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,7 @@ class DraftBackend(Protocol):
     def encode(self, text: str) -> list[int]: ...
     def decode(self, tokens: list[int]) -> str: ...
     def close(self, session: str) -> None: ...
+    def cost_s(self, work) -> float | None: ...
 
 
 class TargetBackend(Protocol):
@@ -103,3 +113,4 @@ class TargetBackend(Protocol):
         """Verify the drafts of several sessions in one batched pass. A session's first request (empty draft)
         prefills its prompt and yields the first token; an empty draft later is an autoregressive step."""
     def close(self, session: str) -> None: ...
+    def cost_s(self, work) -> float | None: ...

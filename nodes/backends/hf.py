@@ -80,6 +80,10 @@ class _HfBase:
         self.vocab_size = int(self.model.config.vocab_size)   # = logits width (quantised heads hide .weight)
         self.eos_token_id = self.tokenizer.eos_token_id
 
+    def cost_s(self, work) -> None:
+        """Real compute: it takes what it takes (the shell measures it)."""
+        return None
+
 
 @dataclass
 class _TargetSession:

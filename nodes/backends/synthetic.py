@@ -28,8 +28,10 @@ with, so replay is exact only without proactive drafting. `AcceptanceRecorder` w
 
 Compute. `ComputeProfile` gives the time an operation takes: drafting k tokens = k * draft_token_s; verifying
 a batch = base + per_token * tokens fed + per_seq * batch size, where a request feeds its prompt (first
-request: prefill) or the last committed token (later ones) plus its drafts. Backends do their tiny real work,
-then sleep the remainder (time.perf_counter) and report the measured wall time.
+request: prefill) or the last committed token (later ones) plus its drafts. The backends do their tiny real
+work at once and say, through `cost_s(work)`, how long it takes by the profile: the ZeroMQ shells pace to that
+(nodes/shell.py run_work), a simulator advances its clock by it. Nothing here sleeps or reads a clock, except
+the alpha schedule, which follows the injected `clock`.
 """
 from __future__ import annotations
 
@@ -82,14 +84,6 @@ class ComputeProfile:
 
     def verify_s(self, tokens_fed: int, batch_size: int) -> float:
         return self.verify_base_s + self.verify_per_token_s * tokens_fed + self.verify_per_seq_s * batch_size
-
-
-def _pace(start: float, target_s: float) -> float:
-    """Sleep until target_s after start (perf_counter), then return the measured elapsed time."""
-    remaining = target_s - (time.perf_counter() - start)
-    if remaining > 0:
-        time.sleep(remaining)
-    return time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------------------------------- alpha
@@ -211,7 +205,7 @@ class SyntheticDraft:
                  seed: int = 0, *, replay: str | Path | None = None, eos_token_id: int | None = None,
                  clock: Callable[[], float] = time.monotonic):
         """alpha: number, [[t, alpha], ...] or {"replay": path} (see parse_alpha), default 0.8; or replay=path.
-        clock drives the alpha schedule only (injectable for tests); pacing always uses perf_counter."""
+        clock drives the alpha schedule only (the wall clock in the shells; a simulator's or a test's clock)."""
         if vocab_size < 2:
             raise ValueError("vocab_size must be >= 2 (a wrong token must exist)")
         if alpha is not None and replay is not None:
@@ -227,8 +221,6 @@ class SyntheticDraft:
         self._t0 = clock()        # schedule times count from backend creation
         self._cursor = 0          # next replay record, shared by all sessions (a recording is one stream)
         self._sessions: dict[str, _DraftSession] = {}
-        self.last_compute_s = 0.0
-        self.compute_s_total = 0.0
 
     def alpha_now(self) -> float | None:
         """Current alpha of a schedule; None when replaying."""
@@ -273,8 +265,11 @@ class SyntheticDraft:
         probs[token] = 0.6
         return DraftToken(token, None, probs)
 
+    def cost_s(self, work) -> float:
+        """Seconds drafting `work.tokens` tokens takes by the profile."""
+        return self.profile.draft_s(work.tokens)
+
     def extend(self, session: str, k: int) -> list[DraftToken]:
-        start = time.perf_counter()
         s = self._session(session)
         out = []
         for _ in range(k):
@@ -291,8 +286,6 @@ class SyntheticDraft:
             d.confidence = 1 - 0.5 * u * u if token == truth else 0.7 * u
             out.append(d)
             s.chain.append(out[-1])
-        self.last_compute_s = _pace(start, self.profile.draft_s(k))
-        self.compute_s_total += self.last_compute_s
         return out
 
     def commit(self, session: str, accepted: int, token: int, window: int) -> int:
@@ -348,12 +341,21 @@ class SyntheticTarget:
         self.profile = profile
         self.eos_token_id = eos_token_id
         self._sessions: dict[str, _TargetSession] = {}
-        self.compute_s_total = 0.0
 
     def open(self, session: str, prompt: list[int]) -> None:
         if session in self._sessions:
             raise ValueError(f"session {session!r} is already open")
         self._sessions[session] = _TargetSession(list(prompt))
+
+    def _fed(self, req: VerifyRequest) -> int:
+        """Tokens a request feeds: its prompt the first time (prefill), else the last committed token, plus drafts."""
+        s = self._sessions[req.session]
+        return (len(s.prompt) if s.key is None else 1) + len(req.draft)
+
+    def cost_s(self, work) -> float:
+        """Seconds verifying this batch takes by the profile (ask before verify(): it advances the sessions)."""
+        requests = [r for r in work.requests if r.session in self._sessions]
+        return self.profile.verify_s(sum(self._fed(r) for r in requests), len(work.requests))
 
     def _verify_one(self, req: VerifyRequest) -> tuple[int, int, int, list[float]]:
         """Greedy verification against the truth; returns (accepted, token, tokens fed)."""
@@ -379,12 +381,9 @@ class SyntheticTarget:
         unknown = [n for n in names if n not in self._sessions]
         if unknown:  # checked before any session advances, so a bad batch changes nothing
             raise KeyError(f"sessions not open: {unknown}")
-        start = time.perf_counter()
         verdicts = [self._verify_one(r) for r in requests]
         fed = sum(v[2] for v in verdicts)
-        elapsed = _pace(start, self.profile.verify_s(fed, len(requests)))
-        self.compute_s_total += elapsed
-        share = elapsed / len(requests)
+        share = self.profile.verify_s(fed, len(requests)) / len(requests)
         return [VerifyResult(n, tok, share, {"fed": f, "batch": len(requests)}, probs) for n, tok, f, probs in verdicts]
 
     def close(self, session: str) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from nodes import protocol as P
 from nodes.backends import DraftToken, Sampling, VerifyRequest
+from nodes.events import Verdict, read_events
 
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a small village,",
            "The three primary colors are", "Photosynthesis is the process by which", "In 1492, Columbus",
@@ -57,7 +58,6 @@ def bench_batching(model: str, gamma: int, rounds: int) -> None:
 
 def bench_overhead(rounds: int) -> None:
     """Round time minus compute, over ZeroMQ on loopback, with a zero-compute synthetic model pair."""
-    import json
     with tempfile.TemporaryDirectory() as d:
         vlog, dlog = Path(d) / "v.jsonl", Path(d) / "d.jsonl"
         v = subprocess.Popen([sys.executable, "-m", "nodes.verifier", "--bind", "tcp://127.0.0.1:*", "--backend",
@@ -71,9 +71,9 @@ def bench_overhead(rounds: int) -> None:
         finally:
             v.terminate()
             v.wait()
-        events = [json.loads(l) for l in dlog.read_text().splitlines()]
-    verdicts = [e for e in events if e["event"] == "verdict"][1:]
-    overhead = [1e3 * (e["rtt_s"] - e["verify_s"]) for e in verdicts]
+        events, _ = read_events(dlog)
+    verdicts = [e for e in events if isinstance(e, Verdict)][1:]
+    overhead = [1e3 * (e.rtt_s - e.verify_s) for e in verdicts]
     print(f"protocol overhead per round (loopback, synthetic zero compute, {len(overhead)} rounds): "
           f"median {statistics.median(overhead):.3f} ms, p95 {sorted(overhead)[int(0.95 * len(overhead))]:.3f} ms")
 

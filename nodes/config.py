@@ -1,0 +1,293 @@
+"""What a drafter and a verifier are told to do: typed, validated configuration.
+
+The experiment schema (testbed/run/schema.py) is built from the sub-models here (Workload, Speculation,
+Batching, Scheduling, Routing, DraftModel, VerifierModel), so a field has one definition and one default
+wherever it is set. The runner writes each node's config as JSON (RUN/nodes/<name>.json) and starts
+`python -m nodes.drafter --config FILE` (or nodes.verifier); the manual flags of those commands build the
+same models (`config_from_flags` in nodes/drafter.py and nodes/verifier.py). A bad file is reported
+one problem a line, `FILE: field.path: message`, and the node exits with status 2.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from nodes.backends import lacks_q
+from nodes.models import ModelError, ModelSpec
+from nodes.protocol import MAX_GAMMA, MAX_TOPK, valid_payload
+from testbed.common.yamlconf import _describe, format_loc
+from testbed.policies.speculation import make_speculation
+from testbed.policies.stopping import split_speculation
+
+BUILTIN_PROMPTS = Path(__file__).resolve().parent / "prompts.jsonl"   # workload.prompts: builtin
+DEFAULT_REQUESTS = 4                   # workload.requests when neither requests nor duration_s is given
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ------------------------------------------------------------------------------------------ field types
+
+def _model_name(v: str) -> str:
+    try:
+        return str(ModelSpec.parse(v))
+    except ModelError as e:
+        raise ValueError(str(e)) from None
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _alpha(v: Any) -> Any:
+    """Synthetic acceptance rate: a number in [0, 1], [[t_seconds, alpha], ...] (t >= 0, increasing), or
+    {replay: file} (a file written by `nodes.drafter --record-acceptance`)."""
+    if _number(v):
+        if not 0 <= v <= 1:
+            raise ValueError(f"expected alpha in [0, 1], got {v!r}")
+        return float(v)
+    if isinstance(v, list):
+        if not v:
+            raise ValueError("expected at least one [t_seconds, alpha] pair, got []")
+        out: list[list[float]] = []
+        for item in v:
+            if not (isinstance(item, list) and len(item) == 2 and all(_number(x) for x in item)):
+                raise ValueError(f"expected [t_seconds, alpha] pairs of numbers, got {item!r}")
+            t, a = item
+            if t < 0 or not 0 <= a <= 1:
+                raise ValueError(f"expected t_seconds >= 0 and alpha in [0, 1], got {item!r}")
+            if out and t <= out[-1][0]:
+                raise ValueError(f"expected strictly increasing times, got {t:g} after {out[-1][0]:g}")
+            out.append([float(t), float(a)])
+        return out
+    if isinstance(v, dict):
+        if set(v) != {"replay"} or not isinstance(v["replay"], str) or not v["replay"]:
+            raise ValueError(f"expected {{replay: file}}, got {v!r}")
+        return {"replay": v["replay"]}
+    raise ValueError(f"expected a number in [0, 1], a list of [t_seconds, alpha] pairs or {{replay: file}}, "
+                     f"got {v!r}")
+
+
+def _payload(v: str) -> str:
+    if not valid_payload(v):
+        raise ValueError(f"expected 'ids', 'full' or 'topk:K' with 1 <= K <= {MAX_TOPK}, got {v!r}")
+    return v
+
+
+def _speculation_policy(v: Any) -> Any:
+    """`static` | `heuristic` | `backoff` | `threshold` | `network` | `channel` | `awc`, or a mapping
+    {policy: name, field: value, ...} of that policy's parameters (testbed/policies/speculation.py, awc.py,
+    stopping.py); checked by building one."""
+    if not isinstance(v, (str, dict)):
+        raise ValueError(f"expected a policy name or a mapping {{policy: name, ...}}, got {v!r}")
+    try:
+        make_speculation(v)            # every policy, the threshold rule's both shares included
+    except (ValueError, TypeError) as e:
+        raise ValueError(str(e)) from None
+    return v
+
+
+def pattern(regex: str, expected: str):
+    def check(v: str) -> str:
+        if not re.fullmatch(regex, v):
+            raise ValueError(f"expected {expected}, got {v!r}")
+        return v
+    return AfterValidator(check)
+
+
+ModelName = Annotated[str, AfterValidator(_model_name)]
+Alpha = Annotated[Any, AfterValidator(_alpha)]
+Device = Annotated[str, pattern(r"auto|cpu|mps|cuda(:[0-9]{1,2})?", "auto, cpu, mps, cuda or cuda:N")]
+Dtype = Literal["float32", "bfloat16", "float16"]
+Backend = Literal["hf", "synthetic"]
+Threads = Annotated[int, Field(ge=1, le=1024)]
+VocabSize = Annotated[int, Field(ge=2, le=10_000_000)]
+Ms = Annotated[float, Field(ge=0, le=60_000)]
+Payload = Annotated[str, AfterValidator(_payload)]
+NodeName = Annotated[str, pattern(r"[A-Za-z0-9_.:-]{1,64}", "1 to 64 letters, digits, '_', '.', ':' or '-'")]
+
+
+# ------------------------------------------------------------------------------------------ sub-models
+
+class VerifierModel(_Strict):
+    """What the verifier verifies with."""
+    backend: Backend = "hf"          # hf: a real model; synthetic: Bernoulli(alpha) acceptance, no model
+    model: ModelName = "smollm2-135m"            # hf only: see nodes/models.py for the accepted specs
+    device: Device = "auto"          # hf only: auto (cuda if available) | cpu | cuda | cuda:N | mps
+    dtype: Dtype = "float32"         # hf only
+    threads: Threads | None = None   # torch CPU threads; null: torch's default (all cores)
+    vocab_size: VocabSize | None = None          # synthetic only; null: the drafters' (32000 on its own)
+    verify_base_ms: Ms = 0.0         # synthetic only: compute time of one verify batch ...
+    verify_per_token_ms: Ms = 0.0    # ... plus this per verified token
+
+
+class DraftModel(_Strict):
+    """What a drafter drafts with."""
+    backend: Backend = "hf"          # must match the verifier's backend
+    model: ModelName = "smollm2-135m:int8"       # hf only; same tokenizer family as the verifier's model
+    device: Device = "cpu"           # hf only (int8 models run on the CPU only)
+    dtype: Dtype = "float32"         # hf only
+    threads: Threads | None = 1      # torch CPU threads per drafter (edge devices are small); null: all cores
+    alpha: Alpha = 0.8               # synthetic only: 0.8 | [[t_s, alpha], ...] | {replay: file}
+    vocab_size: VocabSize = 32000    # synthetic only; must equal the verifier's
+    draft_token_ms: Ms = 0.0         # synthetic only: compute time per drafted token
+
+
+DRAFTER_SETTINGS = tuple(DraftModel.model_fields)
+
+
+class Workload(_Strict):
+    prompts: str = "builtin"         # "builtin" (nodes/prompts.jsonl) or a JSONL file (relative to the experiment file)
+    arrivals: Literal["closed", "poisson"] = "closed"   # closed: `sessions` back to back; poisson: open loop
+    rate_per_s: float | None = Field(None, gt=0, le=10_000)   # poisson only: session arrivals/s per drafter
+    requests: int | None = Field(None, ge=1, le=1_000_000)    # sessions per drafter; or duration_s (one of two)
+    duration_s: float | None = Field(None, gt=0, le=86_400)   # start sessions for this long, per drafter
+    sessions: int = Field(1, ge=1, le=1024)                   # closed only: concurrent sessions per drafter
+    max_new: int = Field(32, ge=1, le=8192)                   # tokens generated per session
+    temperature: float = Field(0.0, ge=0, le=100)             # 0: greedy; > 0 needs payload topk:K or full
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_requests(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("requests") is None and data.get("duration_s") is None:
+            data = {**data, "requests": DEFAULT_REQUESTS}
+        return data
+
+
+class Speculation(_Strict):
+    gamma: int = Field(4, ge=0, le=MAX_GAMMA)   # initial draft window; 0: autoregressive baseline
+    payload: Payload = "ids"                    # what a draft carries: ids | topk:K | full
+    proactive: bool = True                      # draft the next window while the verdict is in flight
+    policy: Annotated[Any, AfterValidator(_speculation_policy)] = "static"   # next window per session (verifier)
+
+
+class Scheduling(_Strict):
+    """A verification budget across sessions (GoodSpeed): after each batch, `budget` draft tokens are split among
+    the open sessions and override the speculation policy. None: each session's policy alone decides."""
+    scheduler: Literal["goodspeed", "fixed", "random"] | None = None
+    budget: int = Field(16, ge=1, le=4096)      # C: draft tokens per round across all sessions
+    min_s: int = Field(0, ge=0, le=MAX_GAMMA)   # per session and round (0: a session may get an AR step)
+    max_s: int | None = Field(None, ge=1, le=MAX_GAMMA)
+    utility: Literal["log", "linear", "alpha-fair"] = "log"   # goodspeed: log = proportional fairness
+    eta: float = Field(0.1, gt=0, lt=1)         # EWMA weight of acceptance (eq. 3)
+    beta: float = Field(0.5, gt=0, lt=1)        # EWMA weight of goodput (eq. 4)
+
+
+class Batching(_Strict):
+    rule: Literal["fifo", "window", "sync", "length", "zhu"] = "fifo"   # when the verifier runs a batch (testbed/policies/batching.py)
+    max_batch: int = Field(8, ge=1, le=1024)            # drafts verified together at most
+    window_ms: float = Field(5.0, ge=0, le=10_000)      # window only: wait this long for more drafts
+    max_tokens: int = Field(64, ge=1, le=1_000_000)     # length only: batch size x longest window at most
+
+
+class Routing(_Strict):
+    """Several verifiers: each drafter routes every new session to one of them, where it stays (its KV cache is
+    there). Off (policy null): one verifier."""
+    policy: Literal["random", "round-robin", "jsq", "jsq-d"] | None = None   # testbed/policies/routing.py
+    d: int = Field(2, ge=1, le=64)               # jsq-d: verifiers sampled per decision
+
+
+def temperature_problem(temperature: float, payload: str) -> str | None:
+    """workload.temperature against speculation.payload (nodes.backends.lacks_q), worded for configs."""
+    if lacks_q(temperature, payload):
+        return (f"temperature {temperature:g} needs speculation.payload 'topk:K' or 'full' (sampling is verified "
+                f"against the draft's probabilities); payload is {payload!r}")
+    return None
+
+
+# ------------------------------------------------------------------------------------------ node configs
+
+class DrafterConfig(_Strict):
+    name: NodeName = "drafter"
+    connect: list[str] = Field(["tcp://127.0.0.1:5555"], min_length=1)   # verifier endpoints (several: routing)
+    model: DraftModel = DraftModel()
+    workload: Workload = Workload()
+    prompt_texts: list[str] = []                 # given inline (manual runs); else workload.prompts is read
+    prompt_offset: int = Field(0, ge=0)          # start at this prompt (drafters of one run differ)
+    repeat: int = Field(1, ge=1, le=1_000_000)   # the prompt list this many times
+    speculation: Speculation = Speculation()
+    routing: Routing = Routing()
+    seed: int = Field(0, ge=0, le=2**63 - 1)     # sampling, arrivals, the synthetic draft, routing
+    timeout_s: float = Field(120.0, gt=0, le=86_400)   # no verdict for this long: give up
+    log: str | None = None                       # JSONL event log
+    out: str | None = None                       # each session's output as a JSON line (else stdout)
+    record_acceptance: str | None = None         # append each round's (gamma, accepted) as a replay file
+
+    @model_validator(mode="after")
+    def _cross(self) -> "DrafterConfig":
+        problem = temperature_problem(self.workload.temperature, self.speculation.payload)
+        if problem:
+            raise ValueError(f"workload.temperature: {problem}")
+        if len(self.connect) > 1 and self.routing.policy is None:
+            raise ValueError("several verifiers (connect) need a routing policy (routing.policy)")
+        return self
+
+    def stop_rule_spec(self):
+        """The drafter's share of the speculation policy: a stop rule run while drafting, or None."""
+        return split_speculation(self.speculation.policy)[1]
+
+
+class VerifierConfig(_Strict):
+    name: NodeName = "verifier"
+    bind: str = "tcp://*:5555"
+    model: VerifierModel = VerifierModel()
+    batching: Batching = Batching()
+    speculation: Speculation = Speculation()     # its policy: each session's next window
+    scheduling: Scheduling = Scheduling()
+    seed: int = Field(0, ge=0, le=2**63 - 1)     # the random budget scheduler
+    link_state: str | None = None                # JSON the runner keeps current (network-aware policies)
+    log: str | None = None
+
+    def window_policy_spec(self):
+        """The verifier's share of the speculation policy (a threshold rule's cap, for instance)."""
+        return split_speculation(self.speculation.policy)[0]
+
+
+# ------------------------------------------------------------------------------------------ files
+
+class NodeConfigError(ValueError):
+    """A node config that does not validate; str() is one line per problem."""
+
+
+def load_config(model: type[BaseModel], path: str | Path):
+    """A node config from its JSON file; NodeConfigError with one `FILE: field.path: message` line per problem."""
+    try:
+        text = Path(path).read_bytes()
+    except OSError as e:
+        raise NodeConfigError(f"{path}: cannot read the config: {e.strerror or e}") from None
+    try:
+        return model.model_validate_json(text)
+    except pydantic.ValidationError as e:
+        raise NodeConfigError("\n".join(problem_lines(e, str(path)))) from None
+
+
+def build_config(model: type[BaseModel], data: dict, where: str):
+    """A node config from a mapping (manual flags); NodeConfigError as load_config."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as e:
+        raise NodeConfigError("\n".join(problem_lines(e, where))) from None
+
+
+def problem_lines(e: pydantic.ValidationError, where: str) -> list[str]:
+    out = []
+    for err in e.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        if err["type"] == "json_invalid":
+            out.append(f"{where}: not valid JSON ({err.get('ctx', {}).get('error', err['msg'])})")
+            continue
+        field = format_loc(loc)
+        out.append(f"{where}: {field + ': ' if field else ''}{_describe(err)}")
+    return out
+
+
+def write_config(config: BaseModel, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.model_dump_json(indent=2) + "\n")
+    return path

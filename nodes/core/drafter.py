@@ -1,0 +1,339 @@
+"""The drafter's logic as a state machine: sessions, arrivals, routing, windows, proactive drafting, verdicts.
+
+    core = DrafterCore(config, backend, prompts)
+    name, actions = core.on_welcome(endpoint, frame, now)      # once per verifier (after core.hello_frame())
+    actions = core.begin(now)
+    ... core.on_frames([(verifier, frame), ...], now) | core.on_compute_done(result, duration_s, now)
+        | core.on_timer(now)
+    until core.done
+
+Pipelining, both switchable and logged:
+- proactive drafting: while a window is being verified, keep drafting as if all of it were accepted and the
+  verifier's bonus token were our own next guess; if the verdict confirms both, the next window is ready at
+  once, else those drafts are discarded (counted as wasted);
+- several sessions interleaved: while one session waits for its verdict, the model drafts for another.
+
+The order of work is the old single-threaded loop's: start the sessions that may start; take the verdicts that
+arrived; send a window for every session that has none in flight (drafting what it lacks); only when there was
+nothing of that, draft one token ahead for the first session that can use it; else wait for a frame, the next
+arrival or the timeout. Frames that arrive while a compute runs wait until it is done.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nodes import events as E
+from nodes import protocol as P
+from nodes.backends import Sampling
+from nodes.config import DrafterConfig
+from nodes.core.actions import Action, Compute, DraftWork, Output, Record, Send, WakeAt
+from nodes.verification import cut_output
+from testbed.policies.routing import make_router
+from testbed.policies.stopping import make_stop_rule
+
+
+class DrafterError(RuntimeError):
+    pass
+
+
+@dataclass
+class ClientSession:
+    sid: str
+    prompt: str
+    prompt_ids: list[int]
+    gamma: int
+    round: int = 0
+    in_flight: int | None = 0          # tokens in the window being verified (None: nothing in flight)
+    generated: list[int] = field(default_factory=list)
+    sent_at: float = 0.0
+    draft_s: float = 0.0               # model time spent on this session since the last send
+    last_rtt_s: float = 0.0            # send → verdict time of the last round (telemetry in the next DRAFT)
+    via: str | None = None             # the verifier this session was routed to
+    reported: bool = False             # a verdict has come back, so the verifier's load counts it
+    proposed: int = 0
+    accepted: int = 0
+    hits: int = 0
+    wasted: int = 0
+    delivered: int = 0                 # output tokens counted so far (logged per verdict as `tokens`)
+    pre_drafted: int | None = None     # tokens of the window being prepared that were drafted ahead
+
+
+class DrafterCore:
+    def __init__(self, config: DrafterConfig, backend, prompts: list[tuple[str, list[int]]]):
+        if not prompts:
+            raise DrafterError("no prompts: give --prompt TEXT or --prompts FILE")
+        self.config, self.backend, self.prompts = config, backend, prompts
+        self.name = config.name
+        w = config.workload
+        self.sampling = Sampling(w.temperature, config.speculation.payload, config.seed)
+        self.stop = make_stop_rule(config.stop_rule_spec())
+        r = config.routing
+        self.router = None if r.policy is None else \
+            make_router(r.policy, **({"d": r.d} if r.policy == "jsq-d" else {}),
+                        **({"seed": config.seed} if r.policy in ("random", "jsq-d") else {}))
+        self.sessions: dict[str, ClientSession] = {}
+        self.verifiers: list[str] = []
+        self.load: dict[str, int] = {}
+        self.arrivals = random.Random(config.seed)
+        self.t0 = self.next_at = self.last_activity = 0.0
+        self.started = 0
+        self.done = False
+        self.busy: DraftWork | None = None
+        self.busy_for: tuple[ClientSession, str] | None = None   # (session, "window" | "ahead")
+        self.inbox: list[tuple[str, bytes]] = []
+        self.ready: list[ClientSession] | None = None   # sessions still to be sent a window this pass
+        self.sent_this_pass = False
+        self.idle_since: float | None = None
+        self.idle_s = 0.0
+        self.results = 0
+
+    # -- handshake -----------------------------------------------------------------------------------
+    def hello_frame(self) -> bytes:
+        b = self.backend
+        return P.encode(P.Hello(self.name, b.model_id, b.fingerprint, b.vocab_size, [self.config.speculation.payload],
+                                self.config.speculation.proactive))
+
+    def on_welcome(self, endpoint: str, frame: bytes, now: float) -> tuple[str, list[Action]]:
+        """The verifier at `endpoint` answered HELLO; returns its name (frames from it are `via` that name)."""
+        msg = P.decode(frame)
+        if isinstance(msg, P.Error):
+            raise DrafterError(f"verifier at {endpoint} refused: {msg.code}: {msg.message}")
+        if not isinstance(msg, P.Welcome):
+            raise DrafterError(f"expected WELCOME, got {type(msg).__name__}")
+        if msg.verifier in self.load:
+            raise DrafterError(f"two verifiers are named {msg.verifier!r}; verifier names must differ")
+        self.verifiers.append(msg.verifier)
+        self.load[msg.verifier] = 0
+        return msg.verifier, [self._rec(E.Welcome, now, verifier=msg.verifier, model=msg.model, endpoint=endpoint)]
+
+    def begin(self, now: float) -> list[Action]:
+        if not self.verifiers:
+            raise DrafterError("no verifier welcomed this drafter")
+        if self.router is None and len(self.verifiers) > 1:
+            raise DrafterError("several verifiers need a routing policy")
+        self.t0 = self.next_at = self.last_activity = now
+        return self._run(now)
+
+    # -- inputs --------------------------------------------------------------------------------------
+    def on_frames(self, frames: list[tuple[str, bytes]], now: float) -> list[Action]:
+        """Frames that arrived (from verifiers by name), all of them: they are taken together, as one drain."""
+        self.inbox += frames
+        if self.busy is not None or self.done:
+            return []
+        self._account_idle(now)
+        return self._run(now)
+
+    def on_frame(self, via: str, frame: bytes, now: float) -> list[Action]:
+        return self.on_frames([(via, frame)], now)
+
+    def on_compute_done(self, result, duration_s: float, now: float) -> list[Action]:
+        if self.busy is None:
+            raise DrafterError("a compute finished but none was running")
+        s, purpose = self.busy_for
+        self.busy = self.busy_for = None
+        s.draft_s += duration_s
+        out: list[Action] = []
+        if purpose == "window":               # go on with this window: send it, or draft its next token
+            step = self._window_step(s, now)
+            if isinstance(step, Compute):
+                return [step]
+            out += step
+            self.ready.pop(0)
+            self.sent_this_pass = True
+        return out + self._run(now)
+
+    def on_timer(self, now: float) -> list[Action]:
+        if self.busy is not None or self.done:
+            return []
+        self._account_idle(now)
+        if self.sessions and not self.inbox and now - self.last_activity >= self.config.timeout_s:
+            raise DrafterError(f"no verdict for {self.config.timeout_s:g} s from {', '.join(self.verifiers)}")
+        return self._run(now)
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def _more(self, now: float) -> bool:
+        w = self.config.workload
+        if w.duration_s is not None:
+            return now - self.t0 < w.duration_s
+        return self.started < w.requests
+
+    def _run(self, now: float) -> list[Action]:
+        """Do everything that needs no compute, up to the next compute or the next wait."""
+        out: list[Action] = []
+        w = self.config.workload
+        while True:
+            if self.ready is None:
+                while self._more(now) and (now >= self.next_at if w.arrivals == "poisson"
+                                           else len(self.sessions) < w.sessions):
+                    text, ids = self.prompts[(self.config.prompt_offset + self.started) % len(self.prompts)]
+                    out += self._start(f"{self.name}-s{self.started}", text, ids, now)
+                    self.started += 1
+                    if w.arrivals == "poisson":
+                        self.next_at += self.arrivals.expovariate(w.rate_per_s)
+                # verdicts first: a session that can send again is worth more than drafting ahead
+                got = self._take_inbox(now, out)
+                self.ready = [s for s in self.sessions.values() if s.in_flight is None]
+                self.sent_this_pass = bool(got)
+            while self.ready:
+                s = self.ready[0]
+                if s.sid not in self.sessions:
+                    self.ready.pop(0)
+                    continue
+                step = self._window_step(s, now)
+                if isinstance(step, Compute):
+                    return out + [step]
+                out += step
+                self.ready.pop(0)
+                self.sent_this_pass = True
+            self.ready = None
+            if self.sent_this_pass:
+                self.last_activity = now
+                continue
+            if self.config.speculation.proactive:
+                for s in self.sessions.values():
+                    if s.in_flight is not None and \
+                            len(self.backend.chain(s.sid)) < s.in_flight + 1 + s.gamma:
+                        return out + [self._compute(s, "ahead", 1)]
+            if not self._more(now) and not self.sessions:
+                self.done = True
+                return out + [self._rec(E.Done, now, sessions=self.results, idle_s=self.idle_s)]
+            self.idle_since = now
+            wake = self.last_activity + self.config.timeout_s
+            if w.arrivals == "poisson" and self._more(now):
+                wake = min(wake, self.next_at)
+            if w.duration_s is not None and self._more(now):    # notice the end even with nothing in flight
+                wake = min(wake, self.t0 + w.duration_s)
+            return out + [WakeAt(wake)]
+
+    def _account_idle(self, now: float) -> None:
+        if self.idle_since is not None:
+            self.idle_s += max(0.0, now - self.idle_since)
+            self.idle_since = None
+
+    def _take_inbox(self, now: float, out: list[Action]) -> int:
+        n = 0
+        while self.inbox:
+            via, frame = self.inbox.pop(0)
+            msg = P.decode(frame)
+            if isinstance(msg, P.Error):
+                raise DrafterError(f"verifier {via} refused: {msg.code}: {msg.message}")
+            if not isinstance(msg, P.Verdict):
+                raise DrafterError(f"expected VERDICT, got {type(msg).__name__}")
+            out += self._on_verdict(msg, len(frame), via, now)
+            n += 1
+        if n:
+            self.last_activity = now
+        return n
+
+    def _compute(self, s: ClientSession, purpose: str, k: int) -> Compute:
+        self.busy, self.busy_for = DraftWork(s.sid, k), (s, purpose)
+        return Compute(self.busy)
+
+    # -- sessions ------------------------------------------------------------------------------------
+    def _route(self, sid: str, now: float) -> tuple[str, list[Action]]:
+        """The verifier for a new session: the policy sees each verifier's last reported load plus the
+        sessions this drafter has placed there since."""
+        if self.router is None:
+            return self.verifiers[0], []
+        queues = {v: self.load[v] + sum(1 for s in self.sessions.values() if s.via == v and not s.reported)
+                  for v in self.verifiers}
+        via = self.router.route(sid, queues, now)
+        return via, [self._rec(E.Route, now, session=sid, verifier=via, queues=queues, policy=self.router.name)]
+
+    def _start(self, sid: str, prompt: str, prompt_ids: list[int], now: float) -> list[Action]:
+        c = self.config
+        s = ClientSession(sid, prompt, prompt_ids, c.speculation.gamma)
+        s.via, out = self._route(sid, now)
+        self.sessions[sid] = s
+        self.backend.open(sid, prompt_ids, self.sampling)
+        s.sent_at = now
+        frame = P.encode(P.Start(sid, np.asarray(prompt_ids, dtype=np.int32), c.workload.max_new,
+                                 c.workload.temperature, c.speculation.payload, c.seed, c.speculation.gamma, now))
+        return out + [Send(s.via, frame),
+                      self._rec(E.Start, now, session=sid, prompt_tokens=len(prompt_ids), bytes_out=len(frame),
+                                verifier=s.via)]
+
+    def _window_step(self, s: ClientSession, now: float) -> Compute | list[Action]:
+        """The next step of sending s a window: a compute for the tokens it still lacks, or the sends."""
+        chain = self.backend.chain(s.sid)
+        if s.pre_drafted is None:              # drafted ahead while the last window was in flight
+            s.pre_drafted = min(len(chain), s.gamma)
+        if self.stop is None:
+            if len(chain) < s.gamma:
+                return self._compute(s, "window", s.gamma - len(chain))
+            return self._send_window(s, s.gamma, now)
+        # a stop rule ends the window at the first drafted token where it says stop (the verdict's window caps it)
+        size = 0
+        while size < s.gamma:
+            if len(chain) <= size:
+                return self._compute(s, "window", 1)
+            size += 1
+            if self.stop.should_stop([1.0 if d.confidence is None else d.confidence for d in chain[:size]]):
+                break
+        return self._send_window(s, size, now)
+
+    def _send_window(self, s: ClientSession, size: int, now: float) -> list[Action]:
+        c = self.config
+        window = self.backend.chain(s.sid)[:size]
+        s.round += 1
+        s.in_flight = len(window)
+        s.sent_at = now
+        base = len(s.prompt_ids) + len(s.generated)
+        frame = P.encode(P.Draft.from_tokens(s.sid, s.round, base, window, c.speculation.payload,
+                                             self.backend.vocab_size, now, s.draft_s, s.last_rtt_s))
+        s.proposed += len(window)
+        out = [Send(s.via, frame), self._rec(E.Draft, now, session=s.sid, round=s.round, gamma=len(window),
+                                             pre_drafted=s.pre_drafted, draft_s=s.draft_s,
+                                             bytes_out=len(frame))]
+        s.draft_s, s.pre_drafted = 0.0, None
+        return out
+
+    def _on_verdict(self, v: P.Verdict, nbytes: int, via: str, now: float) -> list[Action]:
+        s = self.sessions.get(v.session)
+        if s is None or v.round != s.round or via != s.via:
+            raise DrafterError(f"verdict for unknown session/round {v.session}/{v.round} (from {via})")
+        self.load[via] = v.load
+        s.reported = True
+        window = s.in_flight or 0
+        chain = self.backend.chain(s.sid)
+        hit = int(v.accepted == window and len(chain) > window and chain[window].token == v.token)
+        new = [d.token for d in chain[:v.accepted]] + [v.token]
+        kept = self.backend.commit(s.sid, v.accepted, v.token, window)
+        wasted = len(chain) - v.accepted - hit - kept
+        s.accepted += v.accepted
+        s.hits += hit
+        s.wasted += wasted
+        max_new = self.config.workload.max_new
+        fresh = len(cut_output(new, max_new - s.delivered, self.backend.eos_token_id)[0])
+        s.delivered += fresh
+        s.generated += new
+        s.in_flight = None
+        s.gamma = v.next_gamma
+        s.last_rtt_s = max(0.0, now - s.sent_at)
+        out: list[Action] = [self._rec(E.Verdict, now, session=s.sid, round=v.round, gamma=window,
+                                       accepted=v.accepted, token=v.token, rtt_s=now - s.sent_at, queue_s=v.queue_s,
+                                       verify_s=v.verify_s, batch=v.batch, one_way_s=now - v.t_send, hit=hit,
+                                       kept=kept, wasted=wasted, bytes_in=nbytes, done=v.done, tokens=fresh)]
+        if v.done:
+            out += self._finish(s, now)
+        return out
+
+    def _finish(self, s: ClientSession, now: float) -> list[Action]:
+        """Record the session's output, cut as the verifier cut it."""
+        tokens = cut_output(s.generated, self.config.workload.max_new, self.backend.eos_token_id)[0]
+        self.backend.close(s.sid)
+        del self.sessions[s.sid]
+        if self.router is not None:
+            self.router.release(s.sid)
+        self.results += 1
+        result = {"drafter": self.name, "session": s.sid, "prompt": s.prompt, "prompt_tokens": s.prompt_ids,
+                  "tokens": tokens, "text": self.backend.decode(tokens), "rounds": s.round, "proposed": s.proposed,
+                  "accepted": s.accepted, "proactive_hits": s.hits, "wasted": s.wasted}
+        return [Output(result), self._rec(E.Finish, now, session=s.sid, tokens=len(tokens), rounds=s.round,
+                                          proposed=s.proposed, accepted=s.accepted, hits=s.hits, wasted=s.wasted)]
+
+    def _rec(self, kind: type[E.Event], now: float, **fields) -> Record:
+        return Record(kind(t=now, node=self.name, **fields))

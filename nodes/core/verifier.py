@@ -1,0 +1,236 @@
+"""The verifier's logic as a state machine: drafters, sessions, pending drafts, batches, verdicts.
+
+    core = VerifierCore(config, backend)
+    actions = core.on_ready(endpoint, now)
+    ... core.on_frame(peer, frame, now) | core.decide(now) | core.on_compute_done(results, duration_s, now)
+
+Per session it keeps the committed tokens (the backend keeps the KV cache). Every frame is validated; a bad one
+gets an ERROR reply and the verifier carries on serving everyone else. After its driver has handed it every frame
+that arrived, `decide` asks the batching policy what to verify now (a Compute) or when to ask again (WakeAt).
+Frames that arrive while a batch is being verified wait until it is done. Peers are opaque (ZeroMQ identities
+in the shell, names in a simulator); a session belongs to the peer that opened it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Hashable
+
+import numpy as np
+
+from nodes import events as E
+from nodes import protocol as P
+from nodes.backends import DraftToken, Sampling, VerifyRequest
+from nodes.config import VerifierConfig
+from nodes.core.actions import Action, Compute, Record, Send, VerifyWork, WakeAt
+from nodes.core.control import WindowControl
+from nodes.verification import cut_output
+from testbed.policies.batching import Pending as PendingView
+from testbed.policies.batching import VerifiedRound, make_batching
+
+
+@dataclass
+class Session:
+    key: str                      # "<drafter>/<session>": session ids are only unique per drafter
+    peer: Hashable
+    drafter: str
+    session: str
+    max_new: int
+    sampling: Sampling
+    rng: np.random.Generator
+    committed: int                # prompt + generated tokens, as the drafter must also count them
+    generated: list[int] = field(default_factory=list)
+    round: int = 0
+
+
+@dataclass
+class Pending:
+    session: Session
+    draft: list[DraftToken]
+    arrived: float
+    sent: float
+    round: int
+    bytes_in: int
+    draft_s: float = 0.0          # telemetry from the DRAFT frame
+    rtt_s: float = 0.0
+
+
+class VerifierCore:
+    def __init__(self, config: VerifierConfig, backend):
+        self.config, self.backend, self.name = config, backend, config.name
+        b = config.batching
+        self.batching = make_batching(b.rule, b.max_batch, b.window_ms, max_tokens=b.max_tokens)
+        self.control = WindowControl(config.window_policy_spec(), config.scheduling, config.seed, node=self.name)
+        self.drafters: dict[Hashable, str] = {}
+        self.sessions: dict[str, Session] = {}
+        self.pending: list[Pending] = []
+        self.inbox: list[tuple[Hashable, bytes]] = []
+        self.batch: tuple[list[Pending], float] | None = None    # being verified, and when it started
+        self.planned: dict[str, int] = {}     # next windows the batching rule chose for the batch's sessions
+        self.batches = 0
+
+    def on_ready(self, endpoint: str, now: float) -> list[Action]:
+        return [self._rec(E.Ready, now, endpoint=endpoint, model=self.backend.model_id, batching=self.batching.name)]
+
+    def set_links(self, drafters: dict[str, dict]) -> None:
+        self.control.set_links(drafters)
+
+    # -- frames --------------------------------------------------------------------------------------
+    def on_frame(self, peer: Hashable, frame: bytes, now: float) -> list[Action]:
+        if self.batch is not None:
+            self.inbox.append((peer, frame))
+            return []
+        return self._handle(peer, frame, now)
+
+    def _handle(self, peer: Hashable, frame: bytes, now: float) -> list[Action]:
+        try:
+            msg = P.decode(frame)
+            return self._dispatch(peer, msg, len(frame), now)
+        except P.ProtocolError as e:
+            return [self._rec(E.Error, now, drafter=self.drafters.get(peer), code=e.code, message=str(e)),
+                    Send(peer, P.make_error_frame(e, e.session))]
+
+    def _dispatch(self, peer: Hashable, msg, nbytes: int, now: float) -> list[Action]:
+        if isinstance(msg, P.Hello):
+            return self._on_hello(peer, msg, now)
+        if peer not in self.drafters:
+            raise P.ProtocolError("not_registered", "send HELLO first")
+        if isinstance(msg, P.Start):
+            return self._on_start(peer, msg, now)
+        if isinstance(msg, P.Draft):
+            return self._on_draft(peer, msg, nbytes, now)
+        if isinstance(msg, P.End):
+            s = self.sessions.get(f"{self.drafters[peer]}/{msg.session}")
+            if s is not None and s.peer == peer:   # only the peer that opened it may end it
+                self._close(s)
+            return []
+        raise P.ProtocolError("bad_type", f"a verifier does not accept {type(msg).__name__}")
+
+    def _on_hello(self, peer: Hashable, msg: P.Hello, now: float) -> list[Action]:
+        b = self.backend
+        if msg.tokenizer != b.fingerprint or msg.vocab_size != b.vocab_size:
+            err = P.Error("tokenizer_mismatch",
+                          f"drafter {msg.drafter} uses tokenizer {msg.tokenizer} (vocab {msg.vocab_size}) but this "
+                          f"verifier's {b.model_id} uses {b.fingerprint} (vocab {b.vocab_size}); a draft is only "
+                          "meaningful in the target's vocabulary")
+            return [self._rec(E.Refused, now, drafter=msg.drafter, tokenizer=msg.tokenizer, vocab=msg.vocab_size),
+                    Send(peer, P.encode(err))]
+        self.drafters[peer] = msg.drafter
+        return [self._rec(E.Hello, now, drafter=msg.drafter, model=msg.model, payloads=list(msg.payloads),
+                          proactive=msg.proactive),
+                Send(peer, P.encode(P.Welcome(self.name, b.model_id, b.fingerprint, b.vocab_size)))]
+
+    def _on_start(self, peer: Hashable, msg: P.Start, now: float) -> list[Action]:
+        drafter = self.drafters[peer]
+        key = f"{drafter}/{msg.session}"
+        if key in self.sessions:
+            raise P.ProtocolError("bad_session", f"session {msg.session} is already open", msg.session)
+        if int(msg.prompt.max()) >= self.backend.vocab_size or int(msg.prompt.min()) < 0:
+            raise P.ProtocolError("bad_field", f"prompt token ids must be in [0, {self.backend.vocab_size})", msg.session)
+        rng = np.random.default_rng(np.random.SeedSequence([msg.seed, *key.encode()]))
+        s = Session(key, peer, drafter, msg.session, msg.max_new, Sampling(msg.temperature, msg.payload, msg.seed),
+                    rng, len(msg.prompt))
+        self.sessions[key] = s
+        self.backend.open(key, msg.prompt.tolist())
+        self.control.open(key, drafter, msg.payload, self.backend.vocab_size, msg.gamma)
+        self.pending.append(Pending(s, [], now, msg.t_send, 0, 0))
+        return []
+
+    def _on_draft(self, peer: Hashable, msg: P.Draft, nbytes: int, now: float) -> list[Action]:
+        key = f"{self.drafters[peer]}/{msg.session}"
+        s = self.sessions.get(key)
+        if s is None or s.peer != peer:   # drafter names are self-declared; peers are not
+            raise P.ProtocolError("bad_session", f"no open session {msg.session}", msg.session)
+        if any(p.session is s for p in self.pending):
+            raise P.ProtocolError("bad_round", f"session {msg.session} already has a draft being verified", msg.session)
+        if msg.round != s.round + 1 or msg.base != s.committed:
+            raise P.ProtocolError("bad_round", f"session {msg.session}: expected round {s.round + 1} from base "
+                                               f"{s.committed}, got round {msg.round} from base {msg.base}", msg.session)
+        tokens = msg.tokens
+        if len(tokens) and (int(tokens.max()) >= self.backend.vocab_size or int(tokens.min()) < 0):
+            raise P.ProtocolError("bad_field", f"draft token ids must be in [0, {self.backend.vocab_size})", msg.session)
+        draft = msg.draft_tokens()
+        if not s.sampling.greedy:
+            expected = "full" if s.sampling.payload == "full" else "topk"
+            for d in draft:
+                if d.q_probs is None or (expected == "full") != (d.q_ids is None) or \
+                        (expected == "full" and len(d.q_probs) != self.backend.vocab_size):
+                    raise P.ProtocolError("bad_field", f"session {msg.session} samples with payload "
+                                                       f"{s.sampling.payload}: every draft token needs that q", msg.session)
+                if d.q_ids is not None and int(d.q_ids.max()) >= self.backend.vocab_size:
+                    raise P.ProtocolError("bad_field", "q ids must be token ids of the target's vocabulary", msg.session)
+        self.pending.append(Pending(s, draft, now, msg.t_send, msg.round, nbytes, msg.draft_s, msg.rtt_s))
+        return []
+
+    def _close(self, s: Session) -> None:
+        """Forget a session everywhere (it ended, or its drafter said END); a queued draft of it never reaches
+        the backend after close()."""
+        self.sessions.pop(s.key, None)
+        self.pending = [p for p in self.pending if p.session is not s]
+        self.backend.close(s.key)
+        self.control.close(s.key)
+        self.batching.forget(s.key)
+
+    # -- batches -------------------------------------------------------------------------------------
+    def decide(self, now: float) -> list[Action]:
+        """The verifier is free and has seen every frame that arrived: verify a batch now, or wait."""
+        if self.batch is not None or not self.pending:
+            return []
+        views = [PendingView(p.session.key, p.arrived, len(p.draft), max(1, p.session.max_new - len(p.session.generated)),
+                             max(1, p.session.committed)) for p in self.pending]
+        sel = self.batching.select(views, now, len(self.sessions))
+        out: list[Action] = []
+        if sel.plan is not None:
+            out.append(self._rec(E.Plan, now, **sel.plan))
+        if not sel.indices:
+            return out + ([WakeAt(sel.wake_at)] if sel.wake_at is not None else [])
+        chosen = set(sel.indices)
+        batch = [p for i, p in enumerate(self.pending) if i in chosen]
+        self.pending = [p for i, p in enumerate(self.pending) if i not in chosen]
+        self.batch = (batch, now)
+        self.planned = dict(sel.windows)
+        self.batches += 1
+        reqs = tuple(VerifyRequest(p.session.key, p.draft, p.session.sampling, p.session.rng) for p in batch)
+        return out + [Compute(VerifyWork(reqs))]
+
+    def on_compute_done(self, results, verify_s: float, now: float) -> list[Action]:
+        if self.batch is None:
+            raise RuntimeError("a compute finished but no batch was being verified")
+        (batch, started), self.batch = self.batch, None
+        outcomes = []
+        for p, r in zip(batch, results):
+            s = p.session
+            new = [d.token for d in p.draft[:r.accepted]] + [r.token]
+            new, done = cut_output(new, s.max_new - len(s.generated), self.backend.eos_token_id)
+            s.generated += new
+            s.committed += len(new)
+            s.round = p.round
+            if p.round:                   # round 0 is the prefill: nothing drafted, nothing to learn
+                self.control.observe(s.key, len(p.draft), r.accepted, now, rtt_s=p.rtt_s, draft_s=p.draft_s,
+                                     queue_s=started - p.arrived, verify_s=verify_s, bytes_in=p.bytes_in,
+                                     accept_probs=r.accept_probs)
+            outcomes.append((new, done))
+        self.batching.observe([VerifiedRound(p.session.key, len(p.draft), r.accepted, p.draft_s)
+                               for p, r in zip(batch, results) if p.round],
+                              sum(len(p.draft) + 1 for p in batch), verify_s)
+        windows, decisions = self.control.next_windows([p.session.key for p in batch], now)
+        windows.update({k: g for k, g in self.planned.items() if k in windows})
+        out: list[Action] = [Record(e) for e in decisions]
+        for p, r, (new, done) in zip(batch, results, outcomes):
+            s = p.session
+            gamma = windows[s.key]
+            frame = P.encode(P.Verdict(s.session, p.round, r.accepted, r.token, gamma, done, now,
+                                       started - p.arrived, verify_s, len(batch), len(self.sessions) - done))
+            out += [Send(s.peer, frame),
+                    self._rec(E.Verify, now, drafter=s.drafter, session=s.session, round=p.round, gamma=len(p.draft),
+                              accepted=r.accepted, tokens=len(new), done=done, t_draft_sent=p.sent,
+                              t_arrived=p.arrived, queue_s=started - p.arrived, verify_s=verify_s, batch=len(batch),
+                              batch_id=self.batches, bytes_in=p.bytes_in, bytes_out=len(frame), next_gamma=gamma)]
+            if done:
+                self._close(s)
+        while self.inbox:                 # what arrived during the batch, in order
+            peer, frame = self.inbox.pop(0)
+            out += self._handle(peer, frame, now)
+        return out
+
+    def _rec(self, kind: type[E.Event], now: float, **fields) -> Record:
+        return Record(kind(t=now, node=self.name, **fields))
