@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from nodes.events import Draft, Event, Link, Verdict, load_run, of_type          # noqa: E402
 from testbed.run import metrics                                                   # noqa: E402
 from testbed.policies.awc import DEFAULT_ALLOWED, FEATURES, Telemetry, load_weights, save_weights  # noqa: E402
 from testbed.policies.speculation import NetworkView, RoundResult, best_gamma  # noqa: E402
@@ -105,14 +106,14 @@ def group_key(config: dict) -> str:
     return hashlib.sha256(json.dumps(c, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
-def _uplink(config: dict, drafter: str, links: list[dict]):
+def _uplink(config: dict, drafter: str, links: list[Link]):
     """(link name, the drafter→AP direction's rate field, the topology's rate) of the drafter's access link."""
     for link in config.get("topology", {}).get("links", []):
         if drafter in (link.get("a"), link.get("b")):
-            fld = "rate_up_mbps" if link.get("a") == drafter else "rate_down_mbps"
+            direction = "up" if link.get("a") == drafter else "down"
             name = link.get("name") or f"{link.get('a')}-{link.get('b')}"
-            states = sorted((e["t"], e[fld]) for e in links if e.get("link") == name and fld in e)
-            return states, link.get(fld)
+            states = sorted((e.t, e.rate_mbps(direction)) for e in links if e.link == name)
+            return states, link.get(f"rate_{direction}_mbps")
     return [], None
 
 
@@ -125,24 +126,23 @@ def _rate_at(states: list[tuple[float, float]], static, t: float):
     return rate
 
 
-def drafter_rows(run_dir: Path, config: dict, drafter: str, events: list[dict], links: list[dict],
+def drafter_rows(run_dir: Path, config: dict, drafter: str, events: list[Event], links: list[Link],
                  gamma_scale: float, eta: float) -> list[np.ndarray]:
     states, static = _uplink(config, drafter, links)
-    drafts = {(e.get("session"), e.get("round")): e for e in events if e["event"] == "draft"}
-    sessions: dict = {}
-    for v in events:
-        if v["event"] == "verdict" and v.get("round", 0) >= 1:
-            sessions.setdefault(v.get("session"), []).append(v)
+    drafts = {(e.session, e.round): e for e in of_type(events, Draft)}
+    sessions: dict[str, list[Verdict]] = {}
+    for v in of_type(events, Verdict):
+        if v.round >= 1:
+            sessions.setdefault(v.session, []).append(v)
     rows = []
     for vs in sessions.values():
-        tel = Telemetry(eta=eta, prev_gamma=vs[0].get("gamma", 0))
-        for v in sorted(vs, key=lambda e: e["t"]):
-            g, d = int(v.get("gamma", 0)), drafts.get((v.get("session"), v.get("round")), {})
-            bpt = d["bytes_out"] / g if g > 0 and "bytes_out" in d else 24.0
-            view = NetworkView(uplink_mbps=_rate_at(states, static, v["t"]), bytes_per_token_up=bpt)
-            tel.observe(RoundResult(g, min(int(v.get("accepted", 0)), g), v["t"], rtt_s=v.get("rtt_s"),
-                                    verify_s=v.get("verify_s"), queue_s=v.get("queue_s"),
-                                    draft_s=d.get("draft_s")), view)
+        tel = Telemetry(eta=eta, prev_gamma=vs[0].gamma)
+        for v in sorted(vs, key=lambda e: e.t):
+            g, d = v.gamma, drafts.get((v.session, v.round))
+            bpt = d.bytes_out / g if g > 0 and d is not None else 24.0
+            view = NetworkView(uplink_mbps=_rate_at(states, static, v.t), bytes_per_token_up=bpt)
+            tel.observe(RoundResult(g, min(v.accepted, g), v.t, rtt_s=v.rtt_s, verify_s=v.verify_s,
+                                    queue_s=v.queue_s, draft_s=d.draft_s if d is not None else None), view)
             rows.append(tel.vector(view, gamma_scale))
     return rows
 
@@ -160,7 +160,7 @@ def runs_dataset(dirs: list[Path], allowed: tuple[int, ...] = DEFAULT_ALLOWED, e
         if len(gammas) < 2:
             log(f"group {key}: only gamma {gammas} ({len(runs)} run(s)); skipped, nothing to compare")
             continue
-        loaded = [(run, c, metrics.load_run(run), metrics.compute(run)) for run, c in runs]
+        loaded = [(run, c, load_run(run), metrics.compute(run)) for run, c in runs]
         drafters = sorted({d for *_, m in loaded for d in m["drafters"]})
         labels[key] = {}
         for d in drafters:
@@ -173,7 +173,7 @@ def runs_dataset(dirs: list[Path], allowed: tuple[int, ...] = DEFAULT_ALLOWED, e
             label = int(quantise(np.array([best]), allowed)[0])
             labels[key][d] = {"label": label, "best_gamma": best, "goodput": goodput}
             for run, c, data, _ in loaded:
-                rows = drafter_rows(run, c, d, data["drafters"].get(d, []), data["links"], allowed[-1], eta)
+                rows = drafter_rows(run, c, d, data.drafters.get(d, []), data.links, allowed[-1], eta)
                 xs += rows
                 ys += [label] * len(rows)
             log(f"group {key} drafter {d}: goodput by gamma {goodput} -> label {label}")

@@ -137,20 +137,14 @@ def cmd_calibrate(args) -> int:
 def cmd_run(args) -> int:
     from pathlib import Path
     from testbed.run.experiment import load_experiment
-    from testbed.run.runner import drafter_argv, run_point, verifier_argv
+    from testbed.run.runner import run_point
     exp = load_experiment(args.experiment, args.set or [])
     points = exp.points()
     if args.dry_run:
         print(f"{args.experiment}: valid; {len(points)} run(s), backend {exp.backend}")
         for p in points:
             print(f"  {p.label:<24} config {p.config_hash()}")
-        first = points[0]
-        print("node commands of the first run (addresses and paths are filled in at start):")
-        for vhost in first.verifier_nodes():
-            vname = vhost if first.routing.policy else "verifier"
-            print(f"  [{vhost}] " + " ".join(verifier_argv(first, Path("RUN/events"), "tcp://ADDR:PORT", name=vname)))
-        for i, d in enumerate(first.drafter_nodes()):
-            print(f"  [{d}] " + " ".join(drafter_argv(first, d, i, "tcp://ADDR:PORT", Path("RUN"))))
+        _print_node_configs(points[0])
         return 0
     results = []
     for i, p in enumerate(points, 1):
@@ -168,6 +162,22 @@ def cmd_run(args) -> int:
     if any(r.status == "interrupted" for r in results):
         return 130
     return 0 if all(r.status == "complete" for r in results) else 1
+
+
+def _print_node_configs(exp) -> None:
+    """The first run's node commands and configs, as the runner writes them to RUN/nodes/<name>.json."""
+    from pathlib import Path
+    from testbed.run.node_configs import config_path, drafter_config, node_argv, verifier_config
+    run = Path("RUN")
+    link_state = run / "linkstate.json" if exp.backend == "mininet" else None
+    endpoints = [f"tcp://<{vhost}>:{exp.verifier.port}" for vhost in exp.verifier_nodes()]
+    configs = [(vhost, verifier_config(exp, vhost if exp.routing.policy else "verifier", endpoint, run, link_state))
+               for vhost, endpoint in zip(exp.verifier_nodes(), endpoints)]
+    configs += [(d, drafter_config(exp, d, i, endpoints, run)) for i, d in enumerate(exp.drafter_nodes())]
+    print("node commands and configs of the first run (<host>: its address; RUN: the run directory):")
+    for host, config in configs:
+        print(f"  [{host}] " + " ".join(node_argv(config, config_path(run, config.name))))
+        print(f"    {config.model_dump_json()}")
 
 
 def _print_report(run_dirs, out_dir) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from testbed.bench.policies import speculation_decision_times
 from testbed.policies import awc
 from testbed.policies.awc import (DEFAULT_ALLOWED, DEFAULT_WEIGHTS, FEATURES, AWCPolicy, AWCWeightsError,
                                   load_weights, save_weights)
@@ -120,7 +121,7 @@ def test_registers_and_builds_through_make_speculation():
     with pytest.raises(ValueError, match="allowed"):
         make_speculation({"policy": "awc", "allowed": [0, 2]}, registry)
     assert "awc" not in SPECULATION_POLICIES or SPECULATION_POLICIES["awc"] is AWCPolicy
-    assert awc.decision_times(n=2, rounds=5)["awc"] > 0
+    assert speculation_decision_times(2, 5, policies={"awc": AWCPolicy})["awc"] > 0
 
 
 # --- the weights file ------------------------------------------------------------------------------------
@@ -226,7 +227,7 @@ T0 = 1_000_000.0
 
 def _events(node: str, gamma: int, round_s: float, accepted: int) -> list[dict]:
     """Two sessions of 3 rounds each, back to back; every round takes round_s and accepts `accepted`."""
-    ev, t = [{"t": T0, "node": node, "event": "welcome"}], T0
+    ev, t = [{"t": T0, "node": node, "event": "welcome", "verifier": "verifier"}], T0
     for s in range(2):
         sid = f"{node}-s{s}"
         ev.append({"t": t, "node": node, "event": "start", "session": sid, "bytes_out": 150})
@@ -259,7 +260,7 @@ def _run(root: Path, gamma: int, seed: int, plan: dict[str, tuple[float, int]]) 
             "".join(json.dumps(e) + "\n" for e in _events(node, gamma, round_s, accepted)))
     (d / "events" / "links.jsonl").write_text(json.dumps(
         {"t": T0 - 1, "node": "runner", "event": "link", "link": "d1-ap1", "rate_up_mbps": 5.0,
-         "rate_down_mbps": 20.0}) + "\n")
+         "rate_down_mbps": 20.0, "delay_ms": 0, "jitter_ms": 0, "loss_pct": 0}) + "\n")
     return d
 
 

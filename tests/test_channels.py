@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 
+from nodes.events import Done, Draft, EventLog, Verdict, encode
 from testbed.channels import radio
 from testbed.channels.driver import ChannelDriver, Telemetry
 from testbed.channels.plan import ChannelPlan
@@ -191,7 +192,7 @@ def test_driver_applies_changes_only_and_logs_every_state(tmp_path):
     applied = []
     log = tmp_path / "links.jsonl"
     driver = ChannelDriver(plan, lambda link, st: applied.append((link, st)), log)
-    driver._log = open(log, "a", buffering=1)
+    driver._log = EventLog(log, "channel")
     for k in range(50):
         driver.tick(k)
     driver._log.close()
@@ -219,15 +220,19 @@ def test_driver_thread_skips_ticks_it_is_late_for(tmp_path):
 
 
 def test_telemetry_reads_frame_bytes_and_done(tmp_path):
-    (tmp_path / "d1.jsonl").write_text(
-        json.dumps({"event": "draft", "bytes_out": 100}) + "\n" + json.dumps({"event": "verdict", "bytes_in": 40}) + "\n")
+    def draft(n):
+        return encode(Draft(t=1.0, node="d1", session="s", round=1, gamma=0, bytes_out=n))
+
+    (tmp_path / "d1.jsonl").write_bytes(
+        draft(100) + encode(Verdict(t=1.1, node="d1", session="s", round=1, bytes_in=40)))
     tele = Telemetry(tmp_path, ["d1", "d2"], smoothing=0.5)
     assert tele.poll() == {("d1", "up"): 100.0, ("d1", "down"): 40.0}
-    with open(tmp_path / "d1.jsonl", "a") as f:
-        f.write(json.dumps({"event": "draft", "bytes_out": 300}) + "\n" + '{"event": "dra')   # half a line
+    half = draft(200)
+    with open(tmp_path / "d1.jsonl", "ab") as f:
+        f.write(draft(300) + half[:9])                                                    # half a line
     assert tele.poll()[("d1", "up")] == 200.0
-    with open(tmp_path / "d1.jsonl", "a") as f:
-        f.write('ft", "bytes_out": 200}\n' + json.dumps({"event": "done"}) + "\n")
+    with open(tmp_path / "d1.jsonl", "ab") as f:
+        f.write(half[9:] + encode(Done(t=2.0, node="d1")))
     assert tele.poll()[("d1", "up")] == 0.0
 
 

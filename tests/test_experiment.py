@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from testbed.common.errors import ConfigError
-from testbed.run.experiment import (BUILTIN_PROMPTS, DRAFTER_SETTINGS, DrafterOverride, Experiment, LinkOverride,
-                                check_file, experiment_from_dict, load_experiment, parse_path)
+from nodes.config import BUILTIN_PROMPTS, DRAFTER_SETTINGS
+from testbed.run.experiment import Experiment, check_file, experiment_from_dict, load_experiment
+from testbed.run.schema import DrafterOverride, LinkOverride
+from testbed.run.sweep import parse_path
 from testbed.net.topology import LinkSpec
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from testbed.run import metrics as M
-from testbed.run.plots import make_plots
+from testbed.run.plots import make_plots, plot_names
 from testbed.run.report import compare, overlay_plots
 from tests.nodeproc import finish, read_jsonl, start_drafter, verifier
 
@@ -206,6 +206,7 @@ def test_helpers():
     assert M.percentile([1, 2, 3, 4], 50) == 2        # nearest rank: ceil(0.5 * 4) = 2nd
     assert M.mu(4, 0.8) == approx(1 + 0.8 + 0.64 + 0.512 + 0.4096)
     assert M.mu(3, 1.0) == 4.0 and M.mu(0, 0.9) == 1.0 and M.mu(4, None) == 1.0 and M.mu(2, 0.0) == 1.0
+    assert M.mu(3, 1 - 1e-13) == 4.0 and M.mu(-1, 0.5) == 1.0     # acceptance.mu's edge rule; γ <= 0: one token
     assert M.jain([1.0, 1.0, 1.0]) == approx(1.0) and M.jain([1.0, 0.0]) == approx(0.5)
 
 
@@ -268,7 +269,7 @@ def test_csv_matches_json(run):
 
 def test_summary(run):
     m = M.compute(run)
-    text = M.write_summary(run, json.loads((run / "manifest.json").read_text()), m).read_text()
+    text = M.write_summary(run, json.loads((run / "manifest.json").read_text()), m, plot_names(run)).read_text()
     for s in ("unit", "handmade", "abc123", "| a |", "| b |", "total", "verifier.max_batch: 8",
               "plots/goodput.png", "plots/links.png", "Jain"):
         assert s in text, s

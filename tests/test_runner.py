@@ -1,4 +1,5 @@
-"""`testbed run` end to end on real Mininet: files, metric consistency, sweeps, SIGINT, reproducibility."""
+"""`testbed run` end to end on real Mininet: files, metric consistency, sweeps, SIGINT, reproducibility; and,
+without root, the runner's progress line, link log and readiness wait."""
 import json
 import signal
 import subprocess
@@ -9,9 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nodes.config import DrafterConfig, VerifierConfig, load_config
+from nodes.events import Finish, Link, Ready, Verdict, Welcome, encode, read_events
+from testbed.net.linkstate import LinkState
 from testbed.net.runs import links_of, processes_of
+from testbed.run import runner
 
-pytestmark = pytest.mark.root
+root = pytest.mark.root
 REPO = Path(__file__).resolve().parent.parent
 TESTBED = [sys.executable, "-m", "testbed.cli"]
 STATION = {"rate_up_mbps": 10, "rate_down_mbps": 10, "delay_ms": 15, "jitter_ms": 0, "loss_pct": 0}
@@ -47,6 +52,7 @@ def events(path):
     return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
 
 
+@root
 def test_short_real_model_run_writes_every_file_and_consistent_metrics(tmp_path):
     exp = experiment(tmp_path, "short", drafters={"nodes": ["d1", "d2"], "backend": "hf", "model": "smollm2-135m:int8"},
                      verifier={"backend": "hf", "model": "smollm2-135m", "threads": 1},
@@ -56,10 +62,14 @@ def test_short_real_model_run_writes_every_file_and_consistent_metrics(tmp_path)
     (d,) = run_dirs(tmp_path / "results", "short")
     for f in ["manifest.json", "prompts.jsonl", "events/verifier.jsonl", "events/d1.jsonl", "events/d2.jsonl",
               "events/links.jsonl", "outputs/d1.jsonl", "outputs/d2.jsonl", "metrics.json", "metrics.csv",
+              "nodes/verifier.json", "nodes/d1.json", "nodes/d2.json",
               "summary.md", "plots/goodput.png", "plots/acceptance.png", "plots/latency_cdf.png", "plots/links.png"]:
         assert (d / f).is_file() and (d / f).stat().st_size > 0, f
     man = json.loads((d / "manifest.json").read_text())
     assert man["status"] == "complete" and man["config_hash"] in d.name
+    d2 = load_config(DrafterConfig, d / "nodes" / "d2.json")      # what the node was told, typed
+    assert (d2.name, d2.prompt_offset, d2.speculation.gamma, d2.model.model) == ("d2", 1, 2, "smollm2-135m:int8")
+    assert load_config(VerifierConfig, d / "nodes" / "verifier.json").model.threads == 1
     assert man["git"]["commit"] and man["versions"]["torch"] and man["kernel"]
     assert man["emulation"]["delay_backend"] in ("netem", "nfqueue")
     m = json.loads((d / "metrics.json").read_text())
@@ -75,6 +85,7 @@ def test_short_real_model_run_writes_every_file_and_consistent_metrics(tmp_path)
         assert sum(len(o["tokens"]) for o in out) == tokens
 
 
+@root
 def test_sweep_speculative_beats_autoregressive_at_40ms_rtt(tmp_path):
     exp = experiment(tmp_path, "sdvsad", sweep={"speculation.gamma": [0, 4]}, **SYNTHETIC)
     r = run(exp, tmp_path / "results")
@@ -94,6 +105,7 @@ def test_sweep_speculative_beats_autoregressive_at_40ms_rtt(tmp_path):
     assert (tmp_path / "cmp" / "goodput_overlay.png").is_file()
 
 
+@root
 def test_sigint_mid_run_leaves_manifest_partial_metrics_and_no_leftovers(tmp_path):
     exp = experiment(tmp_path, "interrupted", workload={"requests": 50, "max_new": 400}, **SYNTHETIC)
     p = subprocess.Popen(TESTBED + ["run", str(exp), "--results", str(tmp_path / "results")], cwd=REPO,
@@ -120,6 +132,7 @@ def test_sigint_mid_run_leaves_manifest_partial_metrics_and_no_leftovers(tmp_pat
     assert links_of(rid) == [] and processes_of(rid) == []
 
 
+@root
 def test_same_config_and_seed_give_identical_tokens(tmp_path):
     """Sampling at temperature 1 with real models, twice: every generated token must repeat."""
     exp = experiment(tmp_path, "repeat", backend="local",
@@ -137,6 +150,7 @@ def test_same_config_and_seed_give_identical_tokens(tmp_path):
     assert outs[0]["d1"] != outs[0]["d2"]      # different prompts and seeds per drafter, not one fixed output
 
 
+@root
 def test_a_dead_drafter_fails_the_run_with_its_log(tmp_path):
     exp = experiment(tmp_path, "dies", workload={"requests": 50, "max_new": 400}, **SYNTHETIC)
     p = subprocess.Popen(TESTBED + ["run", str(exp), "--results", str(tmp_path / "results")], cwd=REPO,
@@ -149,7 +163,8 @@ def test_a_dead_drafter_fails_the_run_with_its_log(tmp_path):
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"nodes.drafter" in argv and b"d2" in argv and str(tmp_path).encode() in b" ".join(argv):
+            config = str(tmp_path.resolve()).encode()        # the runner starts it with RUN/nodes/d2.json
+            if b"nodes.drafter" in argv and any(a.startswith(config) and a.endswith(b"/nodes/d2.json") for a in argv):
                 victim = int(proc.name)
         time.sleep(0.3)
     assert victim, "drafter d2 never started"
@@ -166,6 +181,7 @@ def test_a_dead_drafter_fails_the_run_with_its_log(tmp_path):
     assert links_of(man["emulation"]["run"]) == []
 
 
+@root
 def test_fading_example_applies_its_channels_and_plots_rate_with_goodput(tmp_path):
     """experiments/fading.yaml, shortened: every channel interval is applied and logged with what produced it,
     the channel part of each state replays exactly from the seed, and channels.png is drawn per drafter."""
@@ -199,3 +215,76 @@ def test_fading_example_applies_its_channels_and_plots_rate_with_goodput(tmp_pat
         shares.setdefault(e["tick"], 0.0)
         shares[e["tick"]] += e["share_up"]
     assert all(abs(s - 1) < 1e-5 for s in shares.values())
+
+
+# ---------------------------------------------------------------------------------------------- without root
+
+def _drafter_log(run_dir: Path, name: str, finished: int, tokens: int) -> None:
+    (run_dir / "events").mkdir(parents=True, exist_ok=True)
+    events = [Welcome(t=1.0, node=name, verifier="verifier"),
+              *(Verdict(t=2.0, node=name, session=f"{name}-s{i}", round=0, tokens=tokens) for i in range(finished)),
+              *(Finish(t=3.0, node=name, session=f"{name}-s{i}") for i in range(finished))]
+    (run_dir / "events" / f"{name}.jsonl").write_bytes(b"".join(map(encode, events)))
+
+
+def test_progress_in_a_log_prints_plain_lines_and_a_last_one(tmp_path, capsys):
+    _drafter_log(tmp_path, "d1", finished=1, tokens=5)
+    p = runner._Progress(tmp_path, ["d1", "d2"], total_requests=4, duration=None)
+    p.poll()
+    p.show()                                     # within 10 s of the first line: nothing new in a log
+    _drafter_log(tmp_path, "d2", finished=2, tokens=3)
+    p.poll()
+    p.show(final=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.endswith("\n")
+    lines = err.splitlines()
+    assert len(lines) == 2 and "0/4 requests" in lines[0]
+    assert "3/4 requests, 11 tokens" in lines[-1] and "75%" in lines[-1]
+    assert p.welcomed == {"d1", "d2"}
+
+
+def test_progress_of_a_timed_workload_counts_seconds(tmp_path, capsys):
+    _drafter_log(tmp_path, "d1", finished=2, tokens=4)
+    p = runner._Progress(tmp_path, ["d1"], total_requests=None, duration=30)
+    p.poll()
+    p.show(final=True)
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert "/30 s, 2 requests, 8 tokens" in last
+
+
+def test_link_log_has_the_applied_states(tmp_path):
+    class Emu:
+        class shaping:
+            states = {"d1-ap1": LinkState(10, 20, delay_ms=5, loss_pct=1, loss_down_pct=0.5),
+                      "ap1-verifier": LinkState(1000, 1000)}
+    runner._log_links(Emu, tmp_path / "links.jsonl")
+    lines = [json.loads(l) for l in (tmp_path / "links.jsonl").read_text().splitlines()]
+    assert [set(l) for l in lines] == [{"t", "node", "event", "link", "rate_up_mbps", "rate_down_mbps", "delay_ms",
+                                        "jitter_ms", "loss_pct", "loss_down_pct"}] * 2
+    events, issues = read_events(tmp_path / "links.jsonl")
+    assert issues == [] and all(isinstance(e, Link) and e.node == "runner" for e in events)
+    assert [(e.link, e.rate_up_mbps, e.delay_ms, e.loss_pct, e.loss_down_pct) for e in events] == [
+        ("d1-ap1", 10, 5, 1, 0.5), ("ap1-verifier", 1000, 0, 0, 0)]
+
+
+def test_wait_ready_reads_the_verifiers_log(tmp_path):
+    class Proc:
+        returncode = None
+
+        def poll(self):
+            return self.returncode
+
+    class Nodes:
+        def tail(self, name):
+            return "    (its log)"
+
+    log = tmp_path / "v1.jsonl"
+    log.write_text('{"t": 1.0, "node": "v1", "eve')                     # half a line: not ready yet
+    with pytest.raises(runner.RunFailed, match="verifier v1 was not ready within 0.3 s"):
+        runner._wait_ready(Nodes(), Proc(), log, 0.3, "v1")
+    log.write_bytes(encode(Ready(t=1.0, node="v1", endpoint="tcp://10.0.0.1:5555")))
+    runner._wait_ready(Nodes(), Proc(), log, 5, "v1")
+    dead = Proc()
+    dead.returncode = 3
+    with pytest.raises(runner.RunFailed, match=r"the verifier exited \(3\) before it was ready"):
+        runner._wait_ready(Nodes(), dead, tmp_path / "none.jsonl", 5)

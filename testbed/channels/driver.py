@@ -1,9 +1,9 @@
 """`ChannelDriver`: applies a `ChannelPlan` to a running emulation every interval, and logs every applied state.
 
 A background thread wakes at t0 + k·interval, asks the plan for tick k's states, pushes the changed ones through
-the emulation's live-update path (a line into a persistent `tc -batch`, a line to a delay daemon) and appends
-one JSON line per link to the event log (`events/links.jsonl`, event "link"). The states depend on k only, so
-a run that falls behind skips ticks (counted, and logged as event "channel_late") instead of stretching time.
+the emulation's live-update path (a line into a persistent `tc -batch`, a line to a delay daemon) and logs
+every link's state (`events/links.jsonl`, a `Link` event of node "channel"). The states depend on k only, so
+a run that falls behind skips ticks (counted, and logged as a `ChannelLate` event) instead of stretching time.
 
 `Telemetry` turns the drafters' own event logs into each station's demand: bytes per round, up (DRAFT frames)
 and down (VERDICT frames), smoothed; a drafter that is done demands nothing.
@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from nodes.events import ChannelLate, Crash, Done, Draft, EventLog, EventTail, Link, Verdict
 from testbed.channels.plan import ChannelPlan
-from nodes.eventlog import EventTail
 from testbed.net.linkstate import LinkState
 
 
@@ -56,18 +56,18 @@ class Telemetry:
 
     def poll(self) -> dict[tuple[str, str], float]:
         for d, e in self.tail.new_events():
-            if e.get("event") == "draft" and "bytes_out" in e:
-                self._ewma((d, "up"), float(e["bytes_out"]))
-                if e.get("gamma"):
-                    self._stat(d, "bytes_per_token", e["bytes_out"] / e["gamma"])
-                    self._stat(d, "per_token_s", e.get("draft_s", 0.0) / e["gamma"])
-            elif e.get("event") == "verdict" and "bytes_in" in e:
-                self._ewma((d, "down"), float(e["bytes_in"]))
-                if e.get("gamma"):
-                    self._stat(d, "acc", e["accepted"])
-                    self._stat(d, "rej", float(e["accepted"] < e["gamma"]))
-                    self._stat(d, "rtt_s", e["rtt_s"])
-            elif e.get("event") in ("done", "crash"):
+            if isinstance(e, Draft):
+                self._ewma((d, "up"), float(e.bytes_out))
+                if e.gamma:
+                    self._stat(d, "bytes_per_token", e.bytes_out / e.gamma)
+                    self._stat(d, "per_token_s", e.draft_s / e.gamma)
+            elif isinstance(e, Verdict):
+                self._ewma((d, "down"), float(e.bytes_in))
+                if e.gamma:
+                    self._stat(d, "acc", e.accepted)
+                    self._stat(d, "rej", float(e.accepted < e.gamma))
+                    self._stat(d, "rtt_s", e.rtt_s)
+            elif isinstance(e, (Done, Crash)):
                 self.demand[(d, "up")] = self.demand[(d, "down")] = 0.0
         return dict(self.demand)
 
@@ -97,10 +97,12 @@ class LinkStatePublisher:
         os.replace(tmp, self.path)               # readers see the old or the new file, never half of one
 
 
-def state_record(link: str, state: LinkState) -> dict:
-    return {"link": link, "rate_up_mbps": state.rate_up_mbps, "rate_down_mbps": state.rate_down_mbps,
-            "delay_ms": state.delay_ms, "jitter_ms": state.jitter_ms, "loss_pct": state.loss_pct,
-            "loss_down_pct": state.loss("down")}
+def link_event(node: str, link: str, state: LinkState, **info) -> Link:
+    """The log record of a link's state as applied now, with what produced it (`info`: a channel model's
+    figures, the tick), written by the runner at set-up (node "runner") and by the driver (node "channel")."""
+    return Link(t=time.time(), node=node, link=link, rate_up_mbps=state.rate_up_mbps,
+                rate_down_mbps=state.rate_down_mbps, delay_ms=state.delay_ms, jitter_ms=state.jitter_ms,
+                loss_pct=state.loss_pct, loss_down_pct=state.loss("down"), **info)
 
 
 class ChannelDriver:
@@ -115,11 +117,11 @@ class ChannelDriver:
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._log = None
+        self._log: EventLog | None = None
 
     def start(self) -> None:
         if self.log_path:
-            self._log = open(self.log_path, "a", buffering=1)
+            self._log = EventLog(self.log_path, "channel")
         self.t0 = self.clock()
         self.tick(0)              # the first states are in place before start() returns
         self._thread = threading.Thread(target=self._loop, name="channel-driver", daemon=True)
@@ -145,7 +147,7 @@ class ChannelDriver:
                     return
                 behind = int((self.clock() - self.t0) / dt)
                 if behind > k:            # skip ticks we are too late for: states follow time, not our pace
-                    self._write({"event": "channel_late", "skipped": behind - k, "tick": behind})
+                    self._write(ChannelLate(t=time.time(), node="channel", skipped=behind - k, tick=behind))
                     self.late += behind - k
                     k = behind
                 self.tick(k)
@@ -162,12 +164,12 @@ class ChannelDriver:
                 self.apply(a.link, a.state)
                 self.applied[a.link] = a.state
                 self.changes += 1
-            self._write({"event": "link", "tick": k, "t_model_s": round(k * self.plan.interval_s, 6),
-                         **state_record(a.link, a.state), **a.info})
+            self._write(link_event("channel", a.link, a.state, tick=k, t_model_s=round(k * self.plan.interval_s, 6),
+                                   **a.info))
         if self.on_tick:
             self.on_tick(self)
         self.ticks += 1
 
-    def _write(self, record: dict) -> None:
+    def _write(self, event: Link | ChannelLate) -> None:
         if self._log:
-            self._log.write(json.dumps({"t": time.time(), "node": "channel", **record}) + "\n")
+            self._log.write(event)

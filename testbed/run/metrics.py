@@ -1,13 +1,15 @@
+# Over 400 lines on purpose: its docstring is the definition of every metric column, next to the code computing it.
 """Metrics of one run, computed afterwards from its event logs only (`RUN/events/*.jsonl`).
 
-    m = compute(run_dir); write(run_dir, m); write_summary(run_dir, manifest, m)
+    m = compute(run_dir); write(run_dir, m); write_summary(run_dir, manifest, m, plots.plot_names(run_dir))
 
-Inputs. Every line is `{t, node, event, ...}` with `t` on one shared clock (seconds since the epoch). A drafter
-log (`events/<name>.jsonl`, name = its `node` field) has `start` (per session, `bytes_out`), `draft` (per round
->= 1: `gamma`, `draft_s`, `bytes_out`), `verdict` (per round, round 0 = the prefill that returns the first
-token: `gamma`, `accepted`, `tokens` = output tokens newly committed, `rtt_s`, `queue_s`, `verify_s`, `batch`,
-`hit`, `wasted`, `bytes_in`), `finish` (per session) and `done`; the verifier's (`verifier.jsonl`) has one
-`verify` per verified request (`batch_id`, `batch`, `verify_s`, `tokens`).
+Inputs. The run's event logs, read as the typed events of nodes/events.py (`load_run`); `t` is on one shared
+clock (seconds since the epoch). A drafter log (`events/<name>.jsonl`, name = its `node` field) has `start`
+(per session, `bytes_out`), `draft` (per round >= 1: `gamma`, `draft_s`, `bytes_out`), `verdict` (per round,
+round 0 = the prefill that returns the first token: `gamma`, `accepted`, `tokens` = output tokens newly
+committed, `rtt_s`, `queue_s`, `verify_s`, `batch`, `hit`, `wasted`, `bytes_in`), `finish` (per session) and
+`done`; the verifier's (`verifier.jsonl`) has one `verify` per verified request (`batch_id`, `batch`,
+`verify_s`, `tokens`).
 
 Definitions. "Rounds" are a drafter's verdicts with round >= 1 (round 0 is the prefill, not drafted);
 "speculative rounds" are rounds with gamma > 0 (gamma = the window actually sent; gamma 0 = autoregressive).
@@ -77,8 +79,9 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import median
 
-VERIFIER_EVENTS = {"ready", "hello", "verify", "refused"}
-LINKS_FILE = "links.jsonl"
+from nodes.events import Crash, Done, Draft, Event, Finish, Start, Verdict, Verify, load_run, of_type
+from testbed.policies import acceptance
+
 PCTS = (50, 95, 99)
 
 COLUMNS = [
@@ -94,53 +97,6 @@ COLUMNS = [
 ]
 
 
-# ---------------------------------------------------------------------------------------------- reading
-
-def read_events(path: str | Path) -> tuple[list[dict], list[str]]:
-    """Events of one JSON-lines log, and the problems met (unparsable lines, which are skipped)."""
-    events, issues = [], []
-    path = Path(path)
-    lines = path.read_text(errors="replace").splitlines()
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            e = json.loads(line)
-        except ValueError:
-            e = None
-        if not isinstance(e, dict) or "t" not in e or "event" not in e:
-            where = "truncated last line" if i == last else f"unparsable line {i + 1}"
-            issues.append(f"{path.name}: {where} skipped")
-            continue
-        events.append(e)
-    return events, issues
-
-
-def load_run(run_dir: str | Path) -> dict:
-    """{"drafters": {name: [events]}, "verifier": [events], "links": [events], "issues": [...]}."""
-    ev_dir = Path(run_dir) / "events"
-    out = {"drafters": {}, "verifier": [], "links": [], "issues": []}
-    if not ev_dir.is_dir():
-        out["issues"].append(f"{ev_dir}: no event logs")
-        return out
-    for path in sorted(ev_dir.glob("*.jsonl")):
-        events, issues = read_events(path)
-        out["issues"] += issues
-        if path.name == LINKS_FILE:
-            out["links"] += [e for e in events if e.get("event") == "link"]
-        elif path.stem == "verifier" or any(e["event"] in VERIFIER_EVENTS for e in events):
-            out["verifier"] += events
-        else:
-            name = next((e["node"] for e in events if e.get("node")), path.stem)
-            out["drafters"].setdefault(name, []).extend(events)
-    for evs in out["drafters"].values():
-        evs.sort(key=lambda e: e["t"])
-    out["verifier"].sort(key=lambda e: e["t"])
-    out["links"].sort(key=lambda e: e["t"])
-    return out
-
-
 # ---------------------------------------------------------------------------------------------- helpers
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -152,12 +108,11 @@ def percentile(values: list[float], p: float) -> float | None:
 
 
 def mu(gamma: float, alpha: float | None) -> float:
-    """Expected tokens per round with window gamma and per-position acceptance alpha (accepted + the bonus)."""
+    """Expected tokens per round with window gamma and per-position acceptance alpha (accepted + the bonus):
+    acceptance.mu; 1 (one token per round) when nothing was drafted or alpha is unknown."""
     if gamma <= 0 or alpha is None:
         return 1.0
-    if alpha >= 1.0:
-        return gamma + 1.0
-    return (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)
+    return acceptance.mu(gamma, alpha)
 
 
 def jain(xs: list[float]) -> float | None:
@@ -176,37 +131,37 @@ def _mean(xs):
 class _Drafter:
     """One drafter's events, indexed."""
 
-    def __init__(self, name: str, events: list[dict]):
+    def __init__(self, name: str, events: list[Event]):
         self.name = name
-        self.starts = {e.get("session"): e for e in events if e["event"] == "start"}
-        self.drafts = {(e.get("session"), e.get("round")): e for e in events if e["event"] == "draft"}
-        self.verdicts = [e for e in events if e["event"] == "verdict"]
-        self.finishes = {e.get("session"): e for e in events if e["event"] == "finish"}
-        self.done = any(e["event"] == "done" for e in events)
-        self.crashes = [e for e in events if e["event"] == "crash"]
-        self.by_session: dict = defaultdict(list)
+        self.starts = {e.session: e for e in of_type(events, Start)}
+        self.drafts = {(e.session, e.round): e for e in of_type(events, Draft)}
+        self.verdicts = of_type(events, Verdict)
+        self.finishes = {e.session: e for e in of_type(events, Finish)}
+        self.done = any(isinstance(e, Done) for e in events)
+        self.crashes = of_type(events, Crash)
+        self.by_session: dict[str, list[Verdict]] = defaultdict(list)
         for v in self.verdicts:
-            self.by_session[v.get("session")].append(v)
-        self.rounds = [v for v in self.verdicts if v.get("round", 0) >= 1]
-        self.spec = [v for v in self.rounds if v.get("gamma", 0) > 0]
-        self.tokens = sum(v.get("tokens", 0) for v in self.verdicts)
-        self.t_first = min((e["t"] for e in self.starts.values()), default=None)
-        self.t_last = max((v["t"] for v in self.verdicts), default=None)
+            self.by_session[v.session].append(v)
+        self.rounds = [v for v in self.verdicts if v.round >= 1]
+        self.spec = [v for v in self.rounds if v.gamma > 0]
+        self.tokens = sum(v.tokens for v in self.verdicts)
+        self.t_first = min((e.t for e in self.starts.values()), default=None)
+        self.t_last = max((v.t for v in self.verdicts), default=None)
 
     def latencies(self) -> tuple[list[float], list[float], list[float]]:
         ttft, tpot, e2e = [], [], []
         for sid, start in self.starts.items():
             vs = self.by_session.get(sid, [])
-            first = next((v for v in vs if v.get("tokens", 0) > 0), None)
+            first = next((v for v in vs if v.tokens > 0), None)
             if first is not None:
-                ttft.append(first["t"] - start["t"])
+                ttft.append(first.t - start.t)
             fin = self.finishes.get(sid)
             if fin is None:
                 continue
-            e2e.append(fin["t"] - start["t"])
-            n = sum(v.get("tokens", 0) for v in vs)
+            e2e.append(fin.t - start.t)
+            n = sum(v.tokens for v in vs)
             if first is not None and n >= 2:
-                tpot.append((vs[-1]["t"] - first["t"]) / (n - 1))
+                tpot.append((vs[-1].t - first.t) / (n - 1))
         return ttft, tpot, e2e
 
     def session_time(self, window_end: float) -> float:
@@ -214,34 +169,32 @@ class _Drafter:
         total = 0.0
         for sid, start in self.starts.items():
             if sid in self.finishes:
-                end = self.finishes[sid]["t"]
+                end = self.finishes[sid].t
             elif self.by_session.get(sid):
-                end = self.by_session[sid][-1]["t"]
+                end = self.by_session[sid][-1].t
             else:
                 end = window_end
-            total += max(0.0, end - start["t"])
+            total += max(0.0, end - start.t)
         return total
 
     def round_times(self) -> list[float]:
         """Per round: rtt_s + the drafting on the critical path, min(draft_s, t(draft) − t(previous verdict))."""
-        prev = {(v.get("session"), v.get("round")): v["t"] for v in self.verdicts}
+        prev = {(v.session, v.round): v.t for v in self.verdicts}
         out = []
         for v in self.rounds:
-            key = (v.get("session"), v.get("round"))
-            d = self.drafts.get(key)
+            d = self.drafts.get((v.session, v.round))
             draft = 0.0
             if d is not None:
-                draft = d.get("draft_s", 0.0)
-                before = prev.get((key[0], key[1] - 1))
+                draft = d.draft_s
+                before = prev.get((v.session, v.round - 1))
                 if before is not None:
-                    draft = max(0.0, min(draft, d["t"] - before))
-            out.append(v.get("rtt_s", 0.0) + draft)
+                    draft = max(0.0, min(draft, d.t - before))
+            out.append(v.rtt_s + draft)
         return out
 
     def bytes(self) -> tuple[int, int]:
-        out = sum(e.get("bytes_out", 0) for e in self.starts.values()) + \
-              sum(e.get("bytes_out", 0) for e in self.drafts.values())
-        return out, sum(v.get("bytes_in", 0) for v in self.verdicts)
+        out = sum(e.bytes_out for e in self.starts.values()) + sum(e.bytes_out for e in self.drafts.values())
+        return out, sum(v.bytes_in for v in self.verdicts)
 
 
 def _row(ds: list[_Drafter], t_first, t_last) -> dict:
@@ -252,9 +205,9 @@ def _row(ds: list[_Drafter], t_first, t_last) -> dict:
     rounds = [v for d in ds for v in d.rounds]
     spec = [v for d in ds for v in d.spec]
     window = t_last - t_first if t_first is not None and t_last is not None else None
-    proposed = sum(v["gamma"] for v in spec)
-    accepted = sum(v.get("accepted", 0) for v in spec)
-    early = sum(1 for v in spec if v.get("accepted", 0) < v["gamma"])
+    proposed = sum(v.gamma for v in spec)
+    accepted = sum(v.accepted for v in spec)
+    early = sum(1 for v in spec if v.accepted < v.gamma)
     r.update(
         tokens=tokens,
         requests_started=sum(len(d.starts) for d in ds),
@@ -262,17 +215,17 @@ def _row(ds: list[_Drafter], t_first, t_last) -> dict:
         window_s=window,
         goodput_tps=0.0 if tokens == 0 else (tokens / window if window and window > 0 else None),
         rounds=len(rounds), spec_rounds=len(spec),
-        mean_gamma=_mean([v.get("gamma", 0) for v in rounds]),
+        mean_gamma=_mean([v.gamma for v in rounds]),
         proposed=proposed, accepted=accepted,
         acceptance_rate=_div(accepted, proposed),
         alpha_hat=_div(accepted, accepted + early),
         mean_accepted_len=_div(accepted, len(spec)),
-        tokens_per_round=_div(sum(v.get("tokens", 0) for v in rounds), len(rounds)),
-        rtt_mean_s=_mean([v["rtt_s"] for v in verdicts if "rtt_s" in v]),
-        queue_mean_s=_mean([v["queue_s"] for v in verdicts if "queue_s" in v]),
-        verify_mean_s=_mean([v["verify_s"] for v in verdicts if "verify_s" in v]),
-        hits=sum(v.get("hit", 0) for v in spec),
-        wasted=sum(v.get("wasted", 0) for v in verdicts),
+        tokens_per_round=_div(sum(v.tokens for v in rounds), len(rounds)),
+        rtt_mean_s=_mean([v.rtt_s for v in verdicts]),
+        queue_mean_s=_mean([v.queue_s for v in verdicts]),
+        verify_mean_s=_mean([v.verify_s for v in verdicts]),
+        hits=sum(v.hit for v in spec),
+        wasted=sum(v.wasted for v in verdicts),
     )
     r["hit_rate"] = _div(r["hits"], len(spec))
     lat = [d.latencies() for d in ds]
@@ -303,21 +256,21 @@ def _drafter_row(d: _Drafter) -> dict:
     return r
 
 
-def _verifier(events: list[dict], t_first) -> dict:
-    verifies = [e for e in events if e["event"] == "verify"]
-    batches = {}
+def _verifier(events: list[Event], t_first) -> dict:
+    verifies = of_type(events, Verify)
+    batches: dict[tuple[str, int], Verify] = {}
     for e in verifies:     # batch ids count per verifier: with routing there are several
-        batches.setdefault((e.get("node"), e.get("batch_id")), e)
-    n_verifiers = max(1, len({e.get("node") for e in verifies}))
-    out = {"verifier_batches": len(batches), "verifier_tokens": sum(e.get("tokens", 0) for e in verifies),
-           "verifier_mean_batch": _mean([e.get("batch", 1) for e in batches.values()]),
+        batches.setdefault((e.node, e.batch_id), e)
+    n_verifiers = max(1, len({e.node for e in verifies}))
+    out = {"verifier_batches": len(batches), "verifier_tokens": sum(e.tokens for e in verifies),
+           "verifier_mean_batch": _mean([e.batch for e in batches.values()]),
            "verifier_busy_fraction": None}
     if batches:
-        busy = sum(e.get("verify_s", 0.0) for e in batches.values())
-        begin = min(e["t"] - e.get("verify_s", 0.0) for e in batches.values())
+        busy = sum(e.verify_s for e in batches.values())
+        begin = min(e.t - e.verify_s for e in batches.values())
         if t_first is not None:
             begin = min(begin, t_first)
-        span = max(e["t"] for e in verifies) - begin
+        span = max(e.t for e in verifies) - begin
         out["verifier_busy_fraction"] = busy / (span * n_verifiers) if span > 0 else None   # mean per verifier
     return out
 
@@ -328,8 +281,8 @@ def compute(run_dir: str | Path) -> dict:
     """Metrics of the run in `run_dir`: {"complete", "issues", "t0", "drafters": {name: row}, "total": row};
     every row has the keys COLUMNS (see the module docstring)."""
     run = load_run(run_dir)
-    issues = list(run["issues"])
-    ds = [_Drafter(name, evs) for name, evs in sorted(run["drafters"].items())]
+    issues = list(run.issues)
+    ds = [_Drafter(name, evs) for name, evs in sorted(run.drafters.items())]
     drafters = {}
     for d in ds:
         row = _drafter_row(d)
@@ -337,19 +290,18 @@ def compute(run_dir: str | Path) -> dict:
         if not d.done:
             issues.append(f"{d.name}: no 'done' event (interrupted)")
         for c in d.crashes:
-            issues.append(f"{d.name}: crashed: {c.get('error', '')}")
+            issues.append(f"{d.name}: crashed: {c.error}")
         unfinished = set(d.starts) - set(d.finishes)
         if unfinished:
             issues.append(f"{d.name}: {len(unfinished)} session(s) started but not finished")
-    for e in run["verifier"]:
-        if e["event"] == "crash":
-            issues.append(f"verifier: crashed: {e.get('error', '')}")
+    for c in of_type(run.verifiers, Crash):
+        issues.append(f"{c.node}: crashed: {c.error}")
     if not ds:
         issues.append("no drafter event logs")
     t_first = min((d.t_first for d in ds if d.t_first is not None), default=None)
     t_last = max((d.t_last for d in ds if d.t_last is not None), default=None)
     total = _row(ds, t_first, t_last)
-    total.update(_verifier(run["verifier"], t_first))
+    total.update(_verifier(run.verifiers, t_first))
     complete = not issues
     total["complete"] = complete
     goodputs = [r["goodput_tps"] or 0.0 for r in drafters.values()]
@@ -433,8 +385,9 @@ SUMMARY_COLUMNS = [  # (header, key, unit scale)
 ]
 
 
-def write_summary(run_dir: str | Path, manifest: dict | None, metrics: dict) -> Path:
-    """summary.md: settings, a table per drafter + total, fairness and verifier figures, the plots."""
+def write_summary(run_dir: str | Path, manifest: dict | None, metrics: dict, plots: list[str] = ()) -> Path:
+    """summary.md: settings, a table per drafter + total, fairness and verifier figures, and links to `plots`
+    (file names under RUN/plots/: the runner passes plots.plot_names, so the summary may be written first)."""
     run_dir = Path(run_dir)
     manifest = manifest or {}
     t = metrics["total"]
@@ -471,9 +424,8 @@ def write_summary(run_dir: str | Path, manifest: dict | None, metrics: dict) -> 
               f"- air: {_fmt(t['bytes_per_token'])} bytes per generated token",
               f"- analytic bound Σ μ(γ̄, α̂)/T_round × concurrency = {_fmt(t['bound_tps'])} tokens/s; "
               f"measured/bound {_fmt(t['measured_over_bound'])}"]
-    from testbed.run.plots import plot_names   # summary.md may be written before the plots: list what make_plots writes
-    names = plot_names(run_dir)
-    lines += ["", "## Plots", ""] + [f"- [plots/{n}](plots/{n})" for n in names]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"- [plots/{n}](plots/{n})" for n in plots]
     lines += ["", "Definitions: see the docstring of `testbed/run/metrics.py`; metrics.csv has every column.", ""]
     path = run_dir / "summary.md"
     path.write_text("\n".join(lines))

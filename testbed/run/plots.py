@@ -1,7 +1,8 @@
 """Plots of one run from its event logs (matplotlib, Agg: no display needed).
 
-    make_plots(run_dir) -> [RUN/plots/goodput.png, acceptance.png, latency_cdf.png, links.png (if links.jsonl),
-                            channels.png (if a channel driver ran: link rate and goodput per drafter)]
+    make_plots(run_dir) -> [RUN/plots/goodput.png, acceptance.png, latency_cdf.png, links.png (if link states
+                            were logged), channels.png (if a channel driver ran: link rate and goodput per drafter),
+                            utility.png (if a budget scheduler ran)]
 
 Time is seconds since the run's first session start (the first drafter `start` event).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from nodes.events import Link, RunLogs, Schedule, Start, Verdict, load_run, of_type
 from testbed.common.figures import Figure, finish_axis, no_data, save
 from testbed.run import metrics as M
 
@@ -21,39 +23,40 @@ UTILITY_PLOT = "utility.png"
 
 
 def plot_names(run_dir: str | Path) -> list[str]:
-    """The files make_plots writes for this run."""
-    links = Path(run_dir) / "events" / M.LINKS_FILE
-    has_links = links.exists()
-    has_channels = has_links and '"node": "channel"' in links.read_text()
-    verifier = Path(run_dir) / "events" / "verifier.jsonl"
-    has_schedule = verifier.exists() and '"event":"schedule"' in verifier.read_text()
-    return [*PLOT_NAMES, *([LINKS_PLOT] if has_links else []), *([CHANNELS_PLOT] if has_channels else []),
+    """The files make_plots writes for this run (the runner lists them in summary.md before drawing them)."""
+    return _names(load_run(run_dir))
+
+
+def _names(run: RunLogs) -> list[str]:
+    has_channels = any(e.node == "channel" for e in run.links)
+    has_schedule = any(isinstance(e, Schedule) for e in run.verifiers)
+    return [*PLOT_NAMES, *([LINKS_PLOT] if run.links else []), *([CHANNELS_PLOT] if has_channels else []),
             *([UTILITY_PLOT] if has_schedule else [])]
 
 
-def t0_of(run: dict) -> float:
-    starts = [e["t"] for evs in run["drafters"].values() for e in evs if e["event"] == "start"]
+def t0_of(run: RunLogs) -> float:
+    starts = [e.t for evs in run.drafters.values() for e in of_type(evs, Start)]
     if starts:
         return min(starts)
-    ts = [e["t"] for evs in run["drafters"].values() for e in evs] + [e["t"] for e in run["verifier"]]
+    ts = [e.t for evs in run.drafters.values() for e in evs] + [e.t for e in run.verifiers]
     return min(ts) if ts else 0.0
 
 
-def goodput_bins(verdicts: list[dict], t0: float, n_bins: int | None = None, width: float = 1.0):
+def goodput_bins(verdicts: list[Verdict], t0: float, n_bins: int | None = None, width: float = 1.0):
     """Bin starts (s since t0) and tokens/s in each `width`-second bin."""
-    last = max((v["t"] for v in verdicts), default=t0)
+    last = max((v.t for v in verdicts), default=t0)
     n = n_bins if n_bins is not None else max(1, math.ceil((last - t0) / width + 1e-12))
     tokens = [0.0] * n
     for v in verdicts:
-        i = int((v["t"] - t0) // width)
+        i = int((v.t - t0) // width)
         if 0 <= i < n:
-            tokens[i] += v.get("tokens", 0)
+            tokens[i] += v.tokens
     return [i * width for i in range(n)], [x / width for x in tokens]
 
 
-def colors(run: dict) -> dict[str, str]:
+def colors(run: RunLogs) -> dict[str, str]:
     """One colour per drafter, the same in every plot of the run."""
-    return {name: f"C{i % 10}" for i, name in enumerate(sorted(run["drafters"]))}
+    return {name: f"C{i % 10}" for i, name in enumerate(sorted(run.drafters))}
 
 
 def step_edges(x: list[float], y: list[float], width: float = 1.0):
@@ -66,19 +69,22 @@ def cdf(values: list[float]):
     return xs, [(i + 1) / len(xs) for i in range(len(xs))]
 
 
-def _verdicts(evs):
-    return [e for e in evs if e["event"] == "verdict"]
+def _by_link(links: list[Link]) -> dict[str, list[Link]]:
+    by_link: dict[str, list[Link]] = {}
+    for e in links:
+        by_link.setdefault(e.link, []).append(e)
+    return by_link
 
 
-def plot_goodput(run: dict, t0: float, path: Path) -> Path:
+def plot_goodput(run: RunLogs, t0: float, path: Path) -> Path:
     fig = Figure(figsize=(9, 4.5))
     ax = fig.add_subplot()
-    all_v = [v for evs in run["drafters"].values() for v in _verdicts(evs)]
+    all_v = [v for evs in run.drafters.values() for v in of_type(evs, Verdict)]
     n = len(goodput_bins(all_v, t0)[0])
     col = colors(run)
-    for name, evs in sorted(run["drafters"].items()):
-        ax.step(*step_edges(*goodput_bins(_verdicts(evs), t0, n)), where="post", color=col[name], label=name)
-    if len(run["drafters"]) > 1:
+    for name, evs in sorted(run.drafters.items()):
+        ax.step(*step_edges(*goodput_bins(of_type(evs, Verdict), t0, n)), where="post", color=col[name], label=name)
+    if len(run.drafters) > 1:
         ax.step(*step_edges(*goodput_bins(all_v, t0, n)), where="post", color="black", linestyle="--",
                 label="total")
     if not all_v:
@@ -89,24 +95,24 @@ def plot_goodput(run: dict, t0: float, path: Path) -> Path:
     return save(fig, path)
 
 
-def plot_acceptance(run: dict, t0: float, path: Path) -> Path:
+def plot_acceptance(run: RunLogs, t0: float, path: Path) -> Path:
     fig = Figure(figsize=(9, 6))
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
     any_data = False
     col = colors(run)
-    for name, evs in sorted(run["drafters"].items()):
-        rounds = [v for v in _verdicts(evs) if v.get("round", 0) >= 1]
-        spec = [v for v in rounds if v.get("gamma", 0) > 0]
+    for name, evs in sorted(run.drafters.items()):
+        rounds = [v for v in of_type(evs, Verdict) if v.round >= 1]
+        spec = [v for v in rounds if v.gamma > 0]
         if spec:
             any_data = True
-            rate = [v.get("accepted", 0) / v["gamma"] for v in spec]
+            rate = [v.accepted / v.gamma for v in spec]
             roll = [sum(rate[max(0, i - ROLLING + 1):i + 1]) / (i + 1 - max(0, i - ROLLING + 1))
                     for i in range(len(rate))]
-            ax1.plot([v["t"] - t0 for v in spec], roll, color=col[name], label=name)
-            ax1.scatter([v["t"] - t0 for v in spec], rate, s=4, alpha=0.15, color=col[name])
+            ax1.plot([v.t - t0 for v in spec], roll, color=col[name], label=name)
+            ax1.scatter([v.t - t0 for v in spec], rate, s=4, alpha=0.15, color=col[name])
         if rounds:
             any_data = True
-            ax2.step([v["t"] - t0 for v in rounds], [v.get("gamma", 0) for v in rounds], where="post",
+            ax2.step([v.t - t0 for v in rounds], [v.gamma for v in rounds], where="post",
                      color=col[name], label=name)
     ax1.set(ylabel="accepted / γ per round", ylim=(-0.05, 1.05),
             title=f"Acceptance per round (dots) and its rolling mean over {ROLLING} rounds (lines)")
@@ -117,10 +123,10 @@ def plot_acceptance(run: dict, t0: float, path: Path) -> Path:
     return save(fig, path)
 
 
-def plot_latency_cdfs(run: dict, path: Path) -> Path:
+def plot_latency_cdfs(run: RunLogs, path: Path) -> Path:
     fig = Figure(figsize=(13, 4.2))
     axes = fig.subplots(1, 3)
-    per = {name: M._Drafter(name, evs).latencies() for name, evs in sorted(run["drafters"].items())}
+    per = {name: M._Drafter(name, evs).latencies() for name, evs in sorted(run.drafters.items())}
     col = colors(run)
     specs = [("TTFT", "time to first token (ms)", 1e3), ("TPOT", "time per output token (ms)", 1e3),
              ("end-to-end latency", "request latency (s)", 1.0)]
@@ -140,21 +146,16 @@ def plot_latency_cdfs(run: dict, path: Path) -> Path:
     return save(fig, path)
 
 
-def plot_links(run: dict, t0: float, path: Path) -> Path:
+def plot_links(run: RunLogs, t0: float, path: Path) -> Path:
     fig = Figure(figsize=(9, 4.5))
     ax = fig.add_subplot()
-    ts = [e["t"] for evs in run["drafters"].values() for e in evs] + [e["t"] for e in run["links"]]
+    ts = [e.t for evs in run.drafters.values() for e in evs] + [e.t for e in run.links]
     end = max(ts) - t0 if ts else 0.0
-    by_link: dict[str, list[dict]] = {}
-    for e in run["links"]:
-        by_link.setdefault(str(e.get("link", "?")), []).append(e)
+    by_link = _by_link(run.links)
     for i, (link, evs) in enumerate(sorted(by_link.items())):
         color = f"C{i % 10}"
         for direction, style, width, alpha in (("up", "-", 4.0, 0.4), ("down", "--", 1.5, 1.0)):  # both seen when equal
-            key = f"rate_{direction}_mbps"
-            pts = [(e["t"] - t0, e[key]) for e in evs if e.get(key) is not None]
-            if not pts:
-                continue
+            pts = [(e.t - t0, e.rate_mbps(direction)) for e in evs]
             xs = [x for x, _ in pts] + [max(end, pts[-1][0])]
             ys = [y for _, y in pts] + [pts[-1][1]]
             ax.step(xs, ys, where="post", color=color, linestyle=style, linewidth=width, alpha=alpha,
@@ -164,26 +165,23 @@ def plot_links(run: dict, t0: float, path: Path) -> Path:
     return save(fig, path)
 
 
-def plot_channels(run: dict, t0: float, path: Path) -> Path:
+def plot_channels(run: RunLogs, t0: float, path: Path) -> Path:
     """Per drafter: the rate its link was given each interval (up solid, down dashed) and its goodput (bars,
     right axis), so a fade or a smaller band share can be seen against the tokens it cost."""
-    drafters = sorted(run["drafters"])
-    channel = [e for e in run["links"] if e.get("node") == "channel"]
+    drafters = sorted(run.drafters)
+    channel = [e for e in run.links if e.node == "channel"]
     fig = Figure(figsize=(9, 2.4 * max(1, len(drafters)) + 0.6))
     axes = fig.subplots(max(1, len(drafters)), 1, sharex=True, squeeze=False)[:, 0]
     col = colors(run)
     for ax, d in zip(axes, drafters):
-        mine = [e for e in channel if d in (e.get("a"), e.get("b"))]
-        by_link: dict[str, list[dict]] = {}
-        for e in mine:
-            by_link.setdefault(e["link"], []).append(e)
-        for link, evs in sorted(by_link.items()):
+        mine = [e for e in channel if d in (e.a, e.b)]
+        for link, evs in sorted(_by_link(mine).items()):
             for direction, style in (("up", "-"), ("down", "--")):
-                ax.step([e["t"] - t0 for e in evs], [e[f"rate_{direction}_mbps"] for e in evs], where="post",
+                ax.step([e.t - t0 for e in evs], [e.rate_mbps(direction) for e in evs], where="post",
                         linestyle=style, color=col.get(d, "C0"), label=f"{link} {direction} (Mbit/s)")
         ax.set_ylabel("link rate (Mbit/s)")
         ax.set_title(d, fontsize=10, loc="left")
-        verdicts = _verdicts(run["drafters"].get(d, []))
+        verdicts = of_type(run.drafters[d], Verdict)
         twin = ax.twinx()
         if verdicts:
             xs, ys = goodput_bins(verdicts, t0)
@@ -197,24 +195,24 @@ def plot_channels(run: dict, t0: float, path: Path) -> Path:
     return save(fig, path)
 
 
-def plot_utility(run: dict, path: Path) -> Path:
+def plot_utility(run: RunLogs, path: Path) -> Path:
     """A budget scheduler's rounds: each session's window (top), its goodput estimate X_i (middle) and the
     utility Σ log X_i over the sessions present (bottom), from the verifier's "schedule" events."""
-    sched = [e for e in run["verifier"] if e.get("event") == "schedule"]
+    sched = of_type(run.verifiers, Schedule)
     fig = Figure(figsize=(9, 8))
     ax_s, ax_x, ax_u = fig.subplots(3, 1, sharex=True)
-    sessions = sorted({k for e in sched for k in e["allocation"]})
+    sessions = sorted({k for e in sched for k in e.allocation})
     for i, key in enumerate(sessions):
         color = f"C{i % 10}"
-        pts = [(n, e["allocation"][key]) for n, e in enumerate(sched, 1) if key in e["allocation"]]
+        pts = [(n, e.allocation[key]) for n, e in enumerate(sched, 1) if key in e.allocation]
         ax_s.step([n for n, _ in pts], [v for _, v in pts], where="post", color=color, label=key)
-        xs = [(n, e["estimates"][key][1]) for n, e in enumerate(sched, 1) if key in e.get("estimates", {})]
+        xs = [(n, e.estimates[key][1]) for n, e in enumerate(sched, 1) if key in e.estimates]
         ax_x.plot([n for n, _ in xs], [v for _, v in xs], color=color, label=key)
-    ax_s.set(ylabel="window S_i (tokens)", title=f"{sched[0]['scheduler'] if sched else '?'} scheduling, budget "
-                                                  f"{sched[0]['budget'] if sched else '?'}")
+    ax_s.set(ylabel="window S_i (tokens)", title=f"{sched[0].scheduler if sched else '?'} scheduling, budget "
+                                                  f"{sched[0].budget if sched else '?'}")
     ax_x.set(ylabel="goodput estimate X_i\n(tokens/round)")
-    util = [(n, sum(math.log(v[1]) for v in e["estimates"].values())) for n, e in enumerate(sched, 1)
-            if e.get("estimates")]
+    util = [(n, sum(math.log(v[1]) for v in e.estimates.values())) for n, e in enumerate(sched, 1)
+            if e.estimates]
     ax_u.plot([n for n, _ in util], [u for _, u in util], color="black", label="Σ log X_i (sessions present)")
     ax_u.set(xlabel="scheduling round", ylabel="utility")
     finish_axis(ax_s, bool(sched), loc="upper right")
@@ -228,14 +226,14 @@ def make_plots(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     out = run_dir / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    run = M.load_run(run_dir)
+    run = load_run(run_dir)
     t0 = t0_of(run)
     paths = [plot_goodput(run, t0, out / "goodput.png"),
              plot_acceptance(run, t0, out / "acceptance.png"),
              plot_latency_cdfs(run, out / "latency_cdf.png")]
-    if (run_dir / "events" / M.LINKS_FILE).exists():
+    names = _names(run)
+    if LINKS_PLOT in names:
         paths.append(plot_links(run, t0, out / LINKS_PLOT))
-    names = plot_names(run_dir)
     if CHANNELS_PLOT in names:
         paths.append(plot_channels(run, t0, out / CHANNELS_PLOT))
     if UTILITY_PLOT in names:

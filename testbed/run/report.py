@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from nodes.events import Verdict, load_run, of_type
 from testbed.run import metrics as M
 from testbed.run import plots as P
 
@@ -88,12 +89,12 @@ def overlay_plots(run_dirs, out_dir) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     labels, _ = _labels(run_dirs)
-    runs = [M.load_run(d) for d in run_dirs]
+    runs = [load_run(d) for d in run_dirs]
 
     fig = Figure(figsize=(9, 4.5))
     ax = fig.add_subplot()
     for label, run in zip(labels, runs):
-        verdicts = [e for evs in run["drafters"].values() for e in evs if e["event"] == "verdict"]
+        verdicts = [v for evs in run.drafters.values() for v in of_type(evs, Verdict)]
         ax.step(*P.step_edges(*P.goodput_bins(verdicts, P.t0_of(run))), where="post", label=label)
     ax.set(xlabel="time since the run's first request (s)", ylabel="total goodput (tokens/s, 1 s bins)",
            title="Total goodput over time")
@@ -103,7 +104,7 @@ def overlay_plots(run_dirs, out_dir) -> list[Path]:
     fig = Figure(figsize=(9, 4.5))
     ax = fig.add_subplot()
     for label, run in zip(labels, runs):
-        e2e = [x for name, evs in run["drafters"].items() for x in M._Drafter(name, evs).latencies()[2]]
+        e2e = [x for name, evs in run.drafters.items() for x in M._Drafter(name, evs).latencies()[2]]
         if e2e:
             xs, ys = P.cdf(e2e)
             ax.step(xs, ys, where="post", label=f"{label} (n={len(xs)})")

@@ -5,6 +5,7 @@
         prompts.jsonl      the prompts the drafters used
         events/*.jsonl     every node's event log (and links.jsonl: the link states applied)
         outputs/*.jsonl    every drafter's generated tokens and text
+        nodes/*.json       every node's config; `python -m nodes.drafter --config RUN/nodes/d1.json` reruns d1
         logs/*.log         every node's stdout/stderr
         linkstate.json     each drafter's path rates and base RTT now (read by network-aware policies)
         metrics.json, metrics.csv, summary.md, plots/*.png
@@ -12,7 +13,7 @@ Everything started is stopped in `finally`; on Ctrl-C or a node's death the part
 """
 from __future__ import annotations
 
-import json
+import shutil
 import subprocess
 import sys
 import time
@@ -20,10 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from testbed.run import manifest as manifest_mod
-from nodes.eventlog import EventTail
+from tqdm import tqdm
 
-BUILTIN_PROMPTS = Path(__file__).resolve().parent.parent.parent / "nodes" / "prompts.jsonl"
+from nodes.events import EventLog, EventTail, Finish, Ready, Verdict, Welcome
+from testbed.run import manifest as manifest_mod
+from testbed.run.node_configs import drafter_config, verifier_config, write_node_config
 
 
 class RunFailed(RuntimeError):
@@ -75,120 +77,71 @@ class _Nodes:
                 p.wait()
 
 
-def verifier_argv(exp, events: Path, bind: str, link_state: Path | None = None, name: str = "verifier") -> list[str]:
-    v = exp.verifier
-    argv = [sys.executable, "-m", "nodes.verifier", "--bind", bind, "--name", name, "--backend", v.backend,
-            "--batching", exp.batching.rule, "--max-batch", str(exp.batching.max_batch),
-            "--window-ms", str(exp.batching.window_ms), "--max-tokens", str(exp.batching.max_tokens),
-            "--log", str(events / f"{name}.jsonl")]
-    if v.backend == "hf":
-        argv += ["--model", v.model, "--device", v.device, "--dtype", v.dtype]
-    else:
-        argv += ["--vocab-size", str(v.vocab_size), "--verify-base-ms", str(v.verify_base_ms),
-                 "--verify-per-token-ms", str(v.verify_per_token_ms)]
-    if v.threads:
-        argv += ["--threads", str(v.threads)]
-    if exp.speculation.policy != "static":
-        argv += ["--speculation", json.dumps(exp.speculation.policy, separators=(",", ":"))]
-    sch = exp.scheduling
-    if sch.scheduler:
-        params = {"scheduler": sch.scheduler, "budget": sch.budget, "min_s": sch.min_s, "eta": sch.eta,
-                  "beta": sch.beta, **({"max_s": sch.max_s} if sch.max_s is not None else {})}
-        if sch.scheduler == "goodspeed":
-            params["utility"] = sch.utility
-        if sch.scheduler == "random":
-            params["seed"] = exp.seed
-        argv += ["--scheduler", json.dumps(params, separators=(",", ":"))]
-    if link_state is not None:
-        argv += ["--link-state", str(link_state)]
-    return argv
-
-
-def drafter_argv(exp, node: str, index: int, connect: str, run_dir: Path) -> list[str]:
-    d = exp.drafter_settings(node)
-    w, sp = exp.workload, exp.speculation
-    argv = [sys.executable, "-m", "nodes.drafter", "--connect", connect, "--name", node,
-            "--backend", d["backend"], "--prompts", str(run_dir / "prompts.jsonl"), "--prompt-offset", str(index),
-            "--max-new", str(w.max_new), "--temperature", str(w.temperature), "--payload", sp.payload,
-            "--gamma", str(sp.gamma), "--proactive" if sp.proactive else "--no-proactive",
-            "--seed", str(exp.seed * 1000 + index), "--timeout", str(exp.limits.ready_timeout_s),
-            "--log", str(run_dir / "events" / f"{node}.jsonl"), "--out", str(run_dir / "outputs" / f"{node}.jsonl")]
-    policy = exp.speculation.policy
-    if policy == "threshold" or (isinstance(policy, dict) and policy.get("policy") == "threshold"):
-        bound = policy.get("bound", 0.7) if isinstance(policy, dict) else 0.7   # ThresholdStop's default
-        argv += ["--stop-threshold", str(bound)]      # the stop rule runs where the tokens are drafted
-    if exp.routing.policy:
-        r = exp.routing
-        params = {"policy": r.policy, **({"d": r.d} if r.policy == "jsq-d" else {}),
-                  **({"seed": exp.seed * 1000 + index} if r.policy in ("random", "jsq-d") else {})}
-        argv += ["--routing", json.dumps(params, separators=(",", ":"))]
-    if w.duration_s is not None:
-        argv += ["--duration", str(w.duration_s)]
-    else:
-        argv += ["--requests", str(w.requests)]
-    argv += ["--arrival-rate", str(w.rate_per_s)] if w.arrivals == "poisson" else ["--sessions", str(w.sessions)]
-    if d["backend"] == "hf":
-        argv += ["--model", d["model"], "--device", d.get("device") or "cpu"]
-    else:
-        argv += ["--vocab-size", str(d["vocab_size"]), "--alpha", json.dumps(d["alpha"]),
-                 "--draft-token-ms", str(d.get("draft_token_ms") or 0)]
-    if d.get("threads"):
-        argv += ["--threads", str(d["threads"])]
-    return argv
-
-
 def _write_prompts(exp, path: Path) -> int:
-    src = BUILTIN_PROMPTS if exp.workload.prompts == "builtin" else Path(exp.workload.prompts)
-    lines = [l for l in src.read_text().splitlines() if l.strip()]
+    lines = [l for l in exp.prompts_path().read_text().splitlines() if l.strip()]
     path.write_text("\n".join(lines) + "\n")
     return len(lines)
 
 
 class _Progress:
-    """Requests and tokens done, read from the drafters' event logs as they grow."""
+    """Requests done of the total (a timed workload: seconds of its duration) and tokens so far, read from the
+    drafters' event logs as they grow. On a terminal a live bar; in a log (CI) the same text as a plain line
+    every 10 s; either way a last line at the end."""
 
     def __init__(self, run_dir: Path, drafters: list[str], total_requests: int | None, duration: float | None):
         self.tail = EventTail({d: run_dir / "events" / f"{d}.jsonl" for d in drafters})
         self.welcomed: set[str] = set()
         self.requests = self.tokens = 0
-        self.total, self.duration = total_requests, duration
+        self.timed = total_requests is None
         self.t0 = time.monotonic()
-        self.tty = sys.stderr.isatty()
-        self.last_print = 0.0
+        tty = sys.stderr.isatty()
+        # the terminal's size, 80x24 when it says 0x0 (as a fresh pseudo-terminal may): tqdm would print nothing
+        cols, rows = shutil.get_terminal_size() if tty else (None, None)
+        unit = "s" if self.timed else "requests"
+        self.bar = tqdm(total=duration if self.timed else total_requests, miniters=0,
+                        mininterval=0.5 if tty else 10, file=sys.stderr if tty else _Lines(sys.stderr),
+                        ncols=cols, nrows=rows,
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} " + unit + "{postfix} [{elapsed}<{remaining}]")
 
     def poll(self) -> None:
         for d, e in self.tail.new_events():
-            if e.get("event") == "welcome":
+            if isinstance(e, Welcome):
                 self.welcomed.add(d)
-            elif e.get("event") == "verdict":
-                self.tokens += e.get("tokens", 0)
-            elif e.get("event") == "finish":
+            elif isinstance(e, Verdict):
+                self.tokens += e.tokens
+            elif isinstance(e, Finish):
                 self.requests += 1
 
     def show(self, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - self.last_print < (0.5 if self.tty else 10):
-            return
-        self.last_print = now
-        el = now - self.t0
-        if self.total:
-            frac = self.requests / self.total
-            eta = f"ETA {el / frac - el:5.0f} s" if frac > 0 else "ETA    ?"
-            bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
-            text = f"[{bar}] {self.requests}/{self.total} requests, {self.tokens} tokens, {el:5.0f} s, {eta}"
+        done = min(time.monotonic() - self.t0, self.bar.total) if self.timed else self.requests
+        self.bar.set_postfix_str((f"{self.requests} requests, " if self.timed else "") + f"{self.tokens} tokens",
+                                 refresh=False)
+        if final:
+            self.bar.n = done
+            self.bar.close()            # draws the last state once more, and ends the line
         else:
-            text = f"{self.requests} requests, {self.tokens} tokens, {el:5.0f} / {self.duration:g} s"
-        print(("\r" + text) if self.tty else text, end="\n" if final or not self.tty else "", file=sys.stderr,
-              flush=True)
+            self.bar.update(done - self.bar.n)   # redraws at most every mininterval
+
+
+class _Lines:
+    """tqdm's output for a log rather than a terminal: each redraw a line of its own, not a carriage return."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, s: str) -> None:
+        if s.strip():
+            self.f.write(s.lstrip("\r").rstrip() + "\n")
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def _log_links(emu, path: Path) -> None:
-    with open(path, "a") as f:
+    from testbed.channels.driver import link_event
+    with EventLog(path, "runner") as log:
         for name, st in emu.shaping.states.items():
-            f.write(json.dumps({"t": time.time(), "node": "runner", "event": "link", "link": name,
-                                "rate_up_mbps": st.rate_up_mbps, "rate_down_mbps": st.rate_down_mbps,
-                                "delay_ms": st.delay_ms, "jitter_ms": st.jitter_ms, "loss_pct": st.loss_pct,
-                                "loss_down_pct": st.loss("down")}) + "\n")
+            log.write(link_event("runner", name, st))
 
 
 def new_run_dir(root: Path, exp) -> Path:
@@ -231,17 +184,19 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
                                          lambda d: publisher.publish(emu.shaping.states, d.gamma_hints))
                 man["channels"] = _channels_manifest(plan)
         nodes = _Nodes(emu, run_dir)
+        here = run_dir.resolve()           # node configs name absolute paths: a node reruns from any directory
         # one verifier, named "verifier"; with routing, one per verifier host, named after it
         vnames = {h: (h if exp.routing.policy else "verifier") for h in exp.verifier_nodes()}
         endpoints = []
         for vhost, vname in vnames.items():
             endpoint = f"tcp://{nodes.address(vhost)}:{exp.verifier.port}"
-            v = nodes.start(vname, vhost, verifier_argv(exp, run_dir / "events", endpoint, link_state, vname))
+            config = verifier_config(exp, vname, endpoint, here, link_state and link_state.resolve())
+            v = nodes.start(vname, vhost, write_node_config(config, here))
             _wait_ready(nodes, v, run_dir / "events" / f"{vname}.jsonl", exp.limits.ready_timeout_s, vname)
             endpoints.append(endpoint)
         drafters = exp.drafter_nodes()
         for i, node in enumerate(drafters):
-            nodes.start(node, node, drafter_argv(exp, node, i, ",".join(endpoints), run_dir))
+            nodes.start(node, node, write_node_config(drafter_config(exp, node, i, endpoints, here), here))
         total = None if exp.workload.duration_s is not None else exp.workload.requests * len(drafters)
         progress = _Progress(run_dir, drafters, total, exp.workload.duration_s)
         _supervise(exp, nodes, drafters, progress, driver)
@@ -269,10 +224,11 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
 def _wait_ready(nodes: _Nodes, proc, log: Path, timeout: float, name: str = "verifier") -> None:
     deadline = time.monotonic() + timeout
     what = "the verifier" if name == "verifier" else f"verifier {name}"
+    tail = EventTail({name: log})
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RunFailed(f"{what} exited ({proc.returncode}) before it was ready:\n{nodes.tail(name)}")
-        if log.exists() and '"event":"ready"' in log.read_text():
+        if any(isinstance(e, Ready) for _, e in tail.new_events()):
             return
         time.sleep(0.1)
     raise RunFailed(f"{what} was not ready within {timeout:g} s (limits.ready_timeout_s):\n{nodes.tail(name)}")
@@ -343,7 +299,7 @@ def _write_results(run_dir: Path, man: dict) -> None:
     try:
         m = metrics.compute(run_dir)
         metrics.write(run_dir, m)
-        metrics.write_summary(run_dir, man, m)
+        metrics.write_summary(run_dir, man, m, plots.plot_names(run_dir))
         plots.make_plots(run_dir)
     except Exception as e:   # partial runs may have too little to plot; say so rather than lose the manifest
         print(f"warning: results of {run_dir} incomplete: {type(e).__name__}: {e}", file=sys.stderr, flush=True)

@@ -1,0 +1,63 @@
+"""An experiment point → each node's typed config (nodes/config.py) and the command that starts the node.
+
+The runner writes every config to RUN/nodes/<name>.json and starts `python -m nodes.<kind> --config FILE`; the
+same command reruns a node by hand. Everything a node is told comes from the experiment's own sub-models (the
+schema is built from the node models), so nothing is copied or translated here: only what is specific to a run
+(names, endpoints, paths, seeds) is filled in.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence, TypeVar
+
+from pydantic import BaseModel
+
+from nodes.config import DraftModel, DrafterConfig, Routing, VerifierConfig, VerifierModel, write_config
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _narrow(model: type[M], obj: BaseModel) -> M:
+    """The node model's part of an experiment model that extends it (VerifierSpec → VerifierModel: without node
+    and port; the experiment's Routing → the nodes' Routing: without verifiers)."""
+    return model.model_validate(obj.model_dump(include=set(model.model_fields)))
+
+
+def verifier_config(exp, name: str, bind: str, run_dir: Path, link_state: Path | None = None) -> VerifierConfig:
+    """Verifier `name` of an experiment point, bound to `bind`, logging to RUN/events/<name>.jsonl; `link_state`
+    is the file the runner keeps current (mininet only). The random budget scheduler's seed is the experiment's."""
+    return VerifierConfig(
+        name=name, bind=bind, model=_narrow(VerifierModel, exp.verifier), batching=exp.batching,
+        speculation=exp.speculation, scheduling=exp.scheduling, seed=exp.seed,
+        link_state=None if link_state is None else str(link_state),
+        log=str(Path(run_dir) / "events" / f"{name}.jsonl"))
+
+
+def drafter_config(exp, node: str, index: int, endpoints: Sequence[str], run_dir: Path) -> DrafterConfig:
+    """The `index`-th drafter (host `node`) of an experiment point, connecting to the verifiers at `endpoints`:
+    its merged settings (drafters.* and drafters.overrides[node]), the prompts copied into the run, starting at
+    prompt `index`, seed `seed * 1000 + index` (sampling, arrivals, the synthetic draft, routing), giving up
+    after limits.ready_timeout_s without a verdict."""
+    run_dir = Path(run_dir)
+    return DrafterConfig(
+        name=node, connect=list(endpoints), model=DraftModel(**exp.drafter_settings(node)),
+        workload=exp.workload.model_copy(update={"prompts": str(run_dir / "prompts.jsonl")}),
+        prompt_offset=index, speculation=exp.speculation, routing=_narrow(Routing, exp.routing),
+        seed=exp.seed * 1000 + index, timeout_s=exp.limits.ready_timeout_s,
+        log=str(run_dir / "events" / f"{node}.jsonl"), out=str(run_dir / "outputs" / f"{node}.jsonl"))
+
+
+def config_path(run_dir: Path, name: str) -> Path:
+    return Path(run_dir) / "nodes" / f"{name}.json"
+
+
+def node_argv(config: VerifierConfig | DrafterConfig, path: Path) -> list[str]:
+    """The command that starts the node a config file describes."""
+    kind = "verifier" if isinstance(config, VerifierConfig) else "drafter"
+    return [sys.executable, "-m", f"nodes.{kind}", "--config", str(path)]
+
+
+def write_node_config(config: VerifierConfig | DrafterConfig, run_dir: Path) -> list[str]:
+    """Write the config to RUN/nodes/<name>.json; the command that starts that node."""
+    return node_argv(config, write_config(config, config_path(run_dir, config.name)))

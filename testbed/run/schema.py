@@ -1,0 +1,221 @@
+"""The experiment schema (`experiments/*.yaml`): every YAML field of an experiment, with its meaning in a comment.
+
+The groups a node is told are nodes/config.py's models, used as they are, so each field has one definition and
+one default wherever it is set: `workload` (Workload), `speculation` (Speculation), `batching` (Batching),
+`scheduling` (Scheduling); `verifier` is VerifierModel plus where it runs (node, port), `drafters` is DraftModel
+plus which hosts and per-host overrides, `routing` is the nodes' Routing plus which verifiers. The rest of an
+experiment (topology, link overrides, seed, limits, sweep, label) is declared here.
+
+Loading is in experiment.py (`load_experiment`, `experiment_from_dict`, `check_file`), field paths and sweeps in
+sweep.py, the checks across fields and against the topology in checks.py. Fields that do not apply (e.g. `alpha`
+with backend hf, `rate_per_s` with closed arrivals) are accepted and ignored, so one file can be switched between
+backends with `--set` or a sweep.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
+
+from nodes.config import (BUILTIN_PROMPTS, DRAFTER_SETTINGS, Alpha, Backend, Batching, Device, DraftModel, Dtype,
+                          ModelName, Ms, Scheduling, Speculation, Threads, VerifierModel, VocabSize, Workload,
+                          pattern)
+from nodes.config import Routing as NodeRouting
+from testbed.net.topology import Topology
+
+__all__ = ["Experiment", "LinkOverride", "VerifierSpec", "DrafterOverride", "DrafterDefaults", "Routing", "Limits",
+           "Workload", "Speculation", "Batching", "Scheduling"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _topology_ref(v: Any) -> Any:
+    if isinstance(v, str) and v:
+        return v
+    if isinstance(v, dict):
+        return v
+    raise ValueError(f"expected a path to a topology file (relative to this file) or an inline topology "
+                     f"mapping, got {v!r}")
+
+
+class LinkOverride(_Strict):
+    """Fields replacing those of a topology link (any LinkSpec field except a, b, name). Values are checked
+    by re-validating the resulting LinkSpec and the whole topology, so LinkSpec's limits apply unchanged."""
+    a: Any = None                    # not allowed: a link's ends and name come from the topology
+    b: Any = None
+    name: Any = None
+    kind: Any = None                 # wired | wireless
+    rate_up_mbps: Any = None         # Mbit/s, a → b
+    rate_down_mbps: Any = None       # Mbit/s, b → a
+    delay_ms: Any = None             # one-way, each direction
+    jitter_ms: Any = None            # uniform ±, at most delay_ms
+    loss_pct: Any = None             # Bernoulli, each direction, [0, 100)
+    queue_pkts: Any = None           # shaper leaf queue
+    channel: Any = None              # time-varying channel (testbed/channels/spec.py); trace files relative to this file
+
+
+class VerifierSpec(VerifierModel):
+    """`verifier.*`: the verifier's model (backend, model, device, dtype, threads, vocab_size, verify_base_ms,
+    verify_per_token_ms: nodes/config.py VerifierModel; vocab_size null: drafters.vocab_size) and where it runs."""
+    node: str | None = None          # topology host running the verifier (role verifier); default: its only one
+    port: int = Field(5555, ge=1024, le=65535)   # TCP port the verifier binds on its host
+
+
+class DrafterOverride(_Strict):
+    """Per-drafter replacements of the drafters' defaults (null or absent: keep the default); exactly
+    DraftModel's fields (a test holds them equal)."""
+    backend: Backend | None = None
+    model: ModelName | None = None
+    device: Device | None = None
+    dtype: Dtype | None = None
+    threads: Threads | None = None   # an explicit null here means torch's default for this drafter
+    alpha: Alpha = None              # {replay: file}: relative to this file
+    vocab_size: VocabSize | None = None
+    draft_token_ms: Ms | None = None
+
+
+class DrafterDefaults(DraftModel):
+    """`drafters.*`: every drafter's model (backend, model, device, dtype, threads, alpha, vocab_size,
+    draft_token_ms: nodes/config.py DraftModel; an alpha replay file is relative to this file), which hosts run
+    one, and per-host overrides."""
+    nodes: list[str] | None = Field(None, min_length=1)   # drafter hosts to run; default: every role-drafter host
+    overrides: dict[str, DrafterOverride] = {}    # node -> fields above (not nodes) for that drafter only
+
+
+class Routing(NodeRouting):
+    """`routing.*`: policy and d (nodes/config.py Routing; off: one verifier, `verifier.node`), and which
+    verifiers."""
+    verifiers: list[str] | None = Field(None, min_length=1)   # default: every host with role verifier
+
+
+class Limits(_Strict):
+    ready_timeout_s: float = Field(120, gt=0, le=3600)          # nodes must be up (models loaded) by then
+    run_timeout_s: float = Field(900, gt=0, le=7 * 86_400)      # the whole run is stopped after this
+
+
+class Experiment(_Strict):
+    name: Annotated[str, pattern(r"[A-Za-z0-9_.-]{1,64}", "1 to 64 letters, digits, '_', '.' or '-'")]  # results dir
+    description: str = ""
+    topology: Annotated[Any, AfterValidator(_topology_ref)]  # file (relative to this file) or inline mapping
+    links: dict[str, LinkOverride] = {}          # link name or "*" (all links) -> fields replaced before the run
+    backend: Literal["mininet", "local"] = "mininet"   # local: every node on loopback, no shaping
+    verifier: VerifierSpec = VerifierSpec()
+    drafters: DrafterDefaults = DrafterDefaults()
+    workload: Workload = Workload()              # nodes/config.py; prompts: a file relative to this file
+    speculation: Speculation = Speculation()     # nodes/config.py; policy: testbed/policies/speculation.py
+    batching: Batching = Batching()              # nodes/config.py
+    scheduling: Scheduling = Scheduling()        # nodes/config.py
+    routing: Routing = Routing()
+    seed: int = Field(0, ge=0, le=2**31 - 1)     # drafter i gets seed * 1000 + i; channels and delays too
+    channel_interval_ms: float = Field(100.0, ge=10, le=60_000)   # channel models step this often (testbed/channels/plan.py)
+    limits: Limits = Limits()
+    sweep: dict[str, Any] | None = None          # {field.path: [values]} grid, and/or zip: {path: [...], ...}
+    label: str | None = Field(None, max_length=200)   # run label; "{field.path}" is replaced by its value
+
+    _file: str = PrivateAttr("")                 # the experiment file ("" when built from a dict)
+    _base_dir: Path = PrivateAttr(Path("."))     # relative paths in the file are relative to this
+    _data: dict = PrivateAttr(default_factory=dict)   # the raw mapping (after --set), to expand the sweep
+    _topology: Topology | None = PrivateAttr(None)    # with link overrides applied
+
+    # -- accessors -------------------------------------------------------------------------------------
+    @property
+    def source(self) -> str:
+        return self._file
+
+    def topology_obj(self) -> Topology:
+        """The topology with the link overrides applied."""
+        assert self._topology is not None, "build experiments with load_experiment or experiment_from_dict"
+        return self._topology
+
+    def drafter_nodes(self) -> list[str]:
+        return list(self.drafters.nodes or [])
+
+    def verifier_nodes(self) -> list[str]:
+        """The hosts running a verifier: routing.verifiers (default every verifier host) when routing, else
+        verifier.node alone."""
+        if not self.routing.policy:
+            return [self.verifier.node]
+        topo = self.topology_obj()
+        return list(self.routing.verifiers or [n for n in topo.hosts() if topo.nodes[n].role == "verifier"])
+
+    def drafter_settings(self, node: str) -> dict:
+        """The drafters' defaults merged with `drafters.overrides[node]` (DraftModel's fields: backend, model,
+        device, dtype, threads, alpha, vocab_size, draft_token_ms); file paths are absolute."""
+        if node not in self.drafter_nodes():
+            raise KeyError(f"{node!r} is not a drafter of experiment {self.name!r}; "
+                           f"drafters: {', '.join(self.drafter_nodes())}")
+        return merge_drafter(self.drafters, node)
+
+    def prompts_path(self) -> Path:
+        return BUILTIN_PROMPTS if self.workload.prompts == "builtin" else Path(self.workload.prompts)
+
+    # -- sweep -----------------------------------------------------------------------------------------
+    def points(self) -> list[Experiment]:
+        """The sweep expanded (grid: keys in YAML order, the last varying fastest; a zip group is one axis),
+        each point without `sweep` and with `label` filled."""
+        from testbed.run.experiment import expand_points    # validating a point builds on this module
+        return expand_points(self)
+
+    # -- manifest --------------------------------------------------------------------------------------
+    def resolved(self) -> dict:
+        """Everything a run depends on, JSON-ready: the topology inlined (link overrides applied, addresses
+        and link names filled in), per-drafter settings merged, defaults filled, the prompts' digest."""
+        topo = self.topology_obj()
+        addresses = topo.addresses()
+        tdict = topo.model_dump(mode="json")
+        for name, spec in tdict["nodes"].items():
+            if name in addresses:
+                spec["ip"] = str(addresses[name])
+        for link, spec in zip(topo.links, tdict["links"]):
+            spec["name"] = link.link_name
+            for key in ("up", "down"):     # a trace counts by its content, wherever the file lies
+                if spec.get("channel") and spec["channel"].get(key):
+                    path = Path(spec["channel"][key])
+                    spec["channel"][key] = f"{path.name} sha256:{_sha256(path)}"
+        out = {
+            "name": self.name, "description": self.description, "backend": self.backend,
+            "topology_file": self.topology if isinstance(self.topology, str) else None,
+            "topology": tdict,
+            "verifier": self.verifier.model_dump(mode="json"),
+            "drafters": {n: self.drafter_settings(n) for n in self.drafter_nodes()},
+            "workload": {**self.workload.model_dump(mode="json"), "prompts_sha256": _sha256(self.prompts_path())},
+            "speculation": self.speculation.model_dump(mode="json"),
+            "batching": self.batching.model_dump(mode="json"),
+            "scheduling": self.scheduling.model_dump(mode="json"),
+            "routing": self.routing.model_dump(mode="json"),
+            "seed": self.seed,
+            "channel_interval_ms": self.channel_interval_ms,
+            "limits": self.limits.model_dump(mode="json"),
+            "label": self.label,
+        }
+        if self.sweep:
+            out["sweep"] = self.sweep
+        return json.loads(json.dumps(out))          # plain JSON types only (tuples → lists)
+
+    def config_hash(self) -> str:
+        canonical = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def merge_drafter(defaults: DrafterDefaults, node: str) -> dict:
+    """DraftModel's fields for one drafter: the defaults, then what its override sets (an explicit null only
+    for threads: torch's default)."""
+    out = {k: getattr(defaults, k) for k in DRAFTER_SETTINGS}
+    o = defaults.overrides.get(node)
+    if o is not None:
+        out.update({k: getattr(o, k) for k in o.model_fields_set if k in DRAFTER_SETTINGS
+                    and (getattr(o, k) is not None or k == "threads")})
+    return copy.deepcopy(out)
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
