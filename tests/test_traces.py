@@ -6,8 +6,8 @@ import pytest
 
 from testbed.common.errors import ConfigError
 from testbed.channels.tracecli import add_trace_parser
-from testbed.channels.traces import (Trace, convert, dump_trace, infer_format, load_trace, parse_trace, plot_trace,
-                            save_trace)
+from testbed.channels.traceplot import plot_trace
+from testbed.channels.traces import Trace, convert, dump_trace, infer_format, load_trace, parse_trace, save_trace
 
 CSV = "t_s,rate_mbps,delay_ms,loss_pct\n# a comment\n0,10,5,0\n\n1,2,20,1\n3,0,30,2.5   # outage\n"
 

@@ -32,7 +32,7 @@ def summary(trace) -> str:
 def describe(trace) -> list[str]:
     """What `trace show` prints."""
     import numpy as np
-    from testbed.channels.traces import PLOT_BIN_S, rate_curve
+    from testbed.channels.traceplot import PLOT_BIN_S, rate_curve
     _, rates = rate_curve(trace, trace.period_s)
     how = f"over {PLOT_BIN_S * 1000:g} ms bins" if trace.is_mahimahi else "over its steps"
     lines = [f"{trace.source}: {trace.format}, {'loops every' if trace.loop else 'plays once,'} {trace.period_s:g} s",
@@ -58,7 +58,8 @@ def cmd_trace_convert(args) -> int:
 
 
 def cmd_trace_plot(args) -> int:
-    from testbed.channels.traces import load_trace, plot_trace
+    from testbed.channels.traceplot import plot_trace
+    from testbed.channels.traces import load_trace
     traces = [load_trace(f, args.format, interval_s=args.interval) for f in args.files]
     out = Path(args.output) if args.output else Path(args.files[0]).with_suffix(".png")
     plot_trace(traces, out, labels=list(args.files), duration_s=args.duration)

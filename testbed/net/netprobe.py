@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# Over 400 lines on purpose: self-contained (stdlib only) so any host's python3 can run it by path.
 """Measurement endpoints that run inside emulated hosts (stdlib only).
 
   echo  UDP echo server for RTT / directional-loss probes

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# Over 400 lines on purpose: a self-contained stdlib daemon started by path inside namespaces, so it cannot import helpers.
 """Userspace delay/jitter/loss for NFQUEUE queues (stdlib only, runs with any python3).
 
 Why userspace: this kernel has no netem (nor fq/etf), so nothing in the kernel can hold a
