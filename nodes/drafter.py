@@ -19,11 +19,10 @@ import zmq
 
 from nodes import protocol as P
 from nodes.config import DrafterConfig
-from nodes.core.actions import Compute, Output, Record, Send, WakeAt
 from nodes.core.drafter import DrafterCore, DrafterError
 from nodes.events import EventLog
 from nodes.events import Verdict as VerdictEvent
-from nodes.shell import exit_on_sigterm, log_error, node_config, run_work
+from nodes.shell import Shell, exit_on_sigterm, log_error, node_config
 
 
 def load_prompts(config: DrafterConfig, backend) -> list[tuple[str, list[int]]]:
@@ -63,12 +62,12 @@ def make_backend(config: DrafterConfig):
     return HfDraft(m.model, m.device, m.dtype, m.threads)
 
 
-class DrafterShell:
-    """Sockets, the wall clock and files around one DrafterCore."""
+class DrafterShell(Shell):
+    """A DEALER per verifier, the wall clock and files around one DrafterCore."""
 
     def __init__(self, config: DrafterConfig, backend, log: EventLog, prompts):
-        self.config, self.backend, self.log = config, backend, log
-        self.core = DrafterCore(config, backend, prompts)
+        super().__init__(DrafterCore(config, backend, prompts), backend, log)
+        self.config = config
         self.results: list[dict] = []
         self.recorder = None
         if config.record_acceptance:    # replayable by the synthetic backend: {"replay": FILE}
@@ -93,35 +92,25 @@ class DrafterShell:
 
     def run(self) -> list[dict]:
         core = self.core
-        wake = self.execute(core.begin(time.time()))
+        wake, _ = self.execute(core.begin(time.time()))
         while not core.done:
             timeout = None if wake is None else max(0.0, wake - time.time())
             self.poller.poll(None if timeout is None else int(timeout * 1e3))
             frames = [(name, frame) for name, sock in self.socks.items() for frame in _drain(sock)]
             actions = core.on_frames(frames, time.time()) if frames else core.on_timer(time.time())
-            wake = self.execute(actions, wake)
+            wake, _ = self.execute(actions)      # an idle core always asks for a wake-up (its timeout)
         return self.results
 
-    def execute(self, actions, wake: float | None = None) -> float | None:
-        """Carry out a core's actions (computes run here, on the backend, and feed the core again); returns
-        the time the core wants to be woken at."""
-        pending = list(actions)
-        while pending:
-            a = pending.pop(0)
-            if isinstance(a, Send):
-                self.socks[a.to].send(a.frame)
-            elif isinstance(a, Record):
-                self.log.write(a.event)
-                if self.recorder and isinstance(a.event, VerdictEvent) and a.event.gamma:
-                    self.recorder.record(a.event.gamma, a.event.accepted)
-            elif isinstance(a, Output):
-                self.results.append(a.result)
-            elif isinstance(a, WakeAt):
-                wake = a.t
-            elif isinstance(a, Compute):
-                result, elapsed = run_work(self.backend, a.work)
-                pending += self.core.on_compute_done(result, elapsed, time.time())
-        return wake
+    def send(self, to: str, frame: bytes) -> None:
+        self.socks[to].send(frame)
+
+    def record(self, event) -> None:
+        self.log.write(event)
+        if self.recorder and isinstance(event, VerdictEvent) and event.gamma:
+            self.recorder.record(event.gamma, event.accepted)
+
+    def output(self, result: dict) -> None:
+        self.results.append(result)
 
 
 def _drain(sock: zmq.Socket) -> list[bytes]:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from nodes.config import NodeConfigError, build_config, load_config
-from nodes.core.actions import DraftWork, VerifyWork, Work
+from nodes.core.actions import Compute, DraftWork, Output, Record, Send, VerifyWork, WakeAt, Work
 
 
 def run_work(backend, work: Work):
@@ -32,6 +32,43 @@ def run_work(backend, work: Work):
         for r in result:                 # each request's share of the batch's compute time, as measured
             r.compute_s = elapsed / len(result)
     return result, elapsed
+
+
+class Shell:
+    """Carries out a core's actions on the wall clock: frames go out through `send`, events to the log,
+    computes run here on the backend (and feed the core again). Subclasses own the sockets."""
+
+    def __init__(self, core, backend, log):
+        self.core, self.backend, self.log = core, backend, log
+
+    def send(self, to, frame: bytes) -> None:
+        raise NotImplementedError
+
+    def record(self, event) -> None:
+        self.log.write(event)
+
+    def output(self, result: dict) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no outputs")
+
+    def execute(self, actions) -> tuple[float | None, bool]:
+        """Returns when the core wants to be woken (None: on the next frame) and whether a compute ran."""
+        wake, ran = None, False
+        pending = list(actions)
+        while pending:
+            a = pending.pop(0)
+            if isinstance(a, Send):
+                self.send(a.to, a.frame)
+            elif isinstance(a, Record):
+                self.record(a.event)
+            elif isinstance(a, Output):
+                self.output(a.result)
+            elif isinstance(a, WakeAt):
+                wake = a.t
+            elif isinstance(a, Compute):
+                result, elapsed = run_work(self.backend, a.work)
+                pending += self.core.on_compute_done(result, elapsed, time.time())
+                ran = True
+        return wake, ran
 
 
 class LinkView:

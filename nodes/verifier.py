@@ -18,10 +18,9 @@ import zmq
 
 from nodes import protocol as P
 from nodes.config import DraftModel, VerifierConfig
-from nodes.core.actions import Compute, Record, Send, WakeAt
 from nodes.core.verifier import VerifierCore
 from nodes.events import Crash, EventLog
-from nodes.shell import LinkView, exit_on_sigterm, log_error, node_config, run_work
+from nodes.shell import LinkView, Shell, exit_on_sigterm, log_error, node_config
 
 
 def make_backend(config: VerifierConfig):
@@ -35,12 +34,12 @@ def make_backend(config: VerifierConfig):
     return HfTarget(m.model, m.device, m.dtype, m.threads)
 
 
-class VerifierShell:
+class VerifierShell(Shell):
     """A ROUTER socket, the wall clock, the link-state file and the event log around one VerifierCore."""
 
     def __init__(self, config: VerifierConfig, backend, log: EventLog):
-        self.config, self.backend, self.log = config, backend, log
-        self.core = VerifierCore(config, backend)
+        super().__init__(VerifierCore(config, backend), backend, log)
+        self.config = config
         self.links = LinkView(config.link_state)
         self.sock = None
 
@@ -70,24 +69,8 @@ class VerifierShell:
                 self.core.set_links(view)
             wake, again = self.execute(self.core.decide(time.time()))
 
-    def execute(self, actions) -> tuple[float | None, bool]:
-        """Carry out the core's actions; a batch's compute runs here and its verdicts follow. Returns when the
-        core wants to be asked again, and whether a batch just ran."""
-        wake, ran = None, False
-        pending = list(actions)
-        while pending:
-            a = pending.pop(0)
-            if isinstance(a, Send):
-                self.sock.send_multipart([a.to, a.frame])
-            elif isinstance(a, Record):
-                self.log.write(a.event)
-            elif isinstance(a, WakeAt):
-                wake = a.t
-            elif isinstance(a, Compute):
-                results, elapsed = run_work(self.backend, a.work)
-                pending += self.core.on_compute_done(results, elapsed, time.time())
-                ran = True
-        return wake, ran
+    def send(self, to: bytes, frame: bytes) -> None:
+        self.sock.send_multipart([to, frame])
 
 
 def flags(argv=None) -> argparse.Namespace:

@@ -27,7 +27,9 @@ def finish_axis(ax, drawn: bool, loc: str = "best", handles: list | None = None)
     """Grid, then a legend for what was drawn or a visible 'no data' mark, so an empty plot is never mistaken
     for a flat line. `handles`: legend entries of twin axes too."""
     ax.grid(alpha=0.3)
-    if drawn:
-        ax.legend(handles=handles, loc=loc, fontsize="small") if handles else ax.legend(loc=loc, fontsize="small")
-    else:
+    if not drawn:
         no_data(ax)
+    elif handles:
+        ax.legend(handles=handles, loc=loc, fontsize="small")
+    elif ax.get_legend_handles_labels()[1]:     # unlabelled lines only (e.g. γ = 0 has no acceptance): no legend
+        ax.legend(loc=loc, fontsize="small")
