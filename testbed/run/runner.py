@@ -162,7 +162,7 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
     manifest_mod.write(run_dir, man)
     print(f"run {exp.label}: {run_dir}", file=sys.stderr, flush=True)
     _write_prompts(exp, run_dir / "prompts.jsonl")
-    emu = nodes = driver = link_state = None
+    emu = nodes = driver = link_state = progress = None
     status, message = "failed", ""
     try:
         plan = _channel_plan(exp)
@@ -209,6 +209,8 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
         message = f"{type(e).__name__}: {e}"
         raise
     finally:
+        if progress:
+            progress.bar.close()       # before the messages of the stop, whatever ended the run
         if nodes:
             nodes.stop()
         if driver:
