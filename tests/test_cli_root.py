@@ -21,8 +21,13 @@ def test_up_interactive_gives_mininet_cli():
 
 def test_calibrate_writes_json_and_fails_outside_tolerance(tmp_path):
     out = tmp_path / "cal.json"
+    # The command's contract (JSON written, exit 0 within tolerance, exit 1 outside) is what is tested here; its
+    # 1 ms default is an accuracy target, measured by `make bench` and asserted on a jitter-free link in
+    # tests/test_emulation.py. d3's link has 2 ms jitter, and on a loaded 2-core machine its median RTT error
+    # was seen at 1.01 ms (before this change too), so the passing run allows 2 ms.
     ok = subprocess.run(TESTBED + ["calibrate", "topologies/star-wifi-4.yaml", "--links", "d3-ap1",
-                                   "--duration", "2", "--probes", "200", "--json", str(out)],
+                                   "--duration", "2", "--probes", "200", "--rtt-tolerance-ms", "2",
+                                   "--json", str(out)],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     result = json.loads(out.read_text())
