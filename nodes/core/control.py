@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from nodes import events as E
 from nodes.config import Scheduling
 from testbed.policies.scheduling import GoodSpeedEstimator, make_scheduler
-from testbed.policies.speculation import (EWMA, GAMMA_LIMIT, SPECULATION_POLICIES, NetworkView, RoundResult,
-                                          make_speculation)
+from testbed.policies.spec_checks import GAMMA_LIMIT
+from testbed.policies.speculation import EWMA, SPECULATION_POLICIES, NetworkView, RoundResult, make_speculation
 
 ID_BYTES = 4                  # a token id on the wire (int32)
 

@@ -126,9 +126,6 @@ class DrafterCore:
         self._account_idle(now)
         return self._run(now)
 
-    def on_frame(self, via: str, frame: bytes, now: float) -> list[Action]:
-        return self.on_frames([(via, frame)], now)
-
     def on_compute_done(self, result, duration_s: float, now: float) -> list[Action]:
         if self.busy is None:
             raise DrafterError("a compute finished but none was running")

@@ -3,7 +3,10 @@ rules (stopping.py): a bad field fails with a ValueError that names the policy a
 session starts."""
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Mapping
+from typing import Any, Callable
 
 GAMMA_LIMIT = 64          # the largest window anything here accepts (experiment.Speculation.gamma's bound)
 
@@ -38,3 +41,27 @@ def check_window_bounds(owner: str, gamma_min, gamma_max, allowed, floor: int = 
         raise ValueError(f"speculation {owner}: allowed has no window in [gamma_min, gamma_max] = "
                          f"[{gamma_min}, {gamma_max}], got {sorted(allowed)}")
     return inside
+
+
+def named_spec(spec: Any, key: str, default: str | None, registry: Mapping[str, Callable], label: str,
+               choice: str) -> tuple[str, Callable, dict]:
+    """"name" or {key: name, field: value, ...} -> (name, constructor, params), every field checked against the
+    constructor's keyword arguments. label names the spec in messages ("speculation", "stop rule"), choice the
+    field that picks from the registry ("speculation policy", "stop rule: rule")."""
+    if isinstance(spec, str):
+        name, params = spec, {}
+    elif isinstance(spec, Mapping):
+        params = dict(spec)
+        name = params.pop(key, default)
+    else:
+        raise ValueError(f"{label} must be a {key} name or a mapping with a '{key}' field, got {spec!r}")
+    if not isinstance(name, str) or name not in registry:
+        raise ValueError(f"{choice} must be one of {', '.join(registry)}, got {name!r}")
+    ctor = registry[name]
+    accepted = inspect.signature(ctor).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+    for field in params:
+        if not takes_any and (field not in accepted or accepted[field].kind is inspect.Parameter.POSITIONAL_ONLY):
+            fields = ", ".join(k for k in accepted if not k.startswith("_")) or "none"
+            raise ValueError(f"{label} {name}: unknown field {field!r} (fields: {fields})")
+    return name, ctor, params

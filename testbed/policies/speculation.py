@@ -16,7 +16,6 @@ stop rule (stopping.py); make_speculation builds its verifier half, a static win
 """
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -24,8 +23,7 @@ from functools import partial
 from typing import Callable, ClassVar, Protocol, Sequence
 
 from testbed.policies.acceptance import mu
-from testbed.policies.spec_checks import GAMMA_LIMIT  # noqa: F401  (window callers import the limit from here)
-from testbed.policies.spec_checks import check_int, check_num, check_window_bounds
+from testbed.policies.spec_checks import check_int, check_num, check_window_bounds, named_spec
 from testbed.policies.stopping import split_speculation
 
 _T_FLOOR = 1e-9           # s; a round that costs nothing at all still takes this long (no division by 0)
@@ -379,22 +377,7 @@ def make_speculation(spec: Mapping | str,
     "threshold" (stopping.py) gives its verifier half, a static window at the cap, its stop rule checked too."""
     registry = SPECULATION_POLICIES if registry is None else registry
     spec, _ = split_speculation(spec)
-    if isinstance(spec, str):
-        name, params = spec, {}
-    elif isinstance(spec, Mapping):
-        params = dict(spec)
-        name = params.pop("policy", "static")
-    else:
-        raise ValueError(f"speculation must be a policy name or a mapping with a 'policy' field, got {spec!r}")
-    if not isinstance(name, str) or name not in registry:
-        raise ValueError(f"speculation policy must be one of {', '.join(registry)}, got {name!r}")
-    ctor = registry[name]
-    accepted = inspect.signature(ctor).parameters
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
-    for key in params:
-        if not takes_any and (key not in accepted or accepted[key].kind is inspect.Parameter.POSITIONAL_ONLY):
-            fields = ", ".join(k for k in accepted if not k.startswith("_")) or "none"
-            raise ValueError(f"speculation {name}: unknown field {key!r} (fields: {fields})")
+    _, ctor, params = named_spec(spec, "policy", "static", registry, "speculation", "speculation policy")
     if isinstance(params.get("allowed"), list):
         params["allowed"] = tuple(params["allowed"])        # YAML gives lists; frozen policies want tuples
     ctor(**params)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-from testbed.policies.spec_checks import check_int, check_num, check_window_bounds
+from testbed.policies.spec_checks import check_int, check_num, check_window_bounds, named_spec
 
 
 class StopRule(Protocol):
@@ -91,18 +91,5 @@ def make_stop_rule(spec: Mapping | str | None) -> StopRule | None:
     naming the field), so a bad config fails before any session starts."""
     if spec is None:
         return None
-    if isinstance(spec, str):
-        name, params = spec, {}
-    elif isinstance(spec, Mapping):
-        params = dict(spec)
-        name = params.pop("rule", None)
-    else:
-        raise ValueError(f"stop rule must be a rule name or a mapping with a 'rule' field, got {spec!r}")
-    if not isinstance(name, str) or name not in STOP_RULES:
-        raise ValueError(f"stop rule: rule must be one of {', '.join(STOP_RULES)}, got {name!r}")
-    ctor = STOP_RULES[name]
-    fields = inspect.signature(ctor).parameters
-    for key in params:
-        if key not in fields:
-            raise ValueError(f"stop rule {name}: unknown field {key!r} (fields: {', '.join(fields) or 'none'})")
+    _, ctor, params = named_spec(spec, "rule", None, STOP_RULES, "stop rule", "stop rule: rule")
     return ctor(**params)
