@@ -15,6 +15,7 @@ from testbed.net.runs import links_of, processes_of
 from testbed.net.shaping import Cmd
 from testbed.net.tcbatch import TcBatch
 from testbed.net.topology import load_topology
+from tests.remeasure import remeasure
 
 pytestmark = pytest.mark.root
 LINK = "d1-ap1"
@@ -42,9 +43,12 @@ def test_rate_within_5_percent(emu, rate, direction):
     emu.set_link(LINK, LinkState(rate, rate, delay_ms=5))
     r = row(emu, direction)
     assert r.bottleneck == LINK and r.rate_mbps == rate
-    cal.measure_rate(emu, r, duration_s=3.0)
-    assert r.measured_rate_mbps == pytest.approx(rate, rel=0.05), r
-    assert r.goodput_mbps < r.measured_rate_mbps   # goodput excludes headers: a sanity check on the counter
+
+    def measure():
+        cal.measure_rate(emu, r, duration_s=3.0)
+        assert r.measured_rate_mbps == pytest.approx(rate, rel=0.05), r
+        assert r.goodput_mbps < r.measured_rate_mbps   # goodput excludes headers: a sanity check on the counter
+    remeasure(measure)
 
 
 @pytest.mark.parametrize("rtt_ms", [10, 40])
@@ -52,12 +56,15 @@ def test_rtt_matches_configured(emu, rtt_ms):
     emu.set_link(LINK, LinkState(20, 20, delay_ms=rtt_ms / 2))
     r = row(emu)
     assert r.rtt_ms == rtt_ms   # configured: the path's one-way delays, both ways
-    cal.measure_rtt(emu, r, probes=300, interval_s=0.005)
-    # 2 ms, not the 1 ms accuracy target: that target is measured by `make bench` (RTT error median +0.3 to
-    # +0.9 ms here); in a full test run on a loaded 2-core machine the median was seen at +1.14 ms. A delay
-    # applied once instead of per direction, or twice, is still caught: it is off by rtt/2.
-    assert abs(r.measured_rtt_p50_ms - r.rtt_ms) <= 2.0, r
-    assert r.measured_loss_pct == 0
+
+    def measure():
+        cal.measure_rtt(emu, r, probes=300, interval_s=0.005)
+        # 2 ms, not the 1 ms accuracy target: that target is measured by `make bench` (RTT error median +0.3 to
+        # +0.9 ms here); in a full test run on a loaded 2-core machine the median was seen at +1.14 ms. A delay
+        # applied once instead of per direction, or twice, is still caught: it is off by rtt/2.
+        assert abs(r.measured_rtt_p50_ms - r.rtt_ms) <= 2.0, r
+        assert r.measured_loss_pct == 0
+    remeasure(measure)
 
 
 def test_loss_5_percent_each_direction(emu):
@@ -73,32 +80,35 @@ def test_loss_5_percent_each_direction(emu):
 
 
 def test_live_rate_change_shows_in_next_second(emu):
-    emu.set_link(LINK, LinkState(20, 20, delay_ms=5))
     import subprocess
     ip = str(emu.net_plan.ip("verifier"))
-    sink = cal._Server(emu, "verifier", cal._probe_cmd("sink", "--port", "47010", "--exit-on-stdin-eof"))
-    try:
-        bulk = emu.popen("d1", cal._probe_cmd("bulk", "--to", ip, "--port", "47010", "--duration", "4"),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        t0 = time.monotonic()
-        time.sleep(1.0)
-        b1, t1 = emu.sent_bytes(LINK, "up"), time.monotonic()
-        time.sleep(max(0.0, t0 + 2.0 - time.monotonic()))
-        b2, t2 = emu.sent_bytes(LINK, "up"), time.monotonic()
-        change_started = time.perf_counter()
-        emu.set_link(LINK, LinkState(5, 20, delay_ms=5))
-        change_ms = (time.perf_counter() - change_started) * 1e3
-        b3, t3 = emu.sent_bytes(LINK, "up"), time.monotonic()
-        time.sleep(1.0)
-        b4, t4 = emu.sent_bytes(LINK, "up"), time.monotonic()
-        bulk.communicate(timeout=40)
-    finally:
-        sink.stop()
-    before = (b2 - b1) * 8 / (t2 - t1) / 1e6
-    after = (b4 - b3) * 8 / (t4 - t3) / 1e6
-    assert before == pytest.approx(20, rel=0.05)
-    assert after == pytest.approx(5, rel=0.10)
-    assert change_ms < 100    # a line into a running tc batch, not a rebuild
+
+    def measure():
+        emu.set_link(LINK, LinkState(20, 20, delay_ms=5))
+        sink = cal._Server(emu, "verifier", cal._probe_cmd("sink", "--port", "47010", "--exit-on-stdin-eof"))
+        try:
+            bulk = emu.popen("d1", cal._probe_cmd("bulk", "--to", ip, "--port", "47010", "--duration", "4"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            t0 = time.monotonic()
+            time.sleep(1.0)
+            b1, t1 = emu.sent_bytes(LINK, "up"), time.monotonic()
+            time.sleep(max(0.0, t0 + 2.0 - time.monotonic()))
+            b2, t2 = emu.sent_bytes(LINK, "up"), time.monotonic()
+            change_started = time.perf_counter()
+            emu.set_link(LINK, LinkState(5, 20, delay_ms=5))
+            change_ms = (time.perf_counter() - change_started) * 1e3
+            b3, t3 = emu.sent_bytes(LINK, "up"), time.monotonic()
+            time.sleep(1.0)
+            b4, t4 = emu.sent_bytes(LINK, "up"), time.monotonic()
+            bulk.communicate(timeout=40)
+        finally:
+            sink.stop()
+        before = (b2 - b1) * 8 / (t2 - t1) / 1e6
+        after = (b4 - b3) * 8 / (t4 - t3) / 1e6
+        assert before == pytest.approx(20, rel=0.05), (before, after)
+        assert after == pytest.approx(5, rel=0.10), (before, after)
+        assert change_ms < 100    # a line into a running tc batch, not a rebuild
+    remeasure(measure)
 
 
 def test_failed_command_raises_with_stderr(emu):
