@@ -45,6 +45,8 @@ class Start(Event, tag="start"):
     prompt_tokens: int = 0
     bytes_out: int = 0
     verifier: str | None = None
+    max_new: int | None = None           # the session's output length (workload.output_len or the trace's)
+    request: str | None = None           # the trace's request_id (workload.arrivals trace)
 
 
 class Draft(Event, tag="draft"):
@@ -222,6 +224,23 @@ class Link(Event, tag="link", omit_defaults=True):
         return self.rate_up_mbps if direction == "up" else self.rate_down_mbps
 
 
+class Pace(Event, tag="pace"):
+    """One compute step of a profiled (synthetic) backend: the time its profile gave and the time it took on
+    the wall clock (the shell sleeps to the profile; an overloaded machine overshoots). Real backends log none."""
+    work: str                            # "draft" | "verify"
+    profile_s: float
+    realised_s: float
+    tokens: int = 0                      # drafted tokens, or tokens fed to the verifier
+    batch: int = 0                       # verify only: sequences in the batch
+
+
+class Load(Event, tag="load"):
+    """The host's CPU load over the last sampling interval (the runner samples /proc/stat while a run goes)."""
+    cpu_busy: float                      # fraction of all CPUs' time not idle, in [0, 1]
+    loadavg_1m: float = 0.0
+    cpus: int = 0
+
+
 class ChannelLate(Event, tag="channel_late"):
     """The channel driver fell behind and skipped ticks (states follow time, not the driver's pace)."""
     skipped: int = 0
@@ -229,7 +248,7 @@ class ChannelLate(Event, tag="channel_late"):
 
 
 AnyEvent = Union[Welcome, Route, Start, Draft, Verdict, Finish, Done, Crash, Ready, Hello, Refused, Error, Verify,
-                 Plan, Policy, Schedule, Link, ChannelLate]
+                 Plan, Policy, Schedule, Link, ChannelLate, Pace, Load]
 EVENT_TYPES: dict[str, type[Event]] = {c.__struct_config__.tag: c for c in AnyEvent.__args__}
 
 EventT = TypeVar("EventT", bound=Event)
@@ -313,17 +332,20 @@ def read_events(path: str | Path) -> tuple[list[Event], list[str]]:
 
 
 LINKS_FILE = "links.jsonl"          # the runner's and the channel driver's Link events
+LOAD_FILE = "load.jsonl"            # the runner's Load samples
 VERIFIER_EVENTS = (Ready, Hello, Refused, Error, Verify, Plan, Policy, Schedule)   # written by verifiers only
 
 
 @dataclass
 class RunLogs:
     """A run's event logs (RUN/events/*.jsonl), grouped and each in time order: every drafter's events under
-    its node name, every verifier's events pooled, the link states applied (links.jsonl); and the problems met
+    its node name, every verifier's events pooled, the link states applied (links.jsonl), the host's CPU load
+    (load.jsonl); and the problems met
     reading them."""
     drafters: dict[str, list[Event]] = field(default_factory=dict)
     verifiers: list[Event] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)
+    load: list[Load] = field(default_factory=list)
     issues: list[str] = field(default_factory=list)
 
 
@@ -340,12 +362,14 @@ def load_run(run_dir: str | Path) -> RunLogs:
         run.issues += issues
         if path.name == LINKS_FILE:
             run.links += of_type(events, Link)
+        elif path.name == LOAD_FILE:
+            run.load += of_type(events, Load)
         elif path.stem == "verifier" or any(isinstance(e, VERIFIER_EVENTS) for e in events):
             run.verifiers += events
         else:
             name = next((e.node for e in events if e.node), path.stem)
             run.drafters.setdefault(name, []).extend(events)
-    for events in [*run.drafters.values(), run.verifiers, run.links]:
+    for events in [*run.drafters.values(), run.verifiers, run.links, run.load]:
         events.sort(key=lambda e: e.t)
     return run
 

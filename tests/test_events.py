@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from nodes.events import (EVENT_TYPES, ChannelLate, Crash, Done, Draft, Error, EventLog, EventTail, Finish, Hello,
+from nodes.events import (EVENT_TYPES, ChannelLate, Load, Pace, Crash, Done, Draft, Error, EventLog, EventTail, Finish, Hello,
                           Link, Plan, Policy, Ready, Refused, Route, Schedule, Start, Verdict, Verify, Welcome, decode,
                           encode, load_run, of_type, read_events)
 
@@ -41,6 +41,8 @@ EXAMPLES = [
          efficiency_down=5.0, full_band_rate_up_mbps=25.0, full_band_rate_down_mbps=30.0, share_up=0.5,
          share_down=1.0, demand_up=96.0, demand_down=44.0, gamma_joint=5, ge_loss_pct=0.2),
     ChannelLate(t=T, node="channel", skipped=3, tick=12),
+    Pace(t=T, node="d1", work="verify", profile_s=0.02, realised_s=0.021, tokens=10, batch=2),
+    Load(t=T, node="runner", cpu_busy=0.5, loadavg_1m=1.2, cpus=2),
 ]
 
 

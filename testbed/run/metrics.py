@@ -53,6 +53,9 @@ Sums and counts are per drafter; the `total` row pools every drafter's events (n
 | verifier_mean_batch     | mean of `batch` over distinct batch_ids                                                      |
 | verifier_busy_fraction  | Σ verify_s over distinct batches / (last verify t − min(first start t, first batch start)), mean per verifier |
 | verifier_tokens         | Σ verify `tokens` (a cross-check: equals `tokens` in a complete run)                         |
+| pace_p50, pace_p95      | compute pacing: realised/profile of profiled compute steps (testbed/run/pacing.py); total:   |
+|                         | every node's steps; none for real models. metrics.json `pacing` has the rest                 |
+| cpu_busy_mean (total)   | mean fraction of the host's CPUs busy during the run (the runner's Load samples)             |
 
 The bound is the closed-form model of speculative decoding (μ tokens per round, one round per T_round), not a
 hard ceiling: rounds faster than the median, or several sessions' rounds sharing one verifier batch, can put
@@ -81,6 +84,8 @@ from statistics import median
 
 from nodes.events import Crash, Done, Draft, Event, Finish, Start, Verdict, Verify, load_run, of_type
 from testbed.policies import acceptance
+from testbed.run import pacing as pacing_mod
+from testbed.run.pacing import pacing
 
 PCTS = (50, 95, 99)
 
@@ -93,7 +98,7 @@ COLUMNS = [
     "bytes_out", "bytes_in", "bytes_per_token", "hits", "hit_rate", "wasted",
     "mu", "t_round_s", "bound_session_tps", "concurrency", "bound_tps", "measured_over_bound",
     "jain", "sum_log_goodput", "verifier_batches", "verifier_mean_batch", "verifier_busy_fraction",
-    "verifier_tokens",
+    "verifier_tokens", "pace_p50", "pace_p95", "cpu_busy_mean",
 ]
 
 
@@ -313,8 +318,12 @@ def compute(run_dir: str | Path) -> dict:
         total["measured_over_bound"] = _div(total["goodput_tps"], total["bound_tps"])
     total["concurrency"] = sum(d.session_time(d.t_last) for d in ds if d.t_last is not None) / total["window_s"] \
         if total["window_s"] else None
+    pace = pacing(run)
+    for name, row in drafters.items():
+        row["pace_p50"], row["pace_p95"] = pace["per_drafter"][name]["p50"], pace["per_drafter"][name]["p95"]
+    total["pace_p50"], total["pace_p95"], total["cpu_busy_mean"] = pace["p50"], pace["p95"], pace["cpu_busy_mean"]
     return {"run": Path(run_dir).name, "complete": complete, "issues": issues, "t0": t_first,
-            "columns": COLUMNS, "drafters": drafters, "total": total}
+            "columns": COLUMNS, "drafters": drafters, "total": total, "pacing": pace}
 
 
 def write(run_dir: str | Path, metrics: dict) -> tuple[Path, Path]:
@@ -382,6 +391,7 @@ SUMMARY_COLUMNS = [  # (header, key, unit scale)
     ("γ̄", "mean_gamma", 1), ("TTFT p50 ms", "ttft_p50_s", 1e3), ("TTFT p95 ms", "ttft_p95_s", 1e3),
     ("TPOT p50 ms", "tpot_p50_s", 1e3), ("e2e p95 s", "e2e_p95_s", 1), ("B/token", "bytes_per_token", 1),
     ("hit rate", "hit_rate", 1), ("bound tok/s", "bound_tps", 1), ("meas/bound", "measured_over_bound", 1),
+    ("pace p50", "pace_p50", 1),
 ]
 
 
@@ -398,6 +408,8 @@ def write_summary(run_dir: str | Path, manifest: dict | None, metrics: dict, plo
     lines.append(f"- complete: {'yes' if metrics['complete'] else 'NO'}")
     for issue in metrics["issues"][:20]:
         lines.append(f"  - {issue}")
+    if metrics.get("pacing"):
+        lines += pacing_mod.summary_lines(metrics["pacing"])
     # The topology is summarised by its name and file; its every node and link are in manifest.json.
     settings = [(k, v) for k, v in _flatten(manifest.get("config") or {})
                 if (not isinstance(v, (dict, list)) or v == [])

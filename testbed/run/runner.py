@@ -24,6 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nodes.events import EventLog, EventTail, Finish, Ready, Verdict, Welcome
+from testbed.run.hostload import HostLoad
 from testbed.run import manifest as manifest_mod
 from testbed.run.node_configs import drafter_config, verifier_config, write_node_config
 
@@ -162,7 +163,7 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
     manifest_mod.write(run_dir, man)
     print(f"run {exp.label}: {run_dir}", file=sys.stderr, flush=True)
     _write_prompts(exp, run_dir / "prompts.jsonl")
-    emu = nodes = driver = link_state = progress = None
+    emu = nodes = driver = link_state = progress = load = None
     status, message = "failed", ""
     try:
         plan = _channel_plan(exp)
@@ -199,7 +200,8 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
             nodes.start(node, node, write_node_config(drafter_config(exp, node, i, endpoints, here), here))
         total = None if exp.workload.duration_s is not None else exp.workload.requests * len(drafters)
         progress = _Progress(run_dir, drafters, total, exp.workload.duration_s)
-        _supervise(exp, nodes, drafters, progress, driver)
+        load = HostLoad(run_dir / "events")
+        _supervise(exp, nodes, drafters, progress, driver, load)
         status = "complete"
     except KeyboardInterrupt:
         status, message = "interrupted", "interrupted by the user; partial results written"
@@ -211,6 +213,8 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
     finally:
         if progress:
             progress.bar.close()       # before the messages of the stop, whatever ended the run
+        if load:
+            load.close()
         if nodes:
             nodes.stop()
         if driver:
@@ -263,10 +267,12 @@ def _channels_manifest(plan) -> dict:
                 "Gilbert-Elliott steps once per interval and applies to both directions of its link"]}
 
 
-def _supervise(exp, nodes: _Nodes, drafters: list[str], progress: _Progress, driver=None) -> None:
+def _supervise(exp, nodes: _Nodes, drafters: list[str], progress: _Progress, driver=None, load=None) -> None:
     """Wait for every drafter to finish; fail on a dead node, a drafter that never connects, or the time limit."""
     started = time.monotonic()
     while True:
+        if load is not None:
+            load.poll()
         if driver is not None and driver.error is not None:
             raise RunFailed(f"the channel driver failed: {type(driver.error).__name__}: {driver.error}")
         progress.poll()
