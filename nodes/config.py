@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from nodes.backends import lacks_q
 from nodes.models import ModelError, ModelSpec
 from nodes.protocol import MAX_GAMMA, MAX_TOPK, valid_payload
+from nodes.workloads.lengths import OutputLen
 from testbed.common.yamlconf import _describe, format_loc
 from testbed.policies.speculation import make_speculation
 from testbed.policies.stopping import split_speculation
@@ -45,8 +46,10 @@ def _number(x: Any) -> bool:
 
 
 def _alpha(v: Any) -> Any:
-    """Synthetic acceptance rate: a number in [0, 1], [[t_seconds, alpha], ...] (t >= 0, increasing), or
-    {replay: file} (a file written by `nodes.drafter --record-acceptance`)."""
+    """Synthetic acceptance rate: a number in [0, 1], [[t_seconds, alpha], ...] (t >= 0, increasing),
+    {replay: file} (a file written by `nodes.drafter --record-acceptance`), {curve: [a1, a2, ...]} (per-position
+    acceptance, the last value past the end), {trace: pair/dataset} or {published: id} (shipped data:
+    `python -m nodes.acceptance` lists the names)."""
     if _number(v):
         if not 0 <= v <= 1:
             raise ValueError(f"expected alpha in [0, 1], got {v!r}")
@@ -66,11 +69,40 @@ def _alpha(v: Any) -> Any:
             out.append([float(t), float(a)])
         return out
     if isinstance(v, dict):
-        if set(v) != {"replay"} or not isinstance(v["replay"], str) or not v["replay"]:
-            raise ValueError(f"expected {{replay: file}}, got {v!r}")
+        kind = next(iter(v)) if len(v) == 1 else None
+        if kind == "curve":
+            c = v["curve"]
+            if not (isinstance(c, list) and c and all(_number(a) and 0 <= a <= 1 for a in c)):
+                raise ValueError(f"expected {{curve: [a1, a2, ...]}}, numbers in [0, 1], got {v!r}")
+            return {"curve": [float(a) for a in c]}
+        if kind in ("trace", "published"):
+            from nodes.acceptance import resolve_alpha
+            resolve_alpha(kind, v[kind])        # an unknown name lists the known ones
+            return {kind: v[kind]}
+        if kind != "replay" or not isinstance(v["replay"], str) or not v["replay"]:
+            raise ValueError(f"expected {{replay: file}}, {{curve: [...]}}, {{trace: name}} or {{published: id}}, "
+                             f"got {v!r}")
         return {"replay": v["replay"]}
-    raise ValueError(f"expected a number in [0, 1], a list of [t_seconds, alpha] pairs or {{replay: file}}, "
-                     f"got {v!r}")
+    raise ValueError(f"expected a number in [0, 1], a list of [t_seconds, alpha] pairs, {{replay: file}}, "
+                     f"{{curve: [...]}}, {{trace: name}} or {{published: id}}, got {v!r}")
+
+
+def _profile(v: Any) -> Any:
+    """Synthetic compute latency profile: {device: NAME, model: NAME, dtype: NAME} (a roofline of a model on a
+    device, nodes/compute: `python -m nodes.compute` lists the names) or {table: FILE} (measured by `testbed
+    profile`; the experiment's checks read it). None: the linear *_ms fields."""
+    if not isinstance(v, dict):
+        raise ValueError(f"expected {{device: NAME, model: NAME}} or {{table: FILE}}, got {v!r}")
+    if "table" in v:
+        if set(v) != {"table"} or not isinstance(v["table"], str) or not v["table"]:
+            raise ValueError(f"expected {{table: FILE}} alone, got {v!r}")
+        return {"table": v["table"]}
+    from nodes.compute import ProfileError, cost_model_from_spec
+    try:
+        cost_model_from_spec(v, Path("."))
+    except ProfileError as e:
+        raise ValueError("; ".join(f"{p.path}: {p.message}" if p.path else p.message for p in e.problems)) from None
+    return dict(v)
 
 
 def _payload(v: str) -> str:
@@ -105,10 +137,13 @@ Alpha = Annotated[Any, AfterValidator(_alpha)]
 Device = Annotated[str, pattern(r"auto|cpu|mps|cuda(:[0-9]{1,2})?", "auto, cpu, mps, cuda or cuda:N")]
 Dtype = Literal["float32", "bfloat16", "float16"]
 Backend = Literal["hf", "synthetic"]
+DrafterBackend = Literal["hf", "synthetic", "ngram"]   # ngram: prompt lookup, no model (drafters only)
+NgramN = Annotated[int, Field(ge=1, le=16)]
 Threads = Annotated[int, Field(ge=1, le=1024)]
 VocabSize = Annotated[int, Field(ge=2, le=10_000_000)]
 Ms = Annotated[float, Field(ge=0, le=60_000)]
 Payload = Annotated[str, AfterValidator(_payload)]
+Profile = Annotated[Any, AfterValidator(_profile)]
 NodeName = Annotated[str, pattern(r"[A-Za-z0-9_.:-]{1,64}", "1 to 64 letters, digits, '_', '.', ':' or '-'")]
 
 
@@ -124,37 +159,46 @@ class VerifierModel(_Strict):
     vocab_size: VocabSize | None = None          # synthetic only; null: the drafters' (32000 on its own)
     verify_base_ms: Ms = 0.0         # synthetic only: compute time of one verify batch ...
     verify_per_token_ms: Ms = 0.0    # ... plus this per verified token
+    profile: Profile | None = None   # synthetic only: {device, model, dtype} roofline or {table: FILE}; replaces *_ms
 
 
 class DraftModel(_Strict):
     """What a drafter drafts with."""
-    backend: Backend = "hf"          # must match the verifier's backend
-    model: ModelName = "smollm2-135m:int8"       # hf only; same tokenizer family as the verifier's model
+    backend: DrafterBackend = "hf"   # must match the verifier's backend; ngram needs an hf verifier
+    model: ModelName = "smollm2-135m:int8"       # hf, ngram (tokenizer only); same tokenizer family as the verifier's
     device: Device = "cpu"           # hf only (int8 models run on the CPU only)
     dtype: Dtype = "float32"         # hf only
     threads: Threads | None = 1      # torch CPU threads per drafter (edge devices are small); null: all cores
-    alpha: Alpha = 0.8               # synthetic only: 0.8 | [[t_s, alpha], ...] | {replay: file}
+    alpha: Alpha = 0.8               # synthetic only: 0.8 | [[t_s, alpha], ...] | {replay|curve|trace|published: ...}
     vocab_size: VocabSize = 32000    # synthetic only; must equal the verifier's
     draft_token_ms: Ms = 0.0         # synthetic only: compute time per drafted token
+    profile: Profile | None = None   # synthetic only: {device, model, dtype} roofline or {table: FILE}; replaces draft_token_ms
+    ngram_n: NgramN = 3              # ngram only: longest suffix looked up (n = ngram_n .. 1; nodes/backends/ngram.py)
 
 
 DRAFTER_SETTINGS = tuple(DraftModel.model_fields)
 
 
 class Workload(_Strict):
-    prompts: str = "builtin"         # "builtin" (nodes/prompts.jsonl) or a JSONL file (relative to the experiment file)
-    arrivals: Literal["closed", "poisson"] = "closed"   # closed: `sessions` back to back; poisson: open loop
+    prompts: str = "builtin"         # "builtin", a dataset (nodes/workloads/datasets.py) or a JSONL file (relative to the experiment file)
+    arrivals: Literal["closed", "poisson", "trace"] = "closed"   # closed: `sessions` back to back; poisson, trace: open loop
     rate_per_s: float | None = Field(None, gt=0, le=10_000)   # poisson only: session arrivals/s per drafter
+    trace: str | None = None         # trace only: DSD-Sim JSONL (nodes/workloads/trace.py), relative to the experiment file
     requests: int | None = Field(None, ge=1, le=1_000_000)    # sessions per drafter; or duration_s (one of two)
     duration_s: float | None = Field(None, gt=0, le=86_400)   # start sessions for this long, per drafter
     sessions: int = Field(1, ge=1, le=1024)                   # closed only: concurrent sessions per drafter
-    max_new: int = Field(32, ge=1, le=8192)                   # tokens generated per session
+    think_s: float = Field(0.0, ge=0, le=3600)                # closed only: pause between a session's end and the next
+    think: Literal["fixed", "exp"] = "fixed"                  # think_s exactly, or exponential with that mean
+    max_new: int = Field(32, ge=1, le=8192)                   # tokens generated per session (at most, with output_len)
+    output_len: OutputLen | None = None                       # per-session length (nodes/workloads/lengths.py); null: max_new
     temperature: float = Field(0.0, ge=0, le=100)             # 0: greedy; > 0 needs payload topk:K or full
 
     @model_validator(mode="before")
     @classmethod
     def _default_requests(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("requests") is None and data.get("duration_s") is None:
+        # a trace gives its own number of sessions; requests or duration_s may still cut it short
+        if isinstance(data, dict) and data.get("requests") is None and data.get("duration_s") is None \
+                and data.get("arrivals") != "trace":
             data = {**data, "requests": DEFAULT_REQUESTS}
         return data
 
@@ -225,6 +269,8 @@ class DrafterConfig(_Strict):
             raise ValueError(f"workload.temperature: {problem}")
         if len(self.connect) > 1 and self.routing.policy is None:
             raise ValueError("several verifiers (connect) need a routing policy (routing.policy)")
+        if self.workload.arrivals == "trace" and not self.workload.trace:
+            raise ValueError("workload.trace: arrivals trace needs a trace file (workload.trace)")
         return self
 
     def stop_rule_spec(self):

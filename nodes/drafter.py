@@ -22,34 +22,47 @@ from nodes.config import DrafterConfig
 from nodes.core.drafter import DrafterCore, DrafterError
 from nodes.events import EventLog
 from nodes.events import Verdict as VerdictEvent
-from nodes.shell import Shell, exit_on_sigterm, log_error, node_config
+from nodes.shell import Shell, cost_model, exit_on_sigterm, log_error, node_config
 
 
-def load_prompts(config: DrafterConfig, backend) -> list[tuple[str, list[int]]]:
-    texts = list(config.prompt_texts) or read_prompt_file(config.workload.prompts)
-    return [(t, backend.encode(t)) for t in texts * config.repeat]
+def load_prompts(config: DrafterConfig, backend) -> list[tuple[str, list[int], int | None]]:
+    """(text, ids, reference_tokens) per prompt: the reference answer's length in this drafter's tokens, only
+    where workload.output_len is `dataset` (else None)."""
+    from nodes.workloads.datasets import DatasetError, Prompt, has_references, load_prompt_set
+    try:
+        prompts = [Prompt(t) for t in config.prompt_texts] or load_prompt_set(config.workload.prompts)
+    except DatasetError as e:
+        raise DrafterError(str(e)) from None
+    ol = config.workload.output_len
+    by_ref = ol is not None and ol.dist == "dataset"
+    if by_ref and not has_references(prompts):
+        raise DrafterError(f"workload.output_len dataset: the prompts ({config.workload.prompts}) have no reference "
+                           "answers (a 'reference' or 'output_tokens' field)")
+    out = []
+    for p in prompts * config.repeat:
+        ref = None
+        if by_ref:
+            ref = p.output_tokens if p.output_tokens is not None else \
+                None if p.reference is None else max(1, len(backend.encode(p.reference)))
+        out.append((p.text, backend.encode(p.text), ref))
+    return out
 
 
 def read_prompt_file(path) -> list[str]:
-    from nodes.config import BUILTIN_PROMPTS
-    path = BUILTIN_PROMPTS if path == "builtin" else path
-    texts = []
+    """The texts of a prompt set: builtin, a dataset name or a file (nodes/workloads/datasets.py)."""
+    from nodes.workloads.datasets import DatasetError, load_prompt_set
     try:
-        lines = open(path, encoding="utf-8").read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DrafterError(f"{path}: cannot read prompts: {e}") from None
-    for n, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            texts.append(json.loads(line)["prompt"] if line.startswith("{") else line)
-        except (ValueError, KeyError, TypeError) as e:
-            raise DrafterError(f"{path}:{n}: expected a JSON object with a 'prompt' string "
-                               f"or a plain line of text ({e})") from None
-    if not texts:
-        raise DrafterError(f"{path}: no prompts")
-    return texts
+        return [p.text for p in load_prompt_set(path)]
+    except DatasetError as e:
+        raise DrafterError(str(e)) from None
+
+
+def load_trace(config: DrafterConfig):
+    """This drafter's trace requests (workload.arrivals trace), else None; TraceError if the file is bad."""
+    if config.workload.arrivals != "trace":
+        return None
+    from nodes.workloads.trace import read_trace
+    return read_trace(config.workload.trace, allow_empty=True)
 
 
 def make_backend(config: DrafterConfig):
@@ -57,7 +70,10 @@ def make_backend(config: DrafterConfig):
     if m.backend == "synthetic":
         from nodes.backends.synthetic import ComputeProfile, SyntheticDraft, parse_alpha
         return SyntheticDraft(m.vocab_size, parse_alpha(m.alpha), ComputeProfile(draft_token_s=m.draft_token_ms / 1e3),
-                              seed=config.seed)
+                              seed=config.seed, cost=cost_model(m.profile))
+    if m.backend == "ngram":
+        from nodes.backends.ngram import NgramDraft
+        return NgramDraft.for_model(m.model, m.ngram_n)
     from nodes.backends.hf import HfDraft
     return HfDraft(m.model, m.device, m.dtype, m.threads)
 
@@ -65,8 +81,8 @@ def make_backend(config: DrafterConfig):
 class DrafterShell(Shell):
     """A DEALER per verifier, the wall clock and files around one DrafterCore."""
 
-    def __init__(self, config: DrafterConfig, backend, log: EventLog, prompts):
-        super().__init__(DrafterCore(config, backend, prompts), backend, log)
+    def __init__(self, config: DrafterConfig, backend, log: EventLog, prompts, trace=None):
+        super().__init__(DrafterCore(config, backend, prompts, trace), backend, log)
         self.config = config
         self.results: list[dict] = []
         self.recorder = None
@@ -138,7 +154,8 @@ def flags(argv=None) -> argparse.Namespace:
                     help='session routing across verifiers, e.g. \'{"policy": "jsq-d", "d": 2}\' '
                          '(testbed/policies/routing.py)')
     ap.add_argument("--name", help=f"[{d.name}]")
-    ap.add_argument("--backend", choices=["hf", "synthetic"], help=f"[{d.model.backend}]")
+    ap.add_argument("--backend", choices=["hf", "synthetic", "ngram"], help=f"ngram: prompt lookup, no model (the "
+                    f"--model names its tokenizer) [{d.model.backend}]")
     ap.add_argument("--model", help=f"[{d.model.model}]")
     ap.add_argument("--device", help=f"[{d.model.device}]")
     ap.add_argument("--dtype", help=f"[{d.model.dtype}]")
@@ -147,8 +164,15 @@ def flags(argv=None) -> argparse.Namespace:
     ap.add_argument("--alpha", type=json.loads, help="synthetic: 0.8, [[0,0.9],[10,0.5]] or {\"replay\": \"f.jsonl\"} "
                                                      f"[{d.model.alpha}]")
     ap.add_argument("--draft-token-ms", type=float, help=f"synthetic compute profile [{d.model.draft_token_ms}]")
+    ap.add_argument("--ngram-n", type=int, help=f"ngram: longest suffix looked up [{d.model.ngram_n}]")
     ap.add_argument("--prompt", action="append", help="a prompt (repeatable)")
-    ap.add_argument("--prompts", help="file: JSON lines with a 'prompt' field, or one prompt per line [builtin]")
+    ap.add_argument("--prompts", help="builtin, a dataset (humaneval, mtbench, sharegpt) or a file: JSON lines with a "
+                                      "'prompt' field, or one prompt per line [builtin]")
+    ap.add_argument("--trace", help="open-loop arrivals at the times of a DSD-Sim JSONL trace (all its requests)")
+    ap.add_argument("--think", type=float, metavar="S", help="closed loop: seconds between a session's end and the next [0]")
+    ap.add_argument("--output-len", type=json.loads, metavar="JSON",
+                    help='per-session output length, e.g. \'{"dist": "uniform", "min": 8, "max": 64}\' or \'"dataset"\' '
+                         '(nodes/workloads/lengths.py) [max_new]')
     ap.add_argument("--repeat", type=int, help="run the prompt list this many times [1]")
     ap.add_argument("--requests", type=int, help="run this many sessions, cycling through prompts [with --prompt or "
                                                  "--prompts: each prompt once (x --repeat); else 4]")
@@ -176,13 +200,17 @@ def config_from_flags(a: argparse.Namespace) -> dict:
     g = vars(a)
     model = {k: g[f] for k, f in (("backend", "backend"), ("model", "model"), ("device", "device"),
                                   ("dtype", "dtype"), ("threads", "threads"), ("vocab_size", "vocab_size"),
-                                  ("alpha", "alpha"), ("draft_token_ms", "draft_token_ms")) if f in g}
+                                  ("alpha", "alpha"), ("draft_token_ms", "draft_token_ms"),
+                                  ("ngram_n", "ngram_n")) if f in g}
     workload = {k: g[f] for k, f in (("prompts", "prompts"), ("requests", "requests"), ("duration_s", "duration"),
                                      ("sessions", "sessions"), ("max_new", "max_new"),
-                                     ("temperature", "temperature")) if f in g}
+                                     ("temperature", "temperature"), ("think_s", "think"),
+                                     ("output_len", "output_len"), ("trace", "trace")) if f in g}
     if "arrival_rate" in g:
         workload.update(arrivals="poisson", rate_per_s=g["arrival_rate"])
-    if "requests" not in g and "duration" not in g and ("prompt" in g or "prompts" in g):
+    if "trace" in g:
+        workload["arrivals"] = "trace"
+    elif "requests" not in g and "duration" not in g and ("prompt" in g or "prompts" in g):
         texts = g.get("prompt") or read_prompt_file(g["prompts"])
         workload["requests"] = len(texts) * g.get("repeat", 1)
     spec = {k: g[f] for k, f in (("gamma", "gamma"), ("payload", "payload"), ("proactive", "proactive")) if f in g}
@@ -206,10 +234,16 @@ def main(argv=None) -> int:
     except DrafterError as e:             # a prompt file named by a flag could not be read
         log_error("drafter", str(e))
         return 2
+    from nodes.workloads.trace import TraceError
+    try:
+        trace = load_trace(config)
+    except TraceError as e:               # bad input: one line, FILE:LINE: field: expected ..., got ...
+        print(str(e), file=sys.stderr, flush=True)
+        return 2
     log = EventLog(config.log, config.name)
     try:
         backend = make_backend(config)
-        shell = DrafterShell(config, backend, log, load_prompts(config, backend))
+        shell = DrafterShell(config, backend, log, load_prompts(config, backend), trace)
         shell.connect()
         results = shell.run()
     except (DrafterError, P.ProtocolError) as e:

@@ -114,6 +114,22 @@ def _cut_head_ids(tok, vocab: int):
     return torch.tensor(sorted(i for i in ids if i < vocab))
 
 
+def model_dir(spec: str | ModelSpec) -> Path:
+    """The directory holding a model spec's files (a packaged model is converted the first time)."""
+    spec = ModelSpec.parse(spec) if isinstance(spec, str) else spec
+    path = Path(spec.base[4:]) if spec.base.startswith("dir:") else _converted(spec.base)
+    if not path.is_dir():
+        raise ModelError(f"model directory {path} does not exist")
+    return path
+
+
+def load_tokenizer(spec: str | ModelSpec):
+    """(tokenizer, vocabulary size = the model's logits width) of a model spec, without loading its weights."""
+    from transformers import AutoConfig, AutoTokenizer
+    path = model_dir(spec)
+    return AutoTokenizer.from_pretrained(path), int(AutoConfig.from_pretrained(path).vocab_size)
+
+
 def load(spec: str | ModelSpec, device: str = "auto", dtype: str = "float32", threads: int | None = None):
     """(tokenizer, model in eval mode, resolved device) for a model spec."""
     import torch
@@ -123,9 +139,7 @@ def load(spec: str | ModelSpec, device: str = "auto", dtype: str = "float32", th
         torch.set_num_threads(threads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    path = Path(spec.base[4:]) if spec.base.startswith("dir:") else _converted(spec.base)
-    if not path.is_dir():
-        raise ModelError(f"model directory {path} does not exist")
+    path = model_dir(spec)
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise ModelError(f"unknown dtype {dtype!r}: expected float32, bfloat16 or float16")

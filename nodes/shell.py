@@ -162,6 +162,20 @@ def node_config(model, args, from_flags):
         raise SystemExit(2) from None
 
 
+def cost_model(profile: dict | None):
+    """A synthetic node's latency profile (config `profile`) as a nodes.compute cost model; None: the linear
+    *_ms fields. A table path is absolute by now (the experiment's checks resolve it); a bad one stops the node
+    with a one-line error and status 2."""
+    if profile is None:
+        return None
+    from nodes.compute import ProfileError, cost_model_from_spec
+    try:
+        return cost_model_from_spec(profile, Path("."))
+    except ProfileError as e:
+        print(str(e), file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
 def exit_on_sigterm(code: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(code))
 

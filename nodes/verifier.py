@@ -20,7 +20,7 @@ from nodes import protocol as P
 from nodes.config import DraftModel, VerifierConfig
 from nodes.core.verifier import VerifierCore
 from nodes.events import Crash, EventLog
-from nodes.shell import LinkView, Shell, exit_on_sigterm, log_error, node_config
+from nodes.shell import LinkView, Shell, cost_model, exit_on_sigterm, log_error, node_config
 
 
 def make_backend(config: VerifierConfig):
@@ -29,7 +29,8 @@ def make_backend(config: VerifierConfig):
         from nodes.backends.synthetic import ComputeProfile, SyntheticTarget
         vocab = m.vocab_size or DraftModel().vocab_size     # null: the drafters' vocabulary
         return SyntheticTarget(vocab, ComputeProfile(verify_base_s=m.verify_base_ms / 1e3,
-                                                     verify_per_token_s=m.verify_per_token_ms / 1e3))
+                                                     verify_per_token_s=m.verify_per_token_ms / 1e3),
+                               cost=cost_model(m.profile))
     from nodes.backends.hf import HfTarget
     return HfTarget(m.model, m.device, m.dtype, m.threads)
 

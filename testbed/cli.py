@@ -1,4 +1,4 @@
-"""`testbed` command line: doctor, check, up, calibrate, run, report, clean, trace.
+"""`testbed` command line: doctor, check, up, calibrate, run, report, clean, trace, profile.
 
 Exit status: 0 fine, 1 a run failed or calibration is outside tolerance, 2 bad input (nothing started).
 """
@@ -190,8 +190,14 @@ def _print_report(run_dirs, out_dir) -> None:
     if len(run_dirs) > 1:
         for path in overlay_plots([Path(d) for d in run_dirs], Path(out_dir)):
             print(f"  comparison plot: {path}")
+        from testbed.run.rttplot import goodput_vs_rtt, rtt_table
+        rtt_plot = goodput_vs_rtt([Path(d) for d in run_dirs], Path(out_dir))
+        by_rtt = ""
+        if rtt_plot:
+            by_rtt = "## Goodput vs RTT\n\n" + rtt_table(run_dirs)[1] + f"\n\n![goodput vs RTT]({rtt_plot.name})\n\n"
+            print(f"\ngoodput vs RTT (configured):\n{rtt_table(run_dirs)[1]}\n  plot: {rtt_plot}")
         runs = "\n".join(f"- `{Path(d).name}`: {Path(d)}" for d in run_dirs)
-        (Path(out_dir) / "summary.md").write_text(f"# Comparison\n\n{table}\n\nRuns, in column order:\n{runs}\n")
+        (Path(out_dir) / "summary.md").write_text(f"# Comparison\n\n{by_rtt}{table}\n\nRuns, in column order:\n{runs}\n")
         print(f"  comparison table: {Path(out_dir) / 'summary.md'}")
 
 
@@ -211,10 +217,32 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_lossless(args) -> int:
+    from testbed.run.lossless import NotCheckable, check_runs
+
+    def show(c):
+        where = "identical" if c.equal else f"DIFFERS from token {c.first_difference}"
+        print(f"  {c.run} {c.session}: {c.tokens} tokens, {where} to the target's own greedy output", flush=True)
+    try:
+        checks = check_runs(args.runs, args.threads, show)
+    except NotCheckable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    bad = [c for c in checks if not c.equal]
+    print(f"lossless: {len(checks) - len(bad)}/{len(checks)} sessions equal the target's own greedy output "
+          f"token for token" + ("" if not bad else f"; {len(bad)} differ"))
+    return 1 if bad or not checks else 0
+
+
 def cmd_clean(args) -> int:
     from testbed.net.runs import clean
     print(clean(args.run or None, include_live=bool(args.run)))
     return 0
+
+
+def cmd_profile(args) -> int:
+    from testbed.bench.profile import run
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,9 +288,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("runs", nargs="+")
     s.add_argument("--out", help="where overlay plots go (default: beside the first run)")
     s.set_defaults(func=cmd_report)
+    s = sub.add_parser("lossless", help="check a greedy real-model run's text against the target's own generate()")
+    s.add_argument("runs", nargs="+", help="run directories")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
+    s.set_defaults(func=cmd_lossless)
     s = sub.add_parser("clean", help="remove what dead runs left (bridges, processes); live runs are kept")
     s.add_argument("--run", action="append", metavar="ID", help="clean this run even if live (repeatable)")
     s.set_defaults(func=cmd_clean)
+    s = sub.add_parser("profile", help="time a real model's forward pass over a grid on this machine; "
+                       "write a table profile and print the roofline beside it")
+    s.add_argument("model", nargs="?", help="model spec, e.g. smollm2-135m (with --check: default from the table)")
+    s.add_argument("--grid", default="default", help="default (batch 1,2,4,8 x tokens 1,2,3,5,9 x context "
+                   "16,64,128,256,512) or quick (1,4 x 1,5 x 16,128)")
+    s.add_argument("--batch", metavar="N,N", help="batch sizes, replacing the grid's")
+    s.add_argument("--tokens", metavar="N,N", help="new tokens per sequence, replacing the grid's")
+    s.add_argument("--context", metavar="N,N", help="cached tokens per sequence, replacing the grid's")
+    s.add_argument("--repeats", default="3", help="timed passes per point, median taken (default 3; +1 warm-up)")
+    s.add_argument("--threads", help="torch CPU threads (default: torch's own)")
+    s.add_argument("--dtype", help="float32 (default), bfloat16 or float16")
+    s.add_argument("--device", default="cpu-x86", help="nodes.compute device: the table's `device:` and the roofline printed beside "
+                   "(default cpu-x86)")
+    s.add_argument("--out", metavar="FILE", help="table path (default profiles/<model>-<host>.csv)")
+    s.add_argument("--check", metavar="FILE", help="re-measure FILE's points; exit 1 if the median deviation "
+                   "exceeds --tolerance")
+    s.add_argument("--tolerance", default="0.15", help="for --check: allowed median |now/table - 1| (default 0.15)")
+    s.set_defaults(func=cmd_profile)
     from testbed.channels.tracecli import add_trace_parser
     add_trace_parser(sub)
     return p

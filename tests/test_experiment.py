@@ -83,34 +83,44 @@ def test_all_problems_reported_together():
 
 # ------------------------------------------------------------------------------------------ the demo
 
-def test_demo_loads_with_three_points():
+def test_demo_loads_with_twelve_points():
     exp = load_experiment(DEMO)
     assert exp.name == "demo" and exp.backend == "mininet"
     points = exp.points()
-    assert [p.label for p in points] == ["gamma=0", "gamma=2", "gamma=4"]
-    assert [p.speculation.gamma for p in points] == [0, 2, 4]
-    assert all(p.sweep is None for p in points)
+    assert len(points) == 12 and all(p.sweep is None for p in points)
+    assert [p.speculation.gamma for p in points] == [0, 4, 8, 4] * 3
+    assert [p.topology_obj().link("ap1-verifier").delay_ms for p in points] == [3] * 4 + [18] * 4 + [48] * 4
+    assert points[0].label == "wan_ms=3 gamma=0 policy=static"
+    assert points[3].speculation.policy == {"policy": "network", "gamma_max": 8}
     hashes = [p.config_hash() for p in points]
-    assert len(set(hashes)) == 3 and all(re.fullmatch(r"[0-9a-f]{12}", h) for h in hashes)
+    assert len(set(hashes)) == 12 and all(re.fullmatch(r"[0-9a-f]{12}", h) for h in hashes)
 
 
 def test_demo_settings():
+    """The demo models a stated system: profiled compute (H100 verifier, L4 drafters), replayed acceptance, and
+    RTTs of 10, 40 and 100 ms through the Wi-Fi hop and the WAN."""
+    from testbed.run.manifest import configured_paths
     exp = load_experiment(DEMO)
-    assert exp.verifier.node == "verifier" and exp.verifier.model == "smollm2-135m"
+    assert exp.verifier.backend == "synthetic"
+    assert exp.verifier.profile == {"device": "h100-sxm", "model": "qwen3-14b"}
     assert exp.drafter_nodes() == ["d1", "d2", "d3", "d4"]
     for d in exp.drafter_nodes():
         s = exp.drafter_settings(d)
-        assert (s["backend"], s["model"], s["threads"]) == ("hf", "smollm2-135m:int8", 1)
+        assert s["profile"] == {"device": "l4", "model": "qwen3-0.6b"} and s["alpha"] == {"trace": "smollm2-135m-int8/humaneval"}
     w = exp.workload
-    assert (w.arrivals, w.requests, w.duration_s, w.max_new, w.temperature) == ("closed", 2, None, 32, 0.0)
+    assert (w.prompts.endswith("humaneval") or w.prompts == "humaneval") and w.temperature == 0.0
     assert exp.speculation.proactive and exp.batching.rule == "fifo"
+    rtts = [{p["rtt_ms"] for p in configured_paths(point).values()} for point in exp.points()[::4]]
+    assert rtts == [{10}, {40}, {100}]
+
+
+def test_demo_lossless_settings():
+    exp = load_experiment(Path("experiments") / "demo-lossless.yaml")
+    assert exp.verifier.backend == "hf" and exp.workload.temperature == 0.0     # greedy: one reference output
+    assert all(exp.drafter_settings(d)["model"] == "smollm2-135m:int8" for d in exp.drafter_nodes())
     topo = exp.topology_obj()
-    backhaul = topo.link("ap1-verifier")
     for d in exp.drafter_nodes():
-        link = topo.link(f"{d}-ap1")
-        assert (link.rate_up_mbps, link.rate_down_mbps, link.loss_pct, link.jitter_ms) == (10, 10, 0, 0)
-        assert 2 * (link.delay_ms + backhaul.delay_ms) == 40       # the round trip to the verifier
-    assert (backhaul.rate_up_mbps, backhaul.delay_ms) == (1000, 5)  # untouched
+        assert 2 * (topo.link(f"{d}-ap1").delay_ms + topo.link("ap1-verifier").delay_ms) == 40
 
 
 def test_same_config_same_hash():
@@ -124,12 +134,12 @@ def test_resolved_is_json():
     point = load_experiment(DEMO).points()[1]
     r = point.resolved()
     assert json.loads(json.dumps(r)) == r
-    assert r["topology"]["name"] == "star-wifi-4"
-    assert {l["name"]: l["delay_ms"] for l in r["topology"]["links"]}["d1-ap1"] == 15
+    assert r["topology"]["name"] == "edge-wan-4"
+    assert {l["name"]: l["delay_ms"] for l in r["topology"]["links"]}["ap1-verifier"] == 3
     assert r["topology"]["nodes"]["verifier"]["ip"] == "10.0.0.1"        # addresses filled in
     assert set(r["drafters"]) == {"d1", "d2", "d3", "d4"}
     assert set(r["drafters"]["d1"]) == set(DRAFTER_SETTINGS)
-    assert r["speculation"]["gamma"] == 2 and r["label"] == "gamma=2" and "sweep" not in r
+    assert r["speculation"]["gamma"] == 4 and r["label"] == "wan_ms=3 gamma=4 policy=static" and "sweep" not in r
     assert r["workload"]["prompts_sha256"] and r["verifier"]["node"] == "verifier"
 
 
@@ -138,10 +148,11 @@ def test_resolved_is_json():
 def test_set_overrides():
     exp = load_experiment(DEMO, ["workload.max_new=16", "backend=local"])
     assert exp.backend == "local"
-    assert [(p.label, p.workload.max_new) for p in exp.points()] == [("gamma=0", 16), ("gamma=2", 16), ("gamma=4", 16)]
+    assert {p.workload.max_new for p in exp.points()} == {16} and len(exp.points()) == 12
     # setting a swept field replaces that sweep axis
-    exp = load_experiment(DEMO, ["speculation.gamma=8"])
-    assert [(p.label, p.speculation.gamma) for p in exp.points()] == [("base", 8)]
+    exp = load_experiment(DEMO, ["links.ap1-verifier.delay_ms=10"])
+    assert [p.speculation.gamma for p in exp.points()] == [0, 4, 8, 4]
+    assert {p.topology_obj().link("ap1-verifier").delay_ms for p in exp.points()} == {10}
     # requests and duration_s are alternatives: setting one drops the other
     exp = load_experiment(DEMO, ["workload.duration_s=30"])
     assert (exp.workload.duration_s, exp.workload.requests) == (30, None)
@@ -149,12 +160,12 @@ def test_set_overrides():
     exp = load_experiment(DEMO, ["speculation.proactive=false", "verifier.threads=null", "workload.temperature=0.5",
                                  "speculation.payload=topk:8"])
     assert (exp.speculation.proactive, exp.verifier.threads, exp.workload.temperature) == (False, None, 0.5)
-    assert load_experiment(DEMO, ["sweep=null"]).points()[0].label == "base"
+    assert len(load_experiment(DEMO, ["sweep=null"]).points()) == 1
 
 
 def test_set_on_an_aliased_mapping_changes_only_that_link():
-    # demo.yaml writes d2..d4 as YAML aliases of d1's mapping: overriding d1 must not move the others
-    topo = load_experiment(DEMO, ["links.d1-ap1.delay_ms=30"]).topology_obj()
+    # demo-lossless.yaml writes d2 as a YAML alias of d1's mapping: overriding d1 must not move the other
+    topo = load_experiment(Path("experiments") / "demo-lossless.yaml", ["links.d1-ap1.delay_ms=30"]).topology_obj()
     assert topo.link("d1-ap1").delay_ms == 30 and topo.link("d2-ap1").delay_ms == 15
 
 
@@ -166,7 +177,7 @@ def test_set_on_an_aliased_mapping_changes_only_that_link():
     ("workload.temperature=0.7", "temperature 0.7 needs speculation.payload 'topk:K' or 'full' (sampling is "
                                  "verified against the draft's probabilities); payload is 'ids'"),
     ("verifier.node=d1", "d1 is a drafter; expected a host with role verifier (verifier)"),
-    ("links.d1-ap1.jitter_ms=20", "expected jitter_ms <= delay_ms (15), got 20"),
+    ("links.d1-ap1.jitter_ms=20", "expected jitter_ms <= delay_ms (2), got 20"),
     ("drafters.nodes=[d1, d7]", "[1]: unknown node 'd7'; drafter hosts: d1, d2, d3, d4"),
     ("sweep={speculation.gamma: [0, 99]}", "speculation.gamma[1]: expected a number less than or equal to 64, got 99"),
 ])
@@ -294,7 +305,7 @@ def test_parse_path():
 
 def test_override_models_mirror_the_settings():
     assert set(LinkOverride.model_fields) == set(LinkSpec.model_fields)
-    assert set(DrafterOverride.model_fields) == set(DRAFTER_SETTINGS)
+    assert set(DrafterOverride.model_fields) == set(DRAFTER_SETTINGS) | {"prompts"}   # + its own prompt set
     assert isinstance(load_experiment(DEMO), Experiment)
 
 

@@ -28,4 +28,4 @@ def test_dry_run_lists_the_sweep(tmp_path):
     r = subprocess.run([sys.executable, "-m", "testbed.cli", "run", "experiments/demo.yaml", "--dry-run"],
                        capture_output=True, text=True, timeout=60, cwd=REPO)
     assert r.returncode == 0, r.stderr
-    assert "3 run(s)" in r.stdout and "gamma=0" in r.stdout and "nodes.drafter" in r.stdout
+    assert "12 run(s)" in r.stdout and "gamma=0" in r.stdout and "nodes.drafter" in r.stdout

@@ -13,7 +13,9 @@ It ignores temperature and q (the truth plays the role of the target's distribut
 
 Drafter. `SyntheticDraft` knows the truth and at each drafted position emits the true token with probability
 alpha, else a uniformly chosen wrong one, so the verifier measures Bernoulli(alpha) acceptance per position.
-alpha is a constant, a piecewise-constant schedule over time since the backend was created, or a replay.
+alpha is a constant, a piecewise-constant schedule over time since the backend was created, a replay, or a
+per-position curve (the i-th draft of a round is true with probability a_i; {"trace": ...} and
+{"published": ...} name shipped data, see nodes/acceptance).
 For `topk:K` / `full` payloads it attaches a placeholder q of the real shape (K or V floats) so wire sizes
 are realistic; the synthetic target never reads it.
 
@@ -26,9 +28,12 @@ later ones true again; they are discarded anyway). A round with a different gamm
 recorded count capped at its own gamma. Drafts that survived a proactive hit keep the truth they were drafted
 with, so replay is exact only without proactive drafting. `AcceptanceRecorder` writes this format.
 
-Compute. `ComputeProfile` gives the time an operation takes: drafting k tokens = k * draft_token_s; verifying
-a batch = base + per_token * tokens fed + per_seq * batch size, where a request feeds its prompt (first
-request: prefill) or the last committed token (later ones) plus its drafts. The backends do their tiny real
+Compute. A latency profile gives the time an operation takes: a nodes/compute cost model (`cost`: a roofline
+of a model on a device, or a measured table) charges each verify batch one forward pass over (context, tokens
+fed) per request, and drafting k tokens k decode passes from the session's context; without one, the linear
+`ComputeProfile`: drafting k tokens = k * draft_token_s, verifying a batch = base + per_token * tokens fed +
+per_seq * batch size. A request feeds its prompt (first request: prefill) or the last committed token (later
+ones) plus its drafts. The backends do their tiny real
 work at once and say, through `cost_s(work)`, how long it takes by the profile: the ZeroMQ shells pace to that
 (nodes/shell.py run_work), a simulator advances its clock by it. Nothing here sleeps or reads a clock, except
 the alpha schedule, which follows the injected `clock`.
@@ -36,7 +41,6 @@ the alpha schedule, which follows the injected `clock`.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +49,9 @@ from typing import Callable
 import numpy as np
 
 from nodes.backends import DraftToken, Sampling, VerifyRequest, VerifyResult, position_rng
+# the acceptance sources live in alpha.py; imported here too, where the synthetic draft's users look for them
+from nodes.backends.alpha import (AcceptanceRecorder, AlphaSchedule, Curve, Replay, load_replay,  # noqa: F401
+                                  parse_alpha)
 
 FINGERPRINT = "synthetic-v1"
 
@@ -86,107 +93,6 @@ class ComputeProfile:
         return self.verify_base_s + self.verify_per_token_s * tokens_fed + self.verify_per_seq_s * batch_size
 
 
-# ---------------------------------------------------------------------------------------------- alpha
-
-@dataclass(frozen=True)
-class AlphaSchedule:
-    """Piecewise-constant alpha: points (t_seconds, alpha) with increasing t; before the first point the
-    first alpha applies. A constant is a one-point schedule."""
-    points: tuple[tuple[float, float], ...]
-
-    def at(self, t: float) -> float:
-        value = self.points[0][1]
-        for start, alpha in self.points:
-            if t < start:
-                break
-            value = alpha
-        return value
-
-
-@dataclass(frozen=True)
-class Replay:
-    records: tuple[tuple[int, int], ...]   # (gamma, accepted) per recorded round
-    path: str = ""
-
-
-def _check_alpha(a) -> float:
-    if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= float(a) <= 1.0:
-        raise ValueError(f"alpha must be a number in [0, 1], got {a!r}")
-    return float(a)
-
-
-def load_replay(path: str | Path) -> Replay:
-    """Read a replay file (see module docstring); every error names the file and line."""
-    records = []
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not JSON ({e.msg})") from None
-        if not isinstance(obj, dict) or set(obj) != {"gamma", "accepted"}:
-            raise ValueError(f'{where}: expected {{"gamma": int, "accepted": int}}, got {line}')
-        g, a = obj["gamma"], obj["accepted"]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (g, a)) or not 0 <= a <= g:
-            raise ValueError(f"{where}: need integers 0 <= accepted <= gamma, got {line}")
-        records.append((g, a))
-    if not records:
-        raise ValueError(f"{path}: replay file has no records")
-    return Replay(tuple(records), str(path))
-
-
-def parse_alpha(spec) -> AlphaSchedule | Replay:
-    """alpha spec -> AlphaSchedule or Replay. Accepts a number in [0, 1], a list of [t_seconds, alpha] pairs
-    with t >= 0 strictly increasing, or {"replay": path}."""
-    if isinstance(spec, (AlphaSchedule, Replay)):
-        return spec
-    if isinstance(spec, dict):
-        if set(spec) != {"replay"}:
-            raise ValueError(f'alpha as a mapping must be {{"replay": path}}, got {spec!r}')
-        return load_replay(spec["replay"])
-    if isinstance(spec, (list, tuple)):
-        if not spec:
-            raise ValueError("alpha schedule is empty")
-        points = []
-        for item in spec:
-            if not isinstance(item, (list, tuple)) or len(item) != 2:
-                raise ValueError(f"alpha schedule entries must be [t_seconds, alpha], got {item!r}")
-            t = item[0]
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0:
-                raise ValueError(f"alpha schedule time must be a number >= 0, got {t!r}")
-            points.append((float(t), _check_alpha(item[1])))
-        if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
-            raise ValueError(f"alpha schedule times must be strictly increasing, got {[p[0] for p in points]}")
-        return AlphaSchedule(tuple(points))
-    return AlphaSchedule(((0.0, _check_alpha(spec)),))
-
-
-class AcceptanceRecorder:
-    """Appends one replay line per verification round, flushed at once so a crashed run keeps its record."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._f = open(self.path, "a", encoding="utf-8")
-
-    def record(self, gamma: int, accepted: int) -> None:
-        if not 0 <= accepted <= gamma:
-            raise ValueError(f"need 0 <= accepted <= gamma, got accepted={accepted} gamma={gamma}")
-        self._f.write(json.dumps({"gamma": int(gamma), "accepted": int(accepted)}) + "\n")
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
 # ---------------------------------------------------------------------------------------------- drafter
 
 @dataclass
@@ -196,6 +102,7 @@ class _DraftSession:
     committed: list[int] = field(default_factory=list)   # generated tokens the verifier has settled
     chain: list[DraftToken] = field(default_factory=list)  # drafted, not yet verified
     plan: int | None = None                              # replay: accepted count of the current round
+    prompt_len: int = 0                                  # the context a latency profile charges for
 
 
 class SyntheticDraft:
@@ -203,8 +110,9 @@ class SyntheticDraft:
 
     def __init__(self, vocab_size: int = 32000, alpha=None, profile: ComputeProfile = ComputeProfile(),
                  seed: int = 0, *, replay: str | Path | None = None, eos_token_id: int | None = None,
-                 clock: Callable[[], float] = time.monotonic):
-        """alpha: number, [[t, alpha], ...] or {"replay": path} (see parse_alpha), default 0.8; or replay=path.
+                 clock: Callable[[], float] = time.monotonic, cost=None):
+        """alpha: number, [[t, alpha], ...], {"replay": path}, {"curve": [...]}, {"trace": name} or
+        {"published": id} (see parse_alpha), default 0.8; or replay=path.
         clock drives the alpha schedule only (the wall clock in the shells; a simulator's or a test's clock)."""
         if vocab_size < 2:
             raise ValueError("vocab_size must be >= 2 (a wrong token must exist)")
@@ -215,6 +123,7 @@ class SyntheticDraft:
         self.source = parse_alpha({"replay": str(replay)} if replay is not None else
                                   (0.8 if alpha is None else alpha))
         self.profile = profile
+        self.cost = cost          # a nodes.compute CostModel; None: the linear `profile`
         self.seed = seed
         self.eos_token_id = eos_token_id   # the drafter node cuts its output at EOS like the verifier does
         self._clock = clock
@@ -223,8 +132,8 @@ class SyntheticDraft:
         self._sessions: dict[str, _DraftSession] = {}
 
     def alpha_now(self) -> float | None:
-        """Current alpha of a schedule; None when replaying."""
-        if isinstance(self.source, Replay):
+        """Current alpha of a schedule; None when replaying or following a per-position curve."""
+        if isinstance(self.source, (Replay, Curve)):
             return None
         return self.source.at(self._clock() - self._t0)
 
@@ -232,7 +141,7 @@ class SyntheticDraft:
         if session in self._sessions:
             raise ValueError(f"session {session!r} is already open")
         key = session_key(prompt, sampling.seed)
-        self._sessions[session] = _DraftSession(key, sampling)
+        self._sessions[session] = _DraftSession(key, sampling, prompt_len=len(prompt))
 
     def _session(self, session: str) -> _DraftSession:
         try:
@@ -247,6 +156,8 @@ class SyntheticDraft:
                 s.plan = self.source.records[self._cursor % len(self.source.records)][1]
                 self._cursor += 1
             return offset != s.plan
+        if isinstance(self.source, Curve):    # the same single draw per position as a schedule: reproducible
+            return bool(rng.random() < self.source.at_position(offset))
         return bool(rng.random() < self.source.at(self._clock() - self._t0))
 
     def _payload(self, token: int, sampling: Sampling) -> DraftToken:
@@ -266,8 +177,14 @@ class SyntheticDraft:
         return DraftToken(token, None, probs)
 
     def cost_s(self, work) -> float:
-        """Seconds drafting `work.tokens` tokens takes by the profile."""
-        return self.profile.draft_s(work.tokens)
+        """Seconds drafting `work.tokens` tokens takes by the profile: a cost model (nodes/compute) charges k
+        decode passes from the session's current context (prompt + committed + drafted); the linear profile
+        k x draft_token_s."""
+        if self.cost is None:
+            return self.profile.draft_s(work.tokens)
+        s = self._sessions.get(work.session)
+        context = 0 if s is None else s.prompt_len + len(s.committed) + len(s.chain)
+        return self.cost.draft_s(context, work.tokens)
 
     def extend(self, session: str, k: int) -> list[DraftToken]:
         s = self._session(session)
@@ -335,10 +252,11 @@ class SyntheticTarget:
     model_id = "synthetic"
 
     def __init__(self, vocab_size: int = 32000, profile: ComputeProfile = ComputeProfile(),
-                 eos_token_id: int | None = None):
+                 eos_token_id: int | None = None, cost=None):
         self.vocab_size = vocab_size
         self.fingerprint = f"{FINGERPRINT}:{vocab_size}"
         self.profile = profile
+        self.cost = cost          # a nodes.compute CostModel; None: the linear `profile`
         self.eos_token_id = eos_token_id
         self._sessions: dict[str, _TargetSession] = {}
 
@@ -352,10 +270,23 @@ class SyntheticTarget:
         s = self._sessions[req.session]
         return (len(s.prompt) if s.key is None else 1) + len(req.draft)
 
+    def _shape(self, req: VerifyRequest) -> tuple[int, int]:
+        """(context already in the KV cache, tokens fed) of a request: the first feeds its prompt on an empty
+        cache; a later one feeds the last committed token and its drafts after prompt + the tokens before it."""
+        s = self._sessions[req.session]
+        if s.key is None:
+            return 0, len(s.prompt) + len(req.draft)
+        return len(s.prompt) + s.pos - 1, 1 + len(req.draft)
+
+    def _batch_s(self, shapes: list[tuple[int, int]], batch: int) -> float:
+        if self.cost is not None:
+            return self.cost.pass_s(shapes)
+        return self.profile.verify_s(sum(t for _, t in shapes), batch)
+
     def cost_s(self, work) -> float:
         """Seconds verifying this batch takes by the profile (ask before verify(): it advances the sessions)."""
         requests = [r for r in work.requests if r.session in self._sessions]
-        return self.profile.verify_s(sum(self._fed(r) for r in requests), len(work.requests))
+        return self._batch_s([self._shape(r) for r in requests], len(work.requests))
 
     def _verify_one(self, req: VerifyRequest) -> tuple[int, int, int, list[float]]:
         """Greedy verification against the truth; returns (accepted, token, tokens fed)."""
@@ -381,9 +312,9 @@ class SyntheticTarget:
         unknown = [n for n in names if n not in self._sessions]
         if unknown:  # checked before any session advances, so a bad batch changes nothing
             raise KeyError(f"sessions not open: {unknown}")
+        shapes = [self._shape(r) for r in requests]
         verdicts = [self._verify_one(r) for r in requests]
-        fed = sum(v[2] for v in verdicts)
-        share = self.profile.verify_s(fed, len(requests)) / len(requests)
+        share = self._batch_s(shapes, len(requests)) / len(requests)
         return [VerifyResult(n, tok, share, {"fed": f, "batch": len(requests)}, probs) for n, tok, f, probs in verdicts]
 
     def close(self, session: str) -> None:

@@ -31,6 +31,8 @@ from nodes.backends import Sampling
 from nodes.config import DrafterConfig
 from nodes.core.actions import Action, Compute, DraftWork, Output, Record, Send, WakeAt
 from nodes.verification import cut_output
+from nodes.workloads.lengths import OutputLengths
+from nodes.workloads.trace import TraceRequest
 from testbed.policies.routing import make_router
 from testbed.policies.stopping import make_stop_rule
 
@@ -59,13 +61,21 @@ class ClientSession:
     wasted: int = 0
     delivered: int = 0                 # output tokens counted so far (logged per verdict as `tokens`)
     pre_drafted: int | None = None     # tokens of the window being prepared that were drafted ahead
+    max_new: int = 0                   # this session's output length (workload.output_len, or the trace's)
+    request: str | None = None         # the trace's request_id (arrivals trace)
 
 
 class DrafterCore:
-    def __init__(self, config: DrafterConfig, backend, prompts: list[tuple[str, list[int]]]):
+    """prompts: (text, ids) or (text, ids, reference_tokens) — the reference answer's length, for
+    workload.output_len dataset; trace: this drafter's requests (workload.arrivals trace), by arrival time."""
+
+    def __init__(self, config: DrafterConfig, backend, prompts: list[tuple], trace: list[TraceRequest] | None = None):
         if not prompts:
             raise DrafterError("no prompts: give --prompt TEXT or --prompts FILE")
         self.config, self.backend, self.prompts = config, backend, prompts
+        self.trace = list(trace or [])
+        self.lengths = OutputLengths(config.workload.output_len, config.workload.max_new, config.seed)
+        self.free_at: list[float] = []   # closed loop: when each free slot may start its next session (think time)
         self.name = config.name
         w = config.workload
         self.sampling = Sampling(w.temperature, config.speculation.payload, config.seed)
@@ -115,6 +125,7 @@ class DrafterCore:
         if self.router is None and len(self.verifiers) > 1:
             raise DrafterError("several verifiers need a routing policy")
         self.t0 = self.next_at = self.last_activity = now
+        self.free_at = [now] * self.config.workload.sessions
         return self._run(now)
 
     # -- inputs --------------------------------------------------------------------------------------
@@ -153,9 +164,21 @@ class DrafterCore:
     # -- the loop ------------------------------------------------------------------------------------
     def _more(self, now: float) -> bool:
         w = self.config.workload
+        if w.arrivals == "trace":
+            return self.started < len(self.trace) and (w.requests is None or self.started < w.requests) and \
+                (w.duration_s is None or now - self.t0 < w.duration_s)
         if w.duration_s is not None:
             return now - self.t0 < w.duration_s
         return self.started < w.requests
+
+    def _due(self, now: float) -> float:
+        """When the next session may start (may be <= now)."""
+        w = self.config.workload
+        if w.arrivals == "poisson":
+            return self.next_at
+        if w.arrivals == "trace":
+            return self.t0 + self.trace[self.started].arrival_s
+        return min(self.free_at) if len(self.sessions) < w.sessions and self.free_at else float("inf")
 
     def _run(self, now: float) -> list[Action]:
         """Do everything that needs no compute, up to the next compute or the next wait."""
@@ -163,10 +186,10 @@ class DrafterCore:
         w = self.config.workload
         while True:
             if self.ready is None:
-                while self._more(now) and (now >= self.next_at if w.arrivals == "poisson"
-                                           else len(self.sessions) < w.sessions):
-                    text, ids = self.prompts[(self.config.prompt_offset + self.started) % len(self.prompts)]
-                    out += self._start(f"{self.name}-s{self.started}", text, ids, now)
+                while self._more(now) and now >= self._due(now):
+                    if w.arrivals == "closed":
+                        self.free_at.remove(min(self.free_at))
+                    out += self._start(f"{self.name}-s{self.started}", now)
                     self.started += 1
                     if w.arrivals == "poisson":
                         self.next_at += self.arrivals.expovariate(w.rate_per_s)
@@ -199,8 +222,8 @@ class DrafterCore:
                 return out + [self._rec(E.Done, now, sessions=self.results, idle_s=self.idle_s)]
             self.idle_since = now
             wake = self.last_activity + self.config.timeout_s
-            if w.arrivals == "poisson" and self._more(now):
-                wake = min(wake, self.next_at)
+            if self._more(now):
+                wake = min(wake, self._due(now))
             if w.duration_s is not None and self._more(now):    # notice the end even with nothing in flight
                 wake = min(wake, self.t0 + w.duration_s)
             return out + [WakeAt(wake)]
@@ -240,18 +263,39 @@ class DrafterCore:
         via = self.router.route(sid, queues, now)
         return via, [self._rec(E.Route, now, session=sid, verifier=via, queues=queues, policy=self.router.name)]
 
-    def _start(self, sid: str, prompt: str, prompt_ids: list[int], now: float) -> list[Action]:
+    def _pick(self) -> tuple[str, list[int], int, str | None]:
+        """The next session's prompt, ids, output length and trace request id. A trace request's prompt_tokens
+        picks the prompt nearest in length (ties: the next in turn), cut or repeated to exactly that many ids;
+        its target_tokens is the output length (at most max_new)."""
+        n, first = len(self.prompts), self.config.prompt_offset + self.started
+        req = self.trace[self.started] if self.config.workload.arrivals == "trace" else None
+        i = first % n
+        if req is not None and req.prompt_tokens is not None:
+            i = min(((first + k) % n for k in range(n)),
+                    key=lambda j: (abs(len(self.prompts[j][1]) - req.prompt_tokens), (j - first) % n))
+        text, ids, *rest = self.prompts[i]
+        ref = rest[0] if rest else None
+        if req is not None and req.prompt_tokens is not None and len(ids) != req.prompt_tokens and ids:
+            ids = (list(ids) * (req.prompt_tokens // len(ids) + 1))[:req.prompt_tokens]
+            text = self.backend.decode(ids)
+        max_new = self.lengths.draw(ref)
+        if req is not None and req.target_tokens is not None:
+            max_new = min(req.target_tokens, self.config.workload.max_new)
+        return text, list(ids), max_new, None if req is None else req.request_id
+
+    def _start(self, sid: str, now: float) -> list[Action]:
         c = self.config
-        s = ClientSession(sid, prompt, prompt_ids, c.speculation.gamma)
+        prompt, prompt_ids, max_new, request = self._pick()
+        s = ClientSession(sid, prompt, prompt_ids, c.speculation.gamma, max_new=max_new, request=request)
         s.via, out = self._route(sid, now)
         self.sessions[sid] = s
         self.backend.open(sid, prompt_ids, self.sampling)
         s.sent_at = now
-        frame = P.encode(P.Start(sid, np.asarray(prompt_ids, dtype=np.int32), c.workload.max_new,
+        frame = P.encode(P.Start(sid, np.asarray(prompt_ids, dtype=np.int32), s.max_new,
                                  c.workload.temperature, c.speculation.payload, c.seed, c.speculation.gamma, now))
         return out + [Send(s.via, frame),
                       self._rec(E.Start, now, session=sid, prompt_tokens=len(prompt_ids), bytes_out=len(frame),
-                                verifier=s.via)]
+                                verifier=s.via, max_new=s.max_new, request=s.request)]
 
     def _window_step(self, s: ClientSession, now: float) -> Compute | list[Action]:
         """The next step of sending s a window: a compute for the tokens it still lacks, or the sends."""
@@ -303,8 +347,7 @@ class DrafterCore:
         s.accepted += v.accepted
         s.hits += hit
         s.wasted += wasted
-        max_new = self.config.workload.max_new
-        fresh = len(cut_output(new, max_new - s.delivered, self.backend.eos_token_id)[0])
+        fresh = len(cut_output(new, s.max_new - s.delivered, self.backend.eos_token_id)[0])
         s.delivered += fresh
         s.generated += new
         s.in_flight = None
@@ -320,15 +363,20 @@ class DrafterCore:
 
     def _finish(self, s: ClientSession, now: float) -> list[Action]:
         """Record the session's output, cut as the verifier cut it."""
-        tokens = cut_output(s.generated, self.config.workload.max_new, self.backend.eos_token_id)[0]
+        tokens = cut_output(s.generated, s.max_new, self.backend.eos_token_id)[0]
         self.backend.close(s.sid)
         del self.sessions[s.sid]
+        w = self.config.workload
+        if w.arrivals == "closed":            # the slot's next session, after the user's think time
+            think = self.arrivals.expovariate(1 / w.think_s) if w.think == "exp" and w.think_s > 0 else w.think_s
+            self.free_at.append(now + think)
         if self.router is not None:
             self.router.release(s.sid)
         self.results += 1
         result = {"drafter": self.name, "session": s.sid, "prompt": s.prompt, "prompt_tokens": s.prompt_ids,
                   "tokens": tokens, "text": self.backend.decode(tokens), "rounds": s.round, "proposed": s.proposed,
-                  "accepted": s.accepted, "proactive_hits": s.hits, "wasted": s.wasted}
+                  "accepted": s.accepted, "proactive_hits": s.hits, "wasted": s.wasted, "max_new": s.max_new,
+                  **({"request": s.request} if s.request is not None else {})}
         return [Output(result), self._rec(E.Finish, now, session=s.sid, tokens=len(tokens), rounds=s.round,
                                           proposed=s.proposed, accepted=s.accepted, hits=s.hits, wasted=s.wasted)]
 

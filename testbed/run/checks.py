@@ -185,14 +185,17 @@ def check_drafters(exp: Experiment, dnodes: list[str], base_dir: Path) -> tuple[
 
     for node in dnodes:
         d = merge_drafter(exp.drafters, node)
-        if d["backend"] != v.backend:
+        if d["backend"] == "ngram" and v.backend != "hf":
+            found.append((where(node, "backend"), f"ngram drafters need a verifier with backend hf (they draft "
+                                                  f"in its tokenizer's ids); verifier.backend is {v.backend!r}"))
+        elif d["backend"] != v.backend and d["backend"] != "ngram":
             found.append((where(node, "backend"), f"{d['backend']} drafters need a verifier with backend "
                                                   f"{d['backend']}; verifier.backend is {v.backend!r}"))
         elif d["backend"] == "synthetic":
             if d["vocab_size"] != v_vocab:
                 found.append((where(node, "vocab_size"), f"expected the verifier's vocab_size ({v_vocab}), "
                                                          f"got {d['vocab_size']}"))
-            if isinstance(d["alpha"], dict):
+            if isinstance(d["alpha"], dict) and "replay" in d["alpha"]:   # {curve|trace|published}: no file
                 path = resolve(base_dir, d["alpha"]["replay"])
                 if not path.is_file():
                     found.append((where(node, "alpha"), f"replay file {d['alpha']['replay']!r} not found "
@@ -210,11 +213,11 @@ def check_drafters(exp: Experiment, dnodes: list[str], base_dir: Path) -> tuple[
                                                     "have different tokenizers; pair models of one family"))
     # replay paths → absolute, so the nodes can open them from any directory
     update: dict = {}
-    if isinstance(exp.drafters.alpha, dict):
+    if isinstance(exp.drafters.alpha, dict) and "replay" in exp.drafters.alpha:
         update["alpha"] = {"replay": str(resolve(base_dir, exp.drafters.alpha["replay"]).resolve())}
     overrides = {}
     for n, o in exp.drafters.overrides.items():
-        if isinstance(o.alpha, dict):
+        if isinstance(o.alpha, dict) and "replay" in o.alpha:
             o = o.model_copy(update={"alpha": {"replay": str(resolve(base_dir, o.alpha["replay"]).resolve())}})
         overrides[n] = o
     update["overrides"] = overrides
@@ -222,8 +225,8 @@ def check_drafters(exp: Experiment, dnodes: list[str], base_dir: Path) -> tuple[
 
 
 def check_workload(exp: Experiment, base_dir: Path) -> tuple[Found, str]:
-    """`workload.*` against each other, the limits and the payload; returns the problems and the prompts file
-    made absolute (or "builtin")."""
+    """`workload.*` against each other, the limits and the payload; returns the problems and the prompt set
+    (a file made absolute; builtin or a dataset name as it is)."""
     found: Found = []
     w = exp.workload
     if w.requests is not None and w.duration_s is not None:
@@ -237,21 +240,10 @@ def check_workload(exp: Experiment, base_dir: Path) -> tuple[Found, str]:
     problem = temperature_problem(w.temperature, exp.speculation.payload)
     if problem:
         found.append((("workload", "temperature"), problem))
-    prompts = w.prompts
-    if prompts != "builtin":
-        path = resolve(base_dir, prompts)
-        if not path.is_file():
-            found.append((("workload", "prompts"), f"prompts file {prompts!r} not found (looked for {path}); "
-                                                   "or use 'builtin'"))
-        else:
-            try:
-                text = path.read_text()
-            except (OSError, UnicodeDecodeError) as e:
-                found.append((("workload", "prompts"), f"cannot read prompts file {prompts!r}: {e}"))
-            else:
-                if not text.strip():
-                    found.append((("workload", "prompts"), f"prompts file {prompts!r} is empty"))
-            prompts = str(path.resolve())
+    from testbed.run.workload_files import resolve_prompts    # builtin, a dataset or a file
+    problem, prompts = resolve_prompts(w.prompts, base_dir)
+    if problem:
+        found.append((("workload", "prompts"), problem))
     return found, prompts
 
 

@@ -17,9 +17,11 @@ import yaml
 from testbed.common.errors import ConfigError, Problem
 from testbed.common.yamlconf import Loc, format_loc, load_document
 from testbed.net.topology import check_trace_files
+from testbed.run.compute_checks import check_profiles
 from testbed.run.checks import (Found, apply_links, check_control, check_drafters, check_label, check_nodes,
                                 check_workload, load_topology_ref, pydantic_found)
 from testbed.run.schema import Experiment
+from testbed.run.workload_files import apply_override_prompts, check_sources
 from testbed.run.sweep import copy_data, fill_label, fmt_value, parse_path, parse_sweep, point_data, safe_parse, \
     set_field
 
@@ -39,6 +41,9 @@ def _build(data: Any, base_dir: Path, file: str, cache: dict) -> tuple[Experimen
     found += check_control(exp)
     wfound, prompts = check_workload(exp, base_dir)
     found += wfound
+    sfound, sforeign, wupdate, own_prompts = check_sources(exp, base_dir)   # per-drafter prompts, output_len, trace
+    found += sfound
+    foreign = list(foreign) + sforeign
     if topo is not None:
         topo, lfound = apply_links(exp, topo, base_dir)
         found += lfound
@@ -51,13 +56,20 @@ def _build(data: Any, base_dir: Path, file: str, cache: dict) -> tuple[Experimen
         if not nfound:
             dfound, dupdate = check_drafters(exp, dnodes, base_dir)
             found += dfound
+    pfound, pv_update, pd_update = check_profiles(exp, base_dir)
+    found += pfound
     if found or foreign or topo is None:
         return None, found, foreign
     v = exp.verifier
+    if "overrides" in pd_update and "overrides" in dupdate:   # both made paths absolute: merge per drafter
+        pd_update["overrides"] = {n: o.model_copy(update={"profile": pd_update["overrides"][n].profile})
+                                  for n, o in dupdate["overrides"].items()}
     exp = exp.model_copy(update={
-        "verifier": v.model_copy(update={"node": vnode, "vocab_size": v.vocab_size or exp.drafters.vocab_size}),
-        "drafters": exp.drafters.model_copy(update={"nodes": dnodes, **dupdate}),
-        "workload": exp.workload.model_copy(update={"prompts": prompts}),
+        "verifier": v.model_copy(update={"node": vnode, "vocab_size": v.vocab_size or exp.drafters.vocab_size,
+                                         **pv_update}),
+        "drafters": apply_override_prompts(exp.drafters.model_copy(update={"nodes": dnodes, **dupdate, **pd_update}),
+                                           own_prompts),
+        "workload": exp.workload.model_copy(update={"prompts": prompts, **wupdate}),
     })
     exp._file, exp._base_dir, exp._data, exp._topology = file, base_dir, copy_data(data), topo
     return exp, [], []

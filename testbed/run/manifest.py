@@ -57,7 +57,26 @@ def initial(exp) -> dict:
         "kernel": platform.release(), "cpu": _cpu(), "cpus": os.cpu_count(),
         "gpu": gpu.detail if gpu.ok else None, "backend": exp.backend,
         "started": time.time(), "status": "running", "policy_choices": policy_choices(exp),
+        "paths": configured_paths(exp),
     }
+
+
+def configured_paths(exp) -> dict:
+    """Each drafter's path to its (first) verifier as configured: one-way delays summed both ways (rtt_ms, the
+    channel models' time variation aside) and the slowest link's rate each way. Plots of a metric against the
+    RTT read these."""
+    from testbed.net.netplan import NetPlan
+    plan = NetPlan(exp.topology_obj(), "manifest")
+    verifier = exp.verifier_nodes()[0]
+    out = {}
+    for d in exp.drafter_nodes():
+        up, down = plan.path(d, verifier), plan.path(verifier, d)
+        out[d] = {"verifier": verifier,
+                  "rtt_ms": sum(l.spec.delay_ms for l, _ in up) + sum(l.spec.delay_ms for l, _ in down),
+                  "rate_up_mbps": min((l.spec.rate_up_mbps if dr == "up" else l.spec.rate_down_mbps) for l, dr in up),
+                  "rate_down_mbps": min((l.spec.rate_up_mbps if dr == "up" else l.spec.rate_down_mbps)
+                                        for l, dr in down)}
+    return out
 
 
 # Choices the papers leave open, recorded with every run that uses the policy (details in each module).

@@ -45,7 +45,7 @@ Sums and counts are per drafter; the `total` row pools every drafter's events (n
 | bound_session_tps       | μ / t_round_s: goodput of one session doing back-to-back rounds (total: none)               |
 | concurrency             | time-mean number of open sessions: Σ_sessions (end − start) / window_s, end = finish t      |
 |                         | (or the session's last verdict t for an unfinished one)                                      |
-| bound_tps               | bound_session_tps × concurrency (total: Σ over drafters)                                    |
+| bound_tps               | bound_session_tps × concurrency (total: Σ over drafters of bound_tps × window_s, / window_s) |
 | measured_over_bound     | goodput_tps / bound_tps  (= goodput per concurrent session / μ(γ̄,α̂)/T_round)              |
 | jain (total)            | (Σ x_i)² / (n Σ x_i²) over the n drafters' goodput_tps x_i                                  |
 | sum_log_goodput (total) | Σ ln x_i (natural log of tokens/s); none if some x_i = 0                                    |
@@ -312,9 +312,11 @@ def compute(run_dir: str | Path) -> dict:
     goodputs = [r["goodput_tps"] or 0.0 for r in drafters.values()]
     total["jain"] = jain(goodputs)
     total["sum_log_goodput"] = sum(math.log(x) for x in goodputs) if goodputs and all(x > 0 for x in goodputs) else None
-    bounds = [r["bound_tps"] for r in drafters.values()]
-    if bounds and all(b is not None for b in bounds):
-        total["bound_tps"] = sum(bounds)
+    # The bound's tokens over the run's window: each drafter's bound rate over its own active window (drafters
+    # start and stop at different times; Σ bound_tps alone would claim every drafter ran the whole window)
+    bounds = [(r["bound_tps"], r["window_s"]) for r in drafters.values()]
+    if bounds and all(b is not None and w is not None for b, w in bounds) and total["window_s"]:
+        total["bound_tps"] = sum(b * w for b, w in bounds) / total["window_s"]
         total["measured_over_bound"] = _div(total["goodput_tps"], total["bound_tps"])
     total["concurrency"] = sum(d.session_time(d.t_last) for d in ds if d.t_last is not None) / total["window_s"] \
         if total["window_s"] else None

@@ -14,6 +14,7 @@ from typing import Sequence, TypeVar
 from pydantic import BaseModel
 
 from nodes.config import DraftModel, DrafterConfig, Routing, VerifierConfig, VerifierModel, write_config
+from testbed.run.workload_files import prompts_file, trace_file
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -36,13 +37,16 @@ def verifier_config(exp, name: str, bind: str, run_dir: Path, link_state: Path |
 
 def drafter_config(exp, node: str, index: int, endpoints: Sequence[str], run_dir: Path) -> DrafterConfig:
     """The `index`-th drafter (host `node`) of an experiment point, connecting to the verifiers at `endpoints`:
-    its merged settings (drafters.* and drafters.overrides[node]), the prompts copied into the run, starting at
+    its merged settings (drafters.* and drafters.overrides[node]), its prompts (and trace share) copied into the
+    run (testbed/run/workload_files.py), starting at
     prompt `index`, seed `seed * 1000 + index` (sampling, arrivals, the synthetic draft, routing), giving up
     after limits.ready_timeout_s without a verdict."""
     run_dir = Path(run_dir)
     return DrafterConfig(
         name=node, connect=list(endpoints), model=DraftModel(**exp.drafter_settings(node)),
-        workload=exp.workload.model_copy(update={"prompts": str(run_dir / "prompts.jsonl")}),
+        workload=exp.workload.model_copy(update={
+            "prompts": str(prompts_file(run_dir, exp, node)),
+            **({"trace": str(trace_file(run_dir, node))} if exp.workload.arrivals == "trace" else {})}),
         prompt_offset=index, speculation=exp.speculation, routing=_narrow(Routing, exp.routing),
         seed=exp.seed * 1000 + index, timeout_s=exp.limits.ready_timeout_s,
         log=str(run_dir / "events" / f"{node}.jsonl"), out=str(run_dir / "outputs" / f"{node}.jsonl"))

@@ -2,7 +2,8 @@
 
     results/<experiment>/<UTC time>-<config hash>/
         manifest.json      resolved config and hash, seeds, git commit, versions, kernel, shaping, CPU/GPU, times
-        prompts.jsonl      the prompts the drafters used
+        prompts.jsonl      the prompts the drafters used (prompts-<node>.jsonl: a drafter's own prompt set)
+        traces/<node>.jsonl  each drafter's share of workload.trace (arrivals trace)
         events/*.jsonl     every node's event log (and links.jsonl: the link states applied)
         outputs/*.jsonl    every drafter's generated tokens and text
         nodes/*.json       every node's config; `python -m nodes.drafter --config RUN/nodes/d1.json` reruns d1
@@ -27,6 +28,7 @@ from nodes.events import EventLog, EventTail, Finish, Ready, Verdict, Welcome
 from testbed.run.hostload import HostLoad
 from testbed.run import manifest as manifest_mod
 from testbed.run.node_configs import drafter_config, verifier_config, write_node_config
+from testbed.run.workload_files import write_run_files
 
 
 class RunFailed(RuntimeError):
@@ -76,12 +78,6 @@ class _Nodes:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-
-
-def _write_prompts(exp, path: Path) -> int:
-    lines = [l for l in exp.prompts_path().read_text().splitlines() if l.strip()]
-    path.write_text("\n".join(lines) + "\n")
-    return len(lines)
 
 
 class _Progress:
@@ -162,7 +158,7 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
     man = manifest_mod.initial(exp)
     manifest_mod.write(run_dir, man)
     print(f"run {exp.label}: {run_dir}", file=sys.stderr, flush=True)
-    _write_prompts(exp, run_dir / "prompts.jsonl")
+    trace_sessions = write_run_files(exp, run_dir)      # prompt sets and trace shares (testbed/run/workload_files.py)
     emu = nodes = driver = link_state = progress = load = None
     status, message = "failed", ""
     try:
@@ -198,7 +194,8 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
         drafters = exp.drafter_nodes()
         for i, node in enumerate(drafters):
             nodes.start(node, node, write_node_config(drafter_config(exp, node, i, endpoints, here), here))
-        total = None if exp.workload.duration_s is not None else exp.workload.requests * len(drafters)
+        total = None if exp.workload.duration_s is not None else sum(trace_sessions.values()) \
+            if exp.workload.arrivals == "trace" else exp.workload.requests * len(drafters)
         progress = _Progress(run_dir, drafters, total, exp.workload.duration_s)
         load = HostLoad(run_dir / "events")
         _supervise(exp, nodes, drafters, progress, driver, load)

@@ -21,11 +21,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
-from nodes.config import (BUILTIN_PROMPTS, DRAFTER_SETTINGS, Alpha, Backend, Batching, Device, DraftModel, Dtype,
-                          ModelName, Ms, Scheduling, Speculation, Threads, VerifierModel, VocabSize, Workload,
-                          pattern)
+from nodes.config import (BUILTIN_PROMPTS, DRAFTER_SETTINGS, Alpha, Batching, Device, DrafterBackend, DraftModel,
+                          Dtype, ModelName, Ms, NgramN, Profile, Scheduling, Speculation, Threads, VerifierModel, VocabSize,
+                          Workload, pattern)
 from nodes.config import Routing as NodeRouting
+from nodes.workloads.datasets import digest
 from testbed.net.topology import Topology
+from testbed.run.workload_files import prompt_sets
 
 __all__ = ["Experiment", "LinkOverride", "VerifierSpec", "DrafterOverride", "DrafterDefaults", "Routing", "Limits",
            "Workload", "Speculation", "Batching", "Scheduling"]
@@ -69,8 +71,9 @@ class VerifierSpec(VerifierModel):
 
 class DrafterOverride(_Strict):
     """Per-drafter replacements of the drafters' defaults (null or absent: keep the default); exactly
-    DraftModel's fields (a test holds them equal)."""
-    backend: Backend | None = None
+    DraftModel's fields (a test holds them equal), and this drafter's own prompt set."""
+    prompts: str | None = None       # replaces workload.prompts for this drafter: builtin, a dataset or a file
+    backend: DrafterBackend | None = None
     model: ModelName | None = None
     device: Device | None = None
     dtype: Dtype | None = None
@@ -78,12 +81,14 @@ class DrafterOverride(_Strict):
     alpha: Alpha = None              # {replay: file}: relative to this file
     vocab_size: VocabSize | None = None
     draft_token_ms: Ms | None = None
+    profile: Profile | None = None   # {table: FILE}: relative to this file
+    ngram_n: NgramN | None = None
 
 
 class DrafterDefaults(DraftModel):
     """`drafters.*`: every drafter's model (backend, model, device, dtype, threads, alpha, vocab_size,
-    draft_token_ms: nodes/config.py DraftModel; an alpha replay file is relative to this file), which hosts run
-    one, and per-host overrides."""
+    draft_token_ms, ngram_n: nodes/config.py DraftModel; an alpha replay file is relative to this file), which
+    hosts run one, and per-host overrides."""
     nodes: list[str] | None = Field(None, min_length=1)   # drafter hosts to run; default: every role-drafter host
     overrides: dict[str, DrafterOverride] = {}    # node -> fields above (not nodes) for that drafter only
 
@@ -155,6 +160,11 @@ class Experiment(_Strict):
     def prompts_path(self) -> Path:
         return BUILTIN_PROMPTS if self.workload.prompts == "builtin" else Path(self.workload.prompts)
 
+    def drafter_prompts(self, node: str) -> str:
+        """The prompt set drafter `node` uses: drafters.overrides[node].prompts, else workload.prompts."""
+        o = self.drafters.overrides.get(node)
+        return o.prompts if o is not None and o.prompts is not None else self.workload.prompts
+
     # -- sweep -----------------------------------------------------------------------------------------
     def points(self) -> list[Experiment]:
         """The sweep expanded (grid: keys in YAML order, the last varying fastest; a zip group is one axis),
@@ -184,7 +194,9 @@ class Experiment(_Strict):
             "topology": tdict,
             "verifier": self.verifier.model_dump(mode="json"),
             "drafters": {n: self.drafter_settings(n) for n in self.drafter_nodes()},
-            "workload": {**self.workload.model_dump(mode="json"), "prompts_sha256": _sha256(self.prompts_path())},
+            "workload": {**self.workload.model_dump(mode="json"), "prompts_sha256": digest(self.workload.prompts),
+                         **({"trace_sha256": _sha256(Path(self.workload.trace))} if self.workload.trace else {})},
+            "prompt_sets": prompt_sets(self),     # each drafter's prompt set and its digest
             "speculation": self.speculation.model_dump(mode="json"),
             "batching": self.batching.model_dump(mode="json"),
             "scheduling": self.scheduling.model_dump(mode="json"),
