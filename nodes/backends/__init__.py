@@ -69,6 +69,17 @@ class VerifyResult:
     accept_probs: list[float] | None = None
 
 
+def settle(chain: list[DraftToken], accepted: int, token: int, window: int) -> tuple[list[int], list[DraftToken]]:
+    """A verdict on the oldest `window` drafts of a session's chain (DraftBackend.commit): the tokens it commits
+    (the accepted drafts, then `token`) and the drafts that survive beyond the window: all of them but the first
+    on a proactive hit (every draft accepted and `token` equal to the next draft, which it commits), else none."""
+    if not 0 <= accepted <= window <= len(chain):
+        raise ValueError(f"need 0 <= accepted ({accepted}) <= window ({window}) <= drafted ({len(chain)})")
+    beyond = chain[window:]
+    hit = accepted == window and bool(beyond) and int(beyond[0].token) == int(token)
+    return [d.token for d in chain[:accepted]] + [int(token)], (beyond[1:] if hit else [])
+
+
 def position_rng(seed: int, session: str, position: int) -> np.random.Generator:
     """Randomness for drafting the token at `position` of a session, independent of how many drafts came before.
 

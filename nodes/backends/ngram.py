@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nodes.backends import DraftToken, Sampling
+from nodes.backends import DraftToken, Sampling, settle
 
 MAX_N = 16
 
@@ -141,12 +141,8 @@ class NgramDraft:
         """See DraftBackend.commit: keep `accepted` of the oldest `window` drafts, then `token`; the drafts beyond
         the window survive only on a proactive hit (all accepted and `token` equals the next draft)."""
         s = self._session(session)
-        if not 0 <= accepted <= window <= len(s.chain):
-            raise ValueError(f"need 0 <= accepted ({accepted}) <= window ({window}) <= drafted ({len(s.chain)})")
-        beyond = s.chain[window:]
-        s.tokens += [d.token for d in s.chain[:accepted]] + [int(token)]
-        hit = accepted == window and bool(beyond) and beyond[0].token == int(token)
-        s.chain = beyond[1:] if hit else []
+        committed, s.chain = settle(s.chain, accepted, token, window)
+        s.tokens += committed
         self._index(s)
         return len(s.chain)
 

@@ -48,7 +48,7 @@ from typing import Callable
 
 import numpy as np
 
-from nodes.backends import DraftToken, Sampling, VerifyRequest, VerifyResult, position_rng
+from nodes.backends import DraftToken, Sampling, VerifyRequest, VerifyResult, position_rng, settle
 # the acceptance sources live in alpha.py; imported here too, where the synthetic draft's users look for them
 from nodes.backends.alpha import (AcceptanceRecorder, AlphaSchedule, Curve, Replay, load_replay,  # noqa: F401
                                   parse_alpha)
@@ -210,12 +210,8 @@ class SyntheticDraft:
         becomes committed; the return value counts the drafts still unverified after that (the chain's
         length), i.e. the drafts beyond the window minus that one, and 0 on a miss."""
         s = self._session(session)
-        if not 0 <= accepted <= window <= len(s.chain):
-            raise ValueError(f"need 0 <= accepted ({accepted}) <= window ({window}) <= drafted ({len(s.chain)})")
-        beyond = s.chain[window:]
-        s.committed += [d.token for d in s.chain[:accepted]] + [int(token)]
-        hit = accepted == window and bool(beyond) and beyond[0].token == int(token)
-        s.chain = beyond[1:] if hit else []
+        committed, s.chain = settle(s.chain, accepted, token, window)
+        s.committed += committed
         s.plan = None             # replay: the next draft starts a new round
         return len(s.chain)
 

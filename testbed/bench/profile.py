@@ -122,13 +122,8 @@ def check_model(spec: str):
 # ---- host description ------------------------------------------------------------------------------------
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from testbed.run.manifest import cpu_model as manifest_cpu
+    return manifest_cpu() or platform.machine()
 
 
 def load_average() -> float | None:

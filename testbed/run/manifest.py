@@ -38,7 +38,7 @@ def _versions() -> dict:
     return out
 
 
-def _cpu() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -54,7 +54,7 @@ def initial(exp) -> dict:
     return {
         "experiment": exp.name, "label": exp.label, "config": exp.resolved(), "config_hash": exp.config_hash(),
         "seed": exp.seed, "git": _git(), "versions": _versions(), "python": platform.python_version(),
-        "kernel": platform.release(), "cpu": _cpu(), "cpus": os.cpu_count(),
+        "kernel": platform.release(), "cpu": cpu_model(), "cpus": os.cpu_count(),
         "gpu": gpu.detail if gpu.ok else None, "backend": exp.backend,
         "started": time.time(), "status": "running", "policy_choices": policy_choices(exp),
         "paths": configured_paths(exp),
