@@ -34,6 +34,14 @@ def test_rtt_table_and_plot(tmp_path):
     png = rttplot.goodput_vs_rtt(runs, tmp_path / "cmp")
     assert png.name == "goodput_vs_rtt.png" and png.stat().st_size > 5000
     assert rttplot.goodput_vs_rtt(runs[:2], tmp_path / "one") is None      # one RTT: nothing to plot against
+    assert rttplot.compute_note(runs) == ""                                 # nothing recorded: nothing claimed
+    profiled = fake_run(tmp_path, "p", 4, "static", 10, 1, verifier={"backend": "synthetic", "profile": {
+        "device": "h100-sxm", "model": "qwen3-14b"}}, drafters={"d1": {"profile": {"device": "l4", "model": "qwen3-0.6b"}},
+                                                               "d2": {"profile": None}})
+    assert rttplot.compute_note([profiled]) == ("compute profiled: verifier qwen3-14b on h100-sxm; drafters linear "
+                                                "profile, qwen3-0.6b on l4")
+    real = fake_run(tmp_path, "r", 4, "static", 10, 1, verifier={"backend": "hf"})
+    assert rttplot.compute_note([real]) == "compute: real models on this machine"
 
 
 def test_lossless_refuses_runs_without_a_reference(tmp_path):

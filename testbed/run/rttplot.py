@@ -61,6 +61,27 @@ def rtt_table(run_dirs) -> tuple[dict, str]:
     return dict(rows), "\n".join(lines)
 
 
+def compute_note(run_dirs) -> str:
+    """What the runs' compute was, for the figure: the profiles of a synthetic run, or "real models"."""
+    for d in run_dirs:
+        try:
+            config = json.loads((Path(d) / "manifest.json").read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            continue
+        v, ds = config.get("verifier", {}), list(config.get("drafters", {}).values())
+        if "backend" not in v:
+            continue
+        if v["backend"] != "synthetic":
+            return "compute: real models on this machine"
+
+        def name(p):
+            return "linear profile" if not p else p.get("table") and Path(p["table"]).name or \
+                f"{p.get('model')} on {p.get('device')}"
+        drafts = sorted({name(x.get("profile")) for x in ds})
+        return f"compute profiled: verifier {name(v.get('profile'))}; drafters {', '.join(drafts)}"
+    return ""
+
+
 def goodput_vs_rtt(run_dirs, out_dir) -> Path | None:
     rows, _ = rtt_table(run_dirs)
     rtts = {r for series in rows.values() for r in series}
@@ -73,8 +94,9 @@ def goodput_vs_rtt(run_dirs, out_dir) -> Path | None:
         xs = sorted(rows[name])
         style = dict(color="black", linestyle="--", marker="s") if name.startswith("AD") else dict(marker="o")
         ax.plot(xs, [rows[name][x] for x in xs], label=name, **style)
+    note = compute_note(run_dirs)
     ax.set(xlabel="round-trip time drafter ↔ verifier (ms, configured)", ylabel="total goodput (tokens/s)",
-           title="Goodput vs RTT per speculation setting")
+           title="Goodput vs RTT per speculation setting" + (f"\n{note}" if note else ""))
     ax.set_ylim(bottom=0)
     finish_axis(ax, True)
     out = Path(out_dir)
