@@ -65,12 +65,13 @@ def load_trace(config: DrafterConfig):
     return read_trace(config.workload.trace, allow_empty=True)
 
 
-def make_backend(config: DrafterConfig):
+def make_backend(config: DrafterConfig, clock=time.monotonic):
+    """The drafter's model; `clock` drives a synthetic alpha schedule (a simulator passes its own)."""
     m = config.model
     if m.backend == "synthetic":
         from nodes.backends.synthetic import ComputeProfile, SyntheticDraft, parse_alpha
         return SyntheticDraft(m.vocab_size, parse_alpha(m.alpha), ComputeProfile(draft_token_s=m.draft_token_ms / 1e3),
-                              seed=config.seed, cost=cost_model(m.profile))
+                              seed=config.seed, cost=cost_model(m.profile), clock=clock)
     if m.backend == "ngram":
         from nodes.backends.ngram import NgramDraft
         return NgramDraft.for_model(m.model, m.ngram_n)

@@ -72,6 +72,21 @@ class Telemetry:
         return dict(self.demand)
 
 
+def link_view(net_plan, states: dict[str, LinkState], drafters: list[str], verifier: str,
+              gamma_hints: dict[str, int] | None = None) -> dict[str, dict]:
+    """What the verifier's network-aware policies are told per drafter: the bottleneck rate of its path each way
+    and the path's base round-trip delay (no queueing), and a joint allocation's window if there is one."""
+    view = {}
+    for d in drafters:
+        up, down = net_plan.path(d, verifier), net_plan.path(verifier, d)
+        view[d] = {"uplink_mbps": min(states[l.name].rate_mbps(dr) for l, dr in up),
+                   "downlink_mbps": min(states[l.name].rate_mbps(dr) for l, dr in down),
+                   "rtt_s": round(sum(states[l.name].delay_ms for l, _ in up + down) / 1e3, 6)}
+        if gamma_hints and d in gamma_hints:
+            view[d]["gamma"] = gamma_hints[d]
+    return view
+
+
 class LinkStatePublisher:
     """Keeps RUN/linkstate.json current for the verifier's network-aware policies: per drafter, the bottleneck
     rate of its path to the verifier each way and the path's base round-trip delay (no queueing)."""
@@ -81,14 +96,7 @@ class LinkStatePublisher:
         self.last = None
 
     def publish(self, states: dict[str, LinkState], gamma_hints: dict[str, int] | None = None) -> None:
-        view = {}
-        for d in self.drafters:
-            up, down = self.net_plan.path(d, self.verifier), self.net_plan.path(self.verifier, d)
-            view[d] = {"uplink_mbps": min(states[l.name].rate_mbps(dr) for l, dr in up),
-                       "downlink_mbps": min(states[l.name].rate_mbps(dr) for l, dr in down),
-                       "rtt_s": round(sum(states[l.name].delay_ms for l, _ in up + down) / 1e3, 6)}
-            if gamma_hints and d in gamma_hints:
-                view[d]["gamma"] = gamma_hints[d]
+        view = link_view(self.net_plan, states, self.drafters, self.verifier, gamma_hints)
         if view == self.last:
             return
         self.last = view

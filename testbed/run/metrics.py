@@ -321,11 +321,21 @@ def compute(run_dir: str | Path) -> dict:
     total["concurrency"] = sum(d.session_time(d.t_last) for d in ds if d.t_last is not None) / total["window_s"] \
         if total["window_s"] else None
     pace = pacing(run)
+    if _backend(run_dir) == "sim":        # simulated time: compute takes exactly its profile, nothing to pace
+        pace.update(compute="simulated", distorted=False, why=None)
     for name, row in drafters.items():
         row["pace_p50"], row["pace_p95"] = pace["per_drafter"][name]["p50"], pace["per_drafter"][name]["p95"]
     total["pace_p50"], total["pace_p95"], total["cpu_busy_mean"] = pace["p50"], pace["p95"], pace["cpu_busy_mean"]
-    return {"run": Path(run_dir).name, "complete": complete, "issues": issues, "t0": t_first,
+    # nothing here names the run directory or the wall clock, so a simulated run's file repeats byte for byte
+    return {"complete": complete, "issues": issues, "t0": t_first,
             "columns": COLUMNS, "drafters": drafters, "total": total, "pacing": pace}
+
+
+def _backend(run_dir) -> str | None:
+    try:
+        return json.loads((Path(run_dir) / "manifest.json").read_text()).get("backend")
+    except (OSError, ValueError):
+        return None
 
 
 def write(run_dir: str | Path, metrics: dict) -> tuple[Path, Path]:
@@ -410,7 +420,12 @@ def write_summary(run_dir: str | Path, manifest: dict | None, metrics: dict, plo
     lines.append(f"- complete: {'yes' if metrics['complete'] else 'NO'}")
     for issue in metrics["issues"][:20]:
         lines.append(f"  - {issue}")
-    if metrics.get("pacing"):
+    if manifest.get("backend") == "sim":
+        sim = manifest.get("sim") or {}
+        lines.append(f"- **simulated** (backend sim): network model and compute on a simulated clock; compute from the "
+                     f"nodes' latency profiles (a real model: the time its compute took here); "
+                     f"{sim.get('simulated_s', '?')} s simulated in {sim.get('wall_s', '?')} s")
+    elif metrics.get("pacing"):
         lines += pacing_mod.summary_lines(metrics["pacing"])
     # The topology is summarised by its name and file; its every node and link are in manifest.json.
     settings = [(k, v) for k, v in _flatten(manifest.get("config") or {})

@@ -109,7 +109,7 @@ class Experiment(_Strict):
     description: str = ""
     topology: Annotated[Any, AfterValidator(_topology_ref)]  # file (relative to this file) or inline mapping
     links: dict[str, LinkOverride] = {}          # link name or "*" (all links) -> fields replaced before the run
-    backend: Literal["mininet", "local"] = "mininet"   # local: every node on loopback, no shaping
+    backend: Literal["mininet", "local", "sim"] = "mininet"   # local: loopback, no shaping; sim: simulated (testbed/run/simrun.py)
     verifier: VerifierSpec = VerifierSpec()
     drafters: DrafterDefaults = DrafterDefaults()
     workload: Workload = Workload()              # nodes/config.py; prompts: a file relative to this file

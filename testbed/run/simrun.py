@@ -1,0 +1,236 @@
+"""`backend: sim`: an experiment's own node cores on a simulated clock (SimPy), joined by a model of the network.
+
+    stats = run_sim(exp, run_dir)      # the runner calls it for backend sim; raises SimFailed
+
+The same configs as the emulator's processes (testbed/run/node_configs.py), the same cores (nodes/core/), the same
+backends and policies; only the drivers differ. Where a ZeroMQ shell sends a frame, the simulator asks the network
+model (testbed/sim/network.py) when it reaches the other host; where a shell runs a compute and paces it, the
+simulator advances its clock by the backend's profiled time (or, for a real model, the time the compute took
+here); channel models step at the same ticks as the emulator's driver. Events carry simulated seconds (t = 0 at
+the start), and the results directory is the emulator's: events, outputs, metrics, plots.
+
+What is not modelled yet (said in the run's manifest): drafter telemetry for demand-driven AP band allocation
+(the channel plan sees no demand and splits as it does without it).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import simpy
+
+from nodes.core.actions import Compute, DraftWork, Output, Record, Send, WakeAt
+from nodes.core.drafter import DrafterCore
+from nodes.core.verifier import VerifierCore
+from nodes.events import EventLog, Link
+from testbed.run.node_configs import drafter_config, verifier_config
+
+
+class SimFailed(RuntimeError):
+    pass
+
+
+def run_sim(exp, run_dir: Path) -> dict:
+    """Simulate one experiment point into run_dir (events, outputs); its statistics for the manifest."""
+    from testbed.channels.plan import ChannelPlan
+    from testbed.sim.network import SimNetwork
+    plan = ChannelPlan(exp.topology_obj(), exp.channel_interval_ms / 1e3, exp.seed)
+    sim = SimRun(exp, run_dir, SimNetwork(exp.topology_obj(), seed=exp.seed),
+                 plan if plan.driven_links() else None)
+    stats = sim.run(until_s=exp.limits.run_timeout_s)
+    if stats["unfinished"]:
+        raise SimFailed(f"drafter(s) {', '.join(stats['unfinished'])} had not finished after "
+                        f"{exp.limits.run_timeout_s:g} simulated seconds (limits.run_timeout_s)")
+    return stats
+
+
+class _Node:
+    """One core with what its shell would hold: its host, backend, event log, wake-up and compute state."""
+
+    def __init__(self, name: str, host: str, core, backend, log: EventLog):
+        self.name, self.host, self.core, self.backend, self.log = name, host, core, backend, log
+        self.wake: float | None = None
+        self.computing = False
+
+
+class SimRun:
+    def __init__(self, exp, run_dir: Path, network, plan=None):
+        from testbed.net.netplan import NetPlan
+        self.exp, self.run_dir, self.net, self.plan = exp, Path(run_dir), network, plan
+        topo = exp.topology_obj()
+        self.net_plan = NetPlan(topo, "sim")
+        self.states = {l.link_name: l.state() for l in topo.links}   # as applied: the link view reads them
+        self.env = simpy.Environment()
+        self.nodes: dict[str, _Node] = {}
+        self.outputs: dict[str, list[dict]] = {}
+        self.endpoint_of: dict[str, str] = {}        # drafter-facing endpoint -> verifier name
+        self.welcomed: dict[str, set[str]] = {}       # drafter -> verifier names that answered HELLO
+        self.frames = self.computes = 0
+        self.link_log = EventLog(self.run_dir / "events" / "links.jsonl", "channel")
+        self._build()
+
+    # -- set-up ----------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        from nodes.drafter import load_prompts, load_trace, make_backend as draft_backend
+        from nodes.verifier import make_backend as verify_backend
+        exp, here = self.exp, self.run_dir.resolve()
+        vnames = {h: (h if exp.routing.policy else "verifier") for h in exp.verifier_nodes()}
+        endpoints = []
+        for vhost, vname in vnames.items():
+            endpoint = f"sim://{vhost}:{exp.verifier.port}"
+            config = verifier_config(exp, vname, endpoint, here, None)
+            backend = verify_backend(config)
+            node = _Node(vname, vhost, VerifierCore(config, backend), backend, EventLog(config.log, vname))
+            self.nodes[vname] = node
+            self.endpoint_of[endpoint] = vname
+            endpoints.append(endpoint)
+        for i, d in enumerate(exp.drafter_nodes()):
+            config = drafter_config(exp, d, i, endpoints, here)
+            backend = draft_backend(config, clock=lambda: self.env.now)
+            core = DrafterCore(config, backend, load_prompts(config, backend), load_trace(config))
+            self.nodes[d] = _Node(d, d, core, backend, EventLog(config.log, d))
+            self.outputs[d] = []
+            self.welcomed[d] = set()
+
+    # -- the run ---------------------------------------------------------------------------------------
+    def run(self, until_s: float) -> dict:
+        """Simulate until every drafter is done or `until_s` simulated seconds; the run's statistics."""
+        started = time.perf_counter()
+        if self.plan is not None:
+            self.env.process(self._channels())
+        else:                                 # the network-aware policies' view, as the emulator publishes it
+            from testbed.channels.driver import link_view
+            view = link_view(self.net_plan, self.states, [d.name for d in self.drafters()], self.exp.verifier.node)
+            for v in self.verifiers():
+                v.core.set_links(view)
+        for node in self.verifiers():
+            self._handle(node, node.core.on_ready(f"sim://{node.host}", self.env.now))
+        for d in self.drafters():
+            for endpoint, vname in self.endpoint_of.items():
+                self._send(d, vname, d.core.hello_frame())
+        done = self.env.event()
+        self._all_done = done
+        self.env.run(until=simpy.AnyOf(self.env, [done, self.env.timeout(until_s)]))
+        wall = time.perf_counter() - started
+        for node in self.nodes.values():
+            node.log.close()
+        self.link_log.close()
+        for d, results in self.outputs.items():
+            with open(self.nodes[d].core.config.out, "w") as f:
+                for r in results:
+                    f.write(json.dumps(r) + "\n")
+        unfinished = [d.name for d in self.drafters() if not d.core.done]
+        return {"simulated_s": round(self.env.now, 6), "wall_s": round(wall, 3),
+                "speed_x": round(self.env.now / wall, 2) if wall > 0 else None, "frames": self.frames,
+                "computes": self.computes, "unfinished": unfinished, "network": self.net.stats()}
+
+    def drafters(self) -> list[_Node]:
+        return [n for n in self.nodes.values() if isinstance(n.core, DrafterCore)]
+
+    def verifiers(self) -> list[_Node]:
+        return [n for n in self.nodes.values() if isinstance(n.core, VerifierCore)]
+
+    # -- frames ----------------------------------------------------------------------------------------
+    def _send(self, src: _Node, to: str, frame: bytes) -> None:
+        dst = self.nodes[to]
+        self.frames += 1
+        at = self.net.deliver_at(src.host, dst.host, len(frame), self.env.now)
+        self._at(at, lambda: self._arrive(src.name, dst, frame))
+
+    def _arrive(self, sender: str, node: _Node, frame: bytes) -> None:
+        now = self.env.now
+        if isinstance(node.core, VerifierCore):
+            self._handle(node, node.core.on_frame(sender, frame, now))
+            if not node.computing:
+                self._handle(node, node.core.decide(now))
+            return
+        core = node.core
+        if len(self.welcomed[node.name]) < len(self.endpoint_of) and sender not in self.welcomed[node.name]:
+            endpoint = next(e for e, v in self.endpoint_of.items() if v == sender)
+            _, actions = core.on_welcome(endpoint, frame, now)
+            self.welcomed[node.name].add(sender)
+            if len(self.welcomed[node.name]) == len(self.endpoint_of):
+                actions += core.begin(now)
+            self._handle(node, actions)
+            return
+        self._handle(node, core.on_frames([(sender, frame)], now))
+
+    # -- actions ---------------------------------------------------------------------------------------
+    def _handle(self, node: _Node, actions) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                self._send(node, a.to if isinstance(a.to, str) else str(a.to), a.frame)
+            elif isinstance(a, Record):
+                node.log.write(a.event)
+            elif isinstance(a, Output):
+                self.outputs[node.name].append(a.result)
+            elif isinstance(a, WakeAt):
+                node.wake = a.t
+                self._at(max(a.t, self.env.now), lambda n=node, t=a.t: self._timer(n, t))
+            elif isinstance(a, Compute):
+                self._compute(node, a.work)
+        if isinstance(node.core, DrafterCore) and node.core.done and all(d.core.done for d in self.drafters()):
+            if not self._all_done.triggered:
+                self._all_done.succeed()
+
+    def _timer(self, node: _Node, t: float) -> None:
+        if node.wake != t or node.computing:     # replaced by a later WakeAt, or busy: the compute's end re-runs it
+            return
+        node.wake = None
+        if isinstance(node.core, VerifierCore):
+            self._handle(node, node.core.decide(self.env.now))
+        else:
+            self._handle(node, node.core.on_timer(self.env.now))
+
+    def _compute(self, node: _Node, work) -> None:
+        """Run the work on the backend now (its result is known at once); the clock says it ends after its
+        profiled time, or the time it took here for a real model."""
+        cost = node.backend.cost_s(work)
+        t = time.perf_counter()
+        result = node.backend.extend(work.session, work.tokens) if isinstance(work, DraftWork) else \
+            node.backend.verify(list(work.requests))
+        if cost is None:
+            cost = time.perf_counter() - t
+        node.computing = True
+        self.computes += 1
+        if not isinstance(work, DraftWork):
+            for r in result:
+                r.compute_s = cost / len(result)
+
+        def done():
+            node.computing = False
+            self._handle(node, node.core.on_compute_done(result, cost, self.env.now))
+            if isinstance(node.core, VerifierCore):
+                self._handle(node, node.core.decide(self.env.now))
+            elif node.wake is not None and node.wake <= self.env.now:
+                self._timer(node, node.wake)
+        self._at(self.env.now + cost, done)
+
+    def _at(self, t: float, fn) -> None:
+        ev = self.env.timeout(max(0.0, t - self.env.now))
+        ev.callbacks.append(lambda _e: fn())
+
+    # -- channels --------------------------------------------------------------------------------------
+    def _channels(self):
+        """The channel plan's states at its ticks, as the emulator's driver applies them (no late ticks here)."""
+        from testbed.channels.driver import link_view
+        k = 0
+        while True:
+            hints = {}
+            for a in self.plan.step(k, None, None):
+                if "gamma_joint" in a.info:
+                    hints[a.info["station"]] = a.info["gamma_joint"]
+                self.net.set_link(a.link, a.state, self.env.now)
+                self.states[a.link] = a.state
+                self.link_log.write(Link(t=self.env.now, node="channel", link=a.link, rate_up_mbps=a.state.rate_up_mbps,
+                                         rate_down_mbps=a.state.rate_down_mbps, delay_ms=a.state.delay_ms,
+                                         jitter_ms=a.state.jitter_ms, loss_pct=a.state.loss_pct,
+                                         loss_down_pct=a.state.loss("down"), tick=k,
+                                         t_model_s=round(k * self.plan.interval_s, 6), **a.info))
+            view = link_view(self.net_plan, self.states, [d.name for d in self.drafters()],
+                             self.exp.verifier.node, hints)
+            for v in self.verifiers():
+                v.core.set_links(view)
+            k += 1
+            yield self.env.timeout(self.plan.interval_s)
