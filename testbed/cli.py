@@ -234,6 +234,16 @@ def cmd_lossless(args) -> int:
     return 1 if bad or not checks else 0
 
 
+def cmd_validate(args) -> int:
+    from pathlib import Path
+    from testbed.run.validate import run
+    rows, out = run(args.quick, Path(args.results), args.only.split(",") if args.only else None)
+    from testbed.run.validate import table
+    print(table(rows))
+    print(f"  report: {out / 'summary.md'}; plot: {out / 'sim_vs_emu.png'}")
+    return 0 if all(c["ok"] or c["emu_pacing_distorted"] for _, c in rows) else 1
+
+
 def cmd_clean(args) -> int:
     from testbed.net.runs import clean
     print(clean(args.run or None, include_live=bool(args.run)))
@@ -292,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("runs", nargs="+", help="run directories")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
     s.set_defaults(func=cmd_lossless)
+    s = sub.add_parser("validate", help="run a matrix of scenarios on the emulator and the simulator; compare")
+    s.add_argument("--quick", action="store_true", help="5 s per scenario instead of 15 s")
+    s.add_argument("--only", help="comma-separated scenario names")
+    s.add_argument("--results", default="results")
+    s.set_defaults(func=cmd_validate)
     s = sub.add_parser("clean", help="remove what dead runs left (bridges, processes); live runs are kept")
     s.add_argument("--run", action="append", metavar="ID", help="clean this run even if live (repeatable)")
     s.set_defaults(func=cmd_clean)
