@@ -50,9 +50,9 @@ def scenarios(quick: bool) -> list[tuple[str, dict]]:
     return [
         exp("rtt5-1", star(1, 20, 2.5)),
         exp("rtt100-1", star(1, 20, 50)),
-        exp("slow-topk-1", star(1, 0.5, 10), workload={"temperature": 0.7},
+        exp("slow-topk-1", star(1, 0.5, 10), workload={"temperature": 1.0},
             speculation={"payload": "topk:64"}),
-        exp("full-q-1", star(1, 100, 10), workload={"temperature": 0.7}, speculation={"payload": "full"},
+        exp("full-q-1", star(1, 100, 10), workload={"temperature": 1.0}, speculation={"payload": "full"},
             verifier={"vocab_size": 4000}, drafters={"vocab_size": 4000}),
         exp("loss5-1", star(1, 20, 10, loss=5)),
         exp("loss2-8", star(8, 20, 10, loss=2)),
