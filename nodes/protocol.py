@@ -173,10 +173,11 @@ def _str(maxlen: int, pattern: re.Pattern | None = None) -> Check:
             _fail(where, f"{_short(x)} does not match {pattern.pattern}")
         if _CTRL_RE.search(x):   # these strings end up in logs; no forged log lines
             _fail(where, "contains control characters")
-        try:
-            x.encode("utf-8")     # lone surrogates would only fail later, inside packb
-        except UnicodeEncodeError:
-            _fail(where, "is not valid UTF-8")
+        if not x.isascii():       # ASCII is valid UTF-8; the common case skips the encode
+            try:
+                x.encode("utf-8")     # lone surrogates would only fail later, inside packb
+            except UnicodeEncodeError:
+                _fail(where, "is not valid UTF-8")
         return x
     return check
 
@@ -246,18 +247,27 @@ class _Message:
     def _check(self) -> None:
         pass
 
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        # dataclasses.fields() rebuilds its tuple on every call; every frame needs the names twice
+        names = cls.__dict__.get("_NAMES")
+        if names is None:
+            names = tuple(f.name for f in fields(cls))
+            cls._NAMES = names
+        return names
+
     def to_wire(self) -> dict:
         d: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": self.TYPE}
-        for f in fields(self):
-            x = getattr(self, f.name)
-            d[f.name] = x.tobytes() if isinstance(x, np.ndarray) else list(x) if isinstance(x, tuple) else x
+        for name in self._names():
+            x = getattr(self, name)
+            d[name] = x.tobytes() if isinstance(x, np.ndarray) else list(x) if isinstance(x, tuple) else x
         return d
 
     @classmethod
     def from_wire(cls, d: dict) -> _Message:
         """Build from an unpacked map (v and type already checked). Byte fields become arrays here; all
         value checks happen in __post_init__."""
-        names = [f.name for f in fields(cls)]
+        names = cls._names()
         have = set(d) - {"v", "type"}
         if missing := [n for n in names if n not in have]:
             raise ProtocolError("bad_field", f"{cls.TYPE}: missing field(s) {', '.join(missing)}")

@@ -52,6 +52,13 @@ class Pending:
     bytes_in: int
     draft_s: float = 0.0          # telemetry from the DRAFT frame
     rtt_s: float = 0.0
+    view: PendingView | None = None   # what batching sees; fixed while pending (the session changes only on
+                                      # its verdict), so built once, not at every decision over all pending
+
+    def __post_init__(self):
+        s = self.session
+        self.view = PendingView(s.key, self.arrived, len(self.draft), max(1, s.max_new - len(s.generated)),
+                                max(1, s.committed))
 
 
 class VerifierCore:
@@ -63,6 +70,7 @@ class VerifierCore:
         self.drafters: dict[Hashable, str] = {}
         self.sessions: dict[str, Session] = {}
         self.pending: list[Pending] = []
+        self.queued: set[str] = set()      # keys of the sessions in pending: a draft check in O(1), not O(pending)
         self.inbox: list[tuple[Hashable, bytes]] = []
         self.batch: tuple[list[Pending], float] | None = None    # being verified, and when it started
         self.planned: dict[str, int] = {}     # next windows the batching rule chose for the batch's sessions
@@ -133,6 +141,7 @@ class VerifierCore:
         self.backend.open(key, msg.prompt.tolist())
         self.control.open(key, drafter, msg.payload, self.backend.vocab_size, msg.gamma)
         self.pending.append(Pending(s, [], now, msg.t_send, 0, 0))
+        self.queued.add(key)
         return []
 
     def _on_draft(self, peer: Hashable, msg: P.Draft, nbytes: int, now: float) -> list[Action]:
@@ -140,7 +149,7 @@ class VerifierCore:
         s = self.sessions.get(key)
         if s is None or s.peer != peer:   # drafter names are self-declared; peers are not
             raise P.ProtocolError("bad_session", f"no open session {msg.session}", msg.session)
-        if any(p.session is s for p in self.pending):
+        if key in self.queued:
             raise P.ProtocolError("bad_round", f"session {msg.session} already has a draft being verified", msg.session)
         if msg.round != s.round + 1 or msg.base != s.committed:
             raise P.ProtocolError("bad_round", f"session {msg.session}: expected round {s.round + 1} from base "
@@ -159,6 +168,7 @@ class VerifierCore:
                 if d.q_ids is not None and int(d.q_ids.max()) >= self.backend.vocab_size:
                     raise P.ProtocolError("bad_field", "q ids must be token ids of the target's vocabulary", msg.session)
         self.pending.append(Pending(s, draft, now, msg.t_send, msg.round, nbytes, msg.draft_s, msg.rtt_s))
+        self.queued.add(key)
         return []
 
     def _close(self, s: Session) -> None:
@@ -166,6 +176,7 @@ class VerifierCore:
         the backend after close()."""
         self.sessions.pop(s.key, None)
         self.pending = [p for p in self.pending if p.session is not s]
+        self.queued.discard(s.key)
         self.backend.close(s.key)
         self.control.close(s.key)
         self.batching.forget(s.key)
@@ -175,8 +186,7 @@ class VerifierCore:
         """The verifier is free and has seen every frame that arrived: verify a batch now, or wait."""
         if self.batch is not None or not self.pending:
             return []
-        views = [PendingView(p.session.key, p.arrived, len(p.draft), max(1, p.session.max_new - len(p.session.generated)),
-                             max(1, p.session.committed)) for p in self.pending]
+        views = [p.view for p in self.pending]
         sel = self.batching.select(views, now, len(self.sessions))
         out: list[Action] = []
         if sel.plan is not None:
@@ -186,6 +196,7 @@ class VerifierCore:
         chosen = set(sel.indices)
         batch = [p for i, p in enumerate(self.pending) if i in chosen]
         self.pending = [p for i, p in enumerate(self.pending) if i not in chosen]
+        self.queued.difference_update(p.session.key for p in batch)
         self.batch = (batch, now)
         self.planned = dict(sel.windows)
         self.batches += 1

@@ -67,28 +67,51 @@ class NetPlan:
             self.adjacent.setdefault(link.a.node, []).append((link, "up", link.b.node))
             self.adjacent.setdefault(link.b.node, []).append((link, "down", link.a.node))
 
+        self._by_name = {link.name: link for link in links}
+        # the tree rooted at each component's first node: node -> (link, direction parent -> node, parent), and
+        # depth; a path climbs both ends to their common ancestor, O(depth) for each of the N^2 pairs
+        self._parent: dict[str, tuple[LinkPlan, str, str]] = {}
+        self._depth: dict[str, tuple[str, int]] = {}       # node -> (root, depth)
+        for root in topo.nodes:
+            if root in self._depth:
+                continue
+            self._depth[root] = (root, 0)
+            frontier = [root]
+            while frontier:
+                node = frontier.pop()
+                for link, direction, nxt in self.adjacent.get(node, []):
+                    if nxt not in self._depth:
+                        self._depth[nxt] = (root, self._depth[node][1] + 1)
+                        self._parent[nxt] = (link, direction, node)
+                        frontier.append(nxt)
+
     def link(self, name: str) -> LinkPlan:
-        for link in self.links:
-            if link.name == name:
-                return link
-        raise KeyError(f"no link named {name!r}; links: {', '.join(l.name for l in self.links)}")
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no link named {name!r}; links: {', '.join(l.name for l in self.links)}") from None
 
     def ip(self, host: str) -> ipaddress.IPv4Address:
         return self.addresses[host]
 
     def path(self, src: str, dst: str) -> list[tuple[LinkPlan, str]]:
         """The links (with the direction traversed) from node `src` to node `dst`; the network is a tree."""
-        stack = [(src, [])]
-        seen = {src}
-        while stack:
-            node, hops = stack.pop()
-            if node == dst:
-                return hops
-            for link, direction, nxt in self.adjacent.get(node, []):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    stack.append((nxt, hops + [(link, direction)]))
-        raise KeyError(f"no path from {src} to {dst}")
+        if src not in self._depth or dst not in self._depth or self._depth[src][0] != self._depth[dst][0]:
+            raise KeyError(f"no path from {src} to {dst}")
+        up: list[tuple[LinkPlan, str]] = []       # src climbing: each link against its parent -> child direction
+        down: list[tuple[LinkPlan, str]] = []     # dst climbing, reversed at the end
+        a, b = src, dst
+        da, db = self._depth[a][1], self._depth[b][1]
+        while a != b:
+            if da >= db:
+                link, direction, a = self._parent[a]
+                up.append((link, "down" if direction == "up" else "up"))
+                da -= 1
+            else:
+                link, direction, b = self._parent[b]
+                down.append((link, direction))
+                db -= 1
+        return up + down[::-1]
 
     def describe(self) -> str:
         rows = [f"topology {self.topo.name} (run {self.run_id}), subnet {self.topo.addressing.subnet}", "nodes:"]

@@ -23,7 +23,7 @@ import simpy
 from nodes.core.actions import Compute, DraftWork, Output, Record, Send, WakeAt
 from nodes.core.drafter import DrafterCore
 from nodes.core.verifier import VerifierCore
-from nodes.events import EventLog, Link
+from nodes.events import EventLog, Link, Verify
 from testbed.run.node_configs import drafter_config, verifier_config
 
 
@@ -52,6 +52,7 @@ class _Node:
         self.name, self.host, self.core, self.backend, self.log = name, host, core, backend, log
         self.wake: float | None = None
         self.computing = False
+        self.finished = False        # a drafter whose core said done (counted once)
 
 
 class SimRun:
@@ -66,7 +67,7 @@ class SimRun:
         self.outputs: dict[str, list[dict]] = {}
         self.endpoint_of: dict[str, str] = {}        # drafter-facing endpoint -> verifier name
         self.welcomed: dict[str, set[str]] = {}       # drafter -> verifier names that answered HELLO
-        self.frames = self.computes = 0
+        self.frames = self.computes = self.rounds = 0     # rounds: drafted windows verified
         self.link_log = EventLog(self.run_dir / "events" / "links.jsonl", "channel")
         self._build()
 
@@ -92,6 +93,9 @@ class SimRun:
             self.nodes[d] = _Node(d, d, core, backend, EventLog(config.log, d))
             self.outputs[d] = []
             self.welcomed[d] = set()
+        self._drafters = [n for n in self.nodes.values() if isinstance(n.core, DrafterCore)]
+        self._verifiers = [n for n in self.nodes.values() if isinstance(n.core, VerifierCore)]
+        self.running = len(self._drafters)           # drafters not done yet
 
     # -- the run ---------------------------------------------------------------------------------------
     def run(self, until_s: float) -> dict:
@@ -123,13 +127,15 @@ class SimRun:
         unfinished = [d.name for d in self.drafters() if not d.core.done]
         return {"simulated_s": round(self.env.now, 6), "wall_s": round(wall, 3),
                 "speed_x": round(self.env.now / wall, 2) if wall > 0 else None, "frames": self.frames,
+                "verified_rounds": self.rounds,
+                "rounds_per_wall_s": round(self.rounds / wall, 1) if wall > 0 else None,
                 "computes": self.computes, "unfinished": unfinished, "network": self.net.stats()}
 
     def drafters(self) -> list[_Node]:
-        return [n for n in self.nodes.values() if isinstance(n.core, DrafterCore)]
+        return self._drafters
 
     def verifiers(self) -> list[_Node]:
-        return [n for n in self.nodes.values() if isinstance(n.core, VerifierCore)]
+        return self._verifiers
 
     # -- frames ----------------------------------------------------------------------------------------
     def _send(self, src: _Node, to: str, frame: bytes) -> None:
@@ -163,6 +169,8 @@ class SimRun:
                 self._send(node, a.to if isinstance(a.to, str) else str(a.to), a.frame)
             elif isinstance(a, Record):
                 node.log.write(a.event)
+                if type(a.event) is Verify and a.event.round:
+                    self.rounds += 1
             elif isinstance(a, Output):
                 self.outputs[node.name].append(a.result)
             elif isinstance(a, WakeAt):
@@ -170,8 +178,10 @@ class SimRun:
                 self._at(max(a.t, self.env.now), lambda n=node, t=a.t: self._timer(n, t))
             elif isinstance(a, Compute):
                 self._compute(node, a.work)
-        if isinstance(node.core, DrafterCore) and node.core.done and all(d.core.done for d in self.drafters()):
-            if not self._all_done.triggered:
+        if not node.finished and isinstance(node.core, DrafterCore) and node.core.done:
+            node.finished = True
+            self.running -= 1
+            if self.running == 0 and not self._all_done.triggered:
                 self._all_done.succeed()
 
     def _timer(self, node: _Node, t: float) -> None:

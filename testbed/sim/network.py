@@ -108,6 +108,7 @@ class _Shaper:
         self.slots: list[_Slot] = []        # sorted by u, never overlapping, so ends are sorted too
         self.ends: list[float] = []
         self.lookback = 0.0                 # largest burst time used: service may start that far before arrival
+        self.run_start = self.run_end = -math.inf   # the tail of the calendar that has no gap, and its end
         self.stats = {"bytes": 0, "segments": 0, "drops": 0, "losses": 0, "retransmits": 0}
 
     def waiting(self, t: float) -> int:
@@ -119,11 +120,21 @@ class _Shaper:
         # V_i = max(V_{i-1}, d_i - beta) + s_i: exactly a FIFO serializer whose arrivals are a_i - beta, with
         # service start u_i = max(V_{i-1}, a_i - beta) and dequeue d_i = max(a_i, u_i). beta = 0 is the wire.
         t = max(a - beta, floor)
-        j = bisect.bisect_right(self.ends, t)
-        while j < len(self.slots) and self.slots[j].u < t + service - EPS:
-            t = max(t, self.slots[j].e)
-            j += 1
+        if t >= self.run_start:
+            # at or past the calendar's gap-free tail [run_start, run_end): the walk below would end at its
+            # end, so skip it (a batch of verdicts sent at once would otherwise walk k slots each: O(k^2))
+            t = max(t, self.run_end)
+            j = len(self.slots)
+        else:
+            j = bisect.bisect_right(self.ends, t)
+            while j < len(self.slots) and self.slots[j].u < t + service - EPS:
+                t = max(t, self.slots[j].e)
+                j += 1
         slot = _Slot(t, t + service, a, max(a, t))
+        if j == len(self.slots):
+            if t > self.run_end:           # a gap before it: the tail run starts afresh
+                self.run_start = t
+            self.run_end = slot.e
         self.slots.insert(j, slot)
         self.ends.insert(j, slot.e)
         self.lookback = max(self.lookback, beta)
@@ -174,6 +185,8 @@ class _Conn:
     held: list[tuple[float, float]] = field(default_factory=list)   # delay element: (arrival, due) in flight
     last_delivery: float = -math.inf
     order: int = 0
+    tidied: float = -math.inf                        # the time of its last _tidy
+    delays: tuple | None = None                      # (network version, delay, jitter, back delay) of its path
     stats: dict = field(default_factory=lambda: {"messages": 0, "bytes": 0, "segments": 0, "retransmits": 0,
                                                  "fast": 0, "tlp": 0, "rto": 0})
 
@@ -200,12 +213,15 @@ class SimNetwork:
             raise ValueError(f"shaper must be one of {SHAPERS}, got {shaper!r}")
         self.topo, self.seed, self.shaper, self.loss_hook = topo, seed, shaper, loss_hook
         self.plan = NetPlan(topo, "sim")
+        self.hosts = frozenset(topo.hosts())
         self.states = {l.name: l.spec.state() for l in self.plan.links}
         for name, state in (states or {}).items():
             self.plan.link(name)            # KeyError naming the links if unknown
             self.states[name] = state
         self.shapers = {(l.name, d): _Shaper() for l in self.plan.links for d in DIRECTIONS}
         self.conns: dict[tuple[str, str], _Conn] = {}
+        self._version = 0                                    # bumped by every set_link
+        self._static: dict[tuple[str, str], tuple] = {}       # (link, dir) -> (bps, beta, queue, loss) at its state
         self.now = -math.inf
         self.t0: float | None = None                        # the first time seen
         self.since: dict[str, float] = {}                   # link -> when its current state was set
@@ -224,6 +240,9 @@ class SimNetwork:
             self.interval[name] = now - since
         self.since[name] = now
         self.states[name] = state
+        self._version += 1
+        for d in DIRECTIONS:
+            self._static.pop((name, d), None)
 
     def deliver_at(self, src: str, dst: str, nbytes: int, now: float) -> float:
         """When a ZeroMQ frame of `nbytes` (len of the frame: ZMTP framing is added here) sent by host src to
@@ -231,9 +250,11 @@ class SimNetwork:
         shaping at every hop, the path's delay and jitter, and loss recovery. Always a time: TCP gets through."""
         self._advance(now)
         c = self._conn(src, dst)
+        self._tidy(c)
         hops = self._hops(c)
-        delay, jitter = self._path_delay(c.hops)
-        back = self._path_delay(c.back)[0]          # ACKs: the reverse path's mean delay
+        if c.delays is None or c.delays[0] != self._version:    # the path's delays change only at a set_link
+            c.delays = (self._version, *self._path_delay(c.hops), self._path_delay(c.back)[0])
+        _, delay, jitter, back = c.delays            # back: ACKs see the reverse path's mean delay
         sizes = segments(zmtp_bytes(nbytes))
         c.stats["messages"] += 1
         c.stats["bytes"] += nbytes
@@ -252,7 +273,8 @@ class SimNetwork:
         for tx in sorted(txs, key=lambda x: x.ack):  # Karn: RTT samples from first transmissions only
             if tx.delivered:
                 c.sample(tx.ack - tx.xmit)
-        self._recover(c, send, txs, latest, now)
+        if not all(tx.delivered for tx in txs):
+            self._recover(c, send, txs, latest, now)
         done = max(max(tx.due for tx in latest.values()), c.last_delivery)   # TCP delivers in order
         c.last_delivery = done
         return done
@@ -281,20 +303,28 @@ class SimNetwork:
         if self.t0 is None:
             self.t0 = now
         if now > self.now:
-            self.now = now
-            for sh in self.shapers.values():
-                sh.prune(now)
-            for c in self.conns.values():
-                c.held = [h for h in c.held if h[1] > now]
-                for (name, d), sent in zip(c.hops, c.sent):
-                    horizon = now - self.shapers[(name, d)].lookback
-                    sent[:] = [x for x in sent if x[1] > horizon]
+            self.now = now       # shapers and connections are pruned when next used (_tidy): O(path), not O(net)
+
+    def _tidy(self, c: _Conn) -> None:
+        """Forget what can no longer affect a segment sent from now on, on c's path only."""
+        now = self.now
+        if c.tidied == now:
+            return
+        c.tidied = now
+        if c.held and c.held[0][1] <= now:
+            c.held = [h for h in c.held if h[1] > now]
+        for (name, d), sent in zip(c.hops, c.sent):
+            sh = self.shapers[(name, d)]
+            sh.prune(now)
+            horizon = now - sh.lookback
+            if sent and sent[0][1] <= horizon:
+                sent[:] = [x for x in sent if x[1] > horizon]
 
     def _conn(self, src: str, dst: str) -> _Conn:
         c = self.conns.get((src, dst))
         if c is None:
             for h in (src, dst):
-                if h not in self.topo.hosts():
+                if h not in self.hosts:
                     raise KeyError(f"{h!r} is not a host; hosts: {', '.join(self.topo.hosts())}")
             if src == dst:
                 raise ValueError(f"a message from {src} to itself never crosses the network")
@@ -310,16 +340,20 @@ class SimNetwork:
     def _hops(self, c: _Conn) -> list[_Hop]:
         out = []
         for name, d in c.hops:
-            st = self.states[name]
-            bps = htb_bps(st.rate_mbps(d))
-            beta = 8 * burst_bytes(st.rate_mbps(d)) / bps if self.shaper == "htb" else 0.0
+            static = self._static.get((name, d))
+            if static is None:     # what depends only on the link's state: rebuilt after its set_link
+                st = self.states[name]
+                bps = htb_bps(st.rate_mbps(d))
+                beta = 8 * burst_bytes(st.rate_mbps(d)) / bps if self.shaper == "htb" else 0.0
+                static = self._static[(name, d)] = (bps, beta, st.queue_pkts, st.loss(d) / 100)
+            bps, beta, queue, loss = static
             since = self.since.get(name, self.t0)
             until = since + self.interval.get(name, math.inf)
-            span = self.now - self.t0
-            later = ((self.loss_area[(name, d)] + st.loss(d) / 100 * (self.now - since)) / span if span > 0
-                     else st.loss(d) / 100)
-            out.append(_Hop(self.shapers[(name, d)], name, d, bps, beta, st.queue_pkts, st.loss(d) / 100,
-                            until, later))
+            later = loss
+            if until < math.inf:   # a channel drives this link: the time-averaged loss for what outlives the tick
+                span = self.now - self.t0
+                later = (self.loss_area[(name, d)] + loss * (self.now - since)) / span if span > 0 else loss
+            out.append(_Hop(self.shapers[(name, d)], name, d, bps, beta, queue, loss, until, later))
         return out
 
     def _path_delay(self, hops: list[tuple[str, str]]) -> tuple[float, float]:
@@ -336,7 +370,7 @@ class SimNetwork:
         for h, hop in enumerate(hops):
             sh = hop.shaper
             # The sender's own qdisc never drops (TCP small queues hold the rest in the socket).
-            if h > 0 and sh.waiting(a) >= hop.queue:
+            if h > 0 and len(sh.slots) >= hop.queue and sh.waiting(a) >= hop.queue:
                 sh.stats["drops"] += 1
                 return _Tx(seg, c.order, xmit, False)
             # FIFO within the connection: never served ahead of its own segments that arrived before it

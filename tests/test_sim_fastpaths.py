@@ -1,0 +1,81 @@
+"""The simulator's shortcuts for scale give exactly what the plain algorithms give.
+
+NetPlan.path climbs a rooted tree instead of searching the whole network; _Shaper.admit skips its calendar walk
+on the gap-free tail. Both are checked here against the plain versions on random inputs.
+"""
+from __future__ import annotations
+
+import bisect
+import random
+
+import pytest
+
+from testbed.net.netplan import NetPlan
+from testbed.net.topology import Topology
+from testbed.sim.network import EPS, _Shaper, _Slot
+
+
+def _dfs_path(plan: NetPlan, src: str, dst: str):
+    stack, seen = [(src, [])], {src}
+    while stack:
+        node, hops = stack.pop()
+        if node == dst:
+            return hops
+        for link, direction, nxt in plan.adjacent.get(node, []):
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, hops + [(link, direction)]))
+    raise KeyError
+
+
+def _random_tree(rng: random.Random, n_switches: int, n_hosts: int) -> dict:
+    nodes = {f"s{i}": {"role": "switch"} for i in range(n_switches)}
+    links = [{"a": f"s{i}", "b": f"s{rng.randrange(i)}", "rate_up_mbps": 100, "rate_down_mbps": 100}
+             for i in range(1, n_switches)]
+    for i in range(n_hosts):
+        nodes[f"h{i}"] = {"role": "drafter" if i else "verifier"}
+        pair = [f"h{i}", f"s{rng.randrange(n_switches)}"]
+        rng.shuffle(pair)                       # either end may be the host: directions must follow
+        links.append({"a": pair[0], "b": pair[1], "rate_up_mbps": 10, "rate_down_mbps": 20})
+    return {"name": "t", "nodes": nodes, "links": links}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_path_by_tree_climb_equals_search(seed):
+    rng = random.Random(seed)
+    plan = NetPlan(Topology.model_validate(_random_tree(rng, 6, 12)), "t")
+    hosts = plan.topo.hosts()
+    for src in hosts:
+        for dst in hosts:
+            got = [(l.name, d) for l, d in plan.path(src, dst)]
+            assert got == [(l.name, d) for l, d in _dfs_path(plan, src, dst)]
+
+
+def _admit_by_walk(sh: _Shaper, a: float, service: float, beta: float, floor: float) -> _Slot:
+    t = max(a - beta, floor)
+    j = bisect.bisect_right(sh.ends, t)
+    while j < len(sh.slots) and sh.slots[j].u < t + service - EPS:
+        t = max(t, sh.slots[j].e)
+        j += 1
+    slot = _Slot(t, t + service, a, max(a, t))
+    sh.slots.insert(j, slot)
+    sh.ends.insert(j, slot.e)
+    return slot
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_admit_tail_shortcut_equals_walk(seed):
+    rng = random.Random(seed)
+    fast, slow = _Shaper(), _Shaper()
+    now = 0.0
+    for _ in range(2000):
+        now += rng.choice([0.0, 0.0, rng.expovariate(2000)])          # bursts at one instant, and gaps
+        a = now + (rng.uniform(-0.002, 0.0) if rng.random() < 0.2 else 0.0)   # some arrive out of order
+        service, beta = rng.choice([1e-6, 1e-4, 1.2e-3]), rng.choice([0.0, 3e-3])
+        floor = a - rng.choice([1.0, 0.0005])
+        got, want = fast.admit(a, service, beta, floor), _admit_by_walk(slow, a, service, beta, floor)
+        assert (got.u, got.e, got.q) == (want.u, want.e, want.q)
+        if rng.random() < 0.05:
+            fast.prune(now - 0.01)
+            slow.lookback = fast.lookback
+            slow.prune(now - 0.01)
