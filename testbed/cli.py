@@ -44,12 +44,21 @@ def cmd_check(args) -> int:
     from testbed.net.shaping import ShapingPlan
     from testbed.net.topology import load_topology
     from testbed.channels.plan import ChannelPlan
+    from testbed.run.checks import MAX_NODE_PROCESSES
     topo = load_topology(args.topology)
     backend, reason = _backend_for_plan(args.delay_backend)
     plan = NetPlan(topo, "0000")
     channels = ChannelPlan(topo)
-    shaping = ShapingPlan(plan, backend, channels.live_delay_links() if channels.driven_links() else "needed")
     print(f"{args.topology}: valid")
+    if len(topo.hosts()) > MAX_NODE_PROCESSES:
+        # a pool's thousand hosts: the emulator's shaping plan grows with hosts squared (one delay queue per
+        # host pair), hundreds of MB of commands for a network only the simulator runs
+        print(plan.describe())
+        print(f"shaping commands: not shown: {len(topo.hosts())} hosts are more than the mininet backend hosts "
+              f"on one machine (at most {MAX_NODE_PROCESSES} node processes); run experiments on this topology "
+              f"with backend: sim")
+        return 0
+    shaping = ShapingPlan(plan, backend, channels.live_delay_links() if channels.driven_links() else "needed")
     print(plan.describe())
     for name in channels.driven_links():
         ch = topo.link(name).channel

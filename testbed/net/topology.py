@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from testbed.channels.spec import ChannelSpec, RadioSpec
 from testbed.common.errors import ConfigError, Problem
 from testbed.net.linkstate import MAX_RATE_MBPS, LinkState
-from testbed.common.yamlconf import Loc, load_document, validate
+from testbed.common.yamlconf import Loc, load_document
 
 HOST_ROLES = ("verifier", "drafter", "user")
 SWITCH_ROLES = ("ap", "switch")
@@ -69,8 +69,9 @@ class Addressing(_Strict):
 class Topology(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     description: str = ""
+    seed: int = Field(0, ge=0, le=2**31 - 1)   # of the pools' drawn link fields (testbed/net/pools.py)
     addressing: Addressing = Addressing()
-    nodes: dict[str, NodeSpec] = Field(min_length=2)
+    nodes: dict[str, NodeSpec] = Field(min_length=2)   # pools (`count: N`) already expanded: testbed/net/pools.py
     links: list[LinkSpec] = Field(min_length=1)
     _source: str = PrivateAttr("")   # the file it came from; set by load_topology
 
@@ -96,6 +97,14 @@ class Topology(_Strict):
         taken = {spec.ip for spec in self.nodes.values() if spec.ip}
         free = (ip for ip in self.addressing.subnet.hosts() if ip not in taken)
         return {n: (self.nodes[n].ip or next(free)) for n in self.hosts()}
+
+
+def name_list(names, limit: int = 12) -> str:
+    """Names for a message; a pool's thousand members are summarised, not listed."""
+    names = list(names)
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit - 2]) + f", ... {names[-1]} ({len(names)} in all)"
 
 
 def _check_nodes(topo: Topology) -> list[tuple[Loc, str]]:
@@ -130,8 +139,13 @@ def _check_nodes(topo: Topology) -> list[tuple[Loc, str]]:
                                             "every interval), not both"))
     if not topo.hosts():
         found.append((("nodes",), "expected at least one host (verifier, drafter or user)"))
-    if len(topo.hosts()) > subnet.num_addresses - 2:
-        found.append((("addressing", "subnet"), f"subnet {subnet} has too few addresses for {len(topo.hosts())} hosts"))
+    hosts = len(topo.hosts())
+    if hosts > subnet.num_addresses - 2:
+        prefix = max(0, 32 - (hosts + 1).bit_length())      # the longest prefix holding hosts + 2 addresses
+        wider = ipaddress.IPv4Network(f"{subnet.network_address}/{prefix}", strict=False)
+        found.append((("addressing", "subnet"), f"subnet {subnet} has {max(0, subnet.num_addresses - 2)} host "
+                                                f"addresses, too few for {hosts} hosts: widen addressing.subnet, "
+                                                f"e.g. to {wider} ({wider.num_addresses - 2} hosts)"))
     return found
 
 
@@ -146,7 +160,7 @@ def _check_links(topo: Topology) -> list[tuple[Loc, str]]:
         for end in ("a", "b"):
             node = getattr(link, end)
             if node not in topo.nodes:
-                found.append((loc + (end,), f"unknown node {node!r}; nodes are: {', '.join(topo.nodes)}"))
+                found.append((loc + (end,), f"unknown node {node!r}; nodes are: {name_list(topo.nodes)}"))
                 ok = False
         for node in {link.a, link.b} & topo.nodes.keys():   # counted even on a bad link: no "h has 0" echo
             degree[node] += 1
@@ -279,10 +293,16 @@ def check_topology(topo: Topology) -> list[tuple[Loc, str]]:
 
 def load_topology(path: str | Path) -> Topology:
     """Read and validate a topology file; raises ConfigError listing every problem."""
+    from testbed.net.pools import build        # pools.py builds on this module's schema and checks
     doc = load_document(path)
     resolve_trace_paths(doc.data, Path(path).resolve().parent)
-    topo = validate(doc, Topology, check_topology)
-    problems = check_trace_files(topo, doc.problem)
+    topo, found, origin = build(doc.data)
+    if topo is None:
+        raise ConfigError([doc.problem(loc, msg) for loc, msg in found])
+    ours: list[tuple[Loc, str]] = []           # a pool's members share one channel: grouped by remap
+    foreign = check_trace_files(topo, lambda loc, msg: ours.append((loc, msg)))
+    problems = [doc.problem(loc, msg) for loc, msg in origin.remap(ours)]
+    problems += [p for i, p in enumerate(foreign) if p is not None and p not in foreign[:i]]
     if problems:
         raise ConfigError(problems)
     topo._source = str(path)

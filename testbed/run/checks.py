@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pydantic
 
-from nodes.config import temperature_problem
+from nodes.config import DRAFTER_SETTINGS, DraftModel, temperature_problem
 from testbed.common.errors import ConfigError, Problem
 from testbed.common.yamlconf import Loc, _describe, format_loc
-from testbed.net.topology import (LinkSpec, Topology, check_topology, load_topology, resolve_channel_paths,
-                                  resolve_trace_paths)
-from testbed.run.schema import Experiment, LinkOverride, merge_drafter
+from testbed.net.pools import build as build_topology
+from testbed.net.topology import (LinkSpec, Topology, check_topology, load_topology, name_list,
+                                  resolve_channel_paths, resolve_trace_paths)
+from testbed.run.schema import Experiment, LinkOverride, merge_drafter, parse_drafter_distribution, draw_setting
 from testbed.run.sweep import PLACEHOLDER, parse_path
 
 Found = list[tuple[Loc, str]]
@@ -52,13 +53,9 @@ def load_topology_ref(exp: Experiment, base_dir: Path, file: str,
         return cache[str(path)]
     ref = copy.deepcopy(ref)
     resolve_trace_paths(ref, base_dir)
-    try:
-        topo = Topology.model_validate(ref)
-    except pydantic.ValidationError as e:
-        return None, pydantic_found(e, ("topology",)), []
-    found = [(("topology",) + loc, msg) for loc, msg in check_topology(topo)]
-    if found:
-        return None, found, []
+    topo, found, _ = build_topology(ref)         # pools expanded, as in a topology file
+    if topo is None:
+        return None, [(("topology",) + loc, msg) for loc, msg in found], []
     topo._source = file
     return topo, [], []
 
@@ -69,7 +66,7 @@ def apply_links(exp: Experiment, topo: Topology, base_dir: Path) -> tuple[Topolo
     names = [l.link_name for l in topo.links]
     for key, o in exp.links.items():
         if key != "*" and key not in names:
-            found.append((("links", key), f"unknown link {key!r}; links: {', '.join(names)} (or '*' for all)"))
+            found.append((("links", key), f"unknown link {key!r}; links: {name_list(names)} (or '*' for all)"))
         for f in ("a", "b", "name"):
             if f in o.model_fields_set:
                 found.append((("links", key, f), "a link's ends (a, b) and name come from the topology and "
@@ -128,7 +125,7 @@ def check_nodes(exp: Experiment, topo: Topology) -> tuple[Found, str | None, lis
         for i, n in enumerate(exp.routing.verifiers or []):
             if roles.get(n) != "verifier":
                 found.append((("routing", "verifiers", i), f"{n!r} is not a verifier host; verifier hosts: "
-                                                           f"{', '.join(verifiers) or 'none'}"))
+                                                           f"{name_list(verifiers) or 'none'}"))
         vnode = vnode or (exp.routing.verifiers or verifiers or [None])[0]
     if vnode is None:
         if len(verifiers) == 1:
@@ -137,12 +134,12 @@ def check_nodes(exp: Experiment, topo: Topology) -> tuple[Found, str | None, lis
             found.append((("verifier", "node"), f"topology {topo.name} has no host with role verifier"))
         else:
             found.append((("verifier", "node"), f"topology {topo.name} has {len(verifiers)} verifier hosts "
-                                                f"({', '.join(verifiers)}): name one"))
+                                                f"({name_list(verifiers)}): name one"))
     elif vnode not in roles:
-        found.append((("verifier", "node"), f"unknown node {vnode!r}; verifier hosts: {', '.join(verifiers) or 'none'}"))
+        found.append((("verifier", "node"), f"unknown node {vnode!r}; verifier hosts: {name_list(verifiers) or 'none'}"))
     elif roles[vnode] != "verifier":
         found.append((("verifier", "node"), f"{vnode} is a {roles[vnode]}; expected a host with role verifier "
-                                            f"({', '.join(verifiers) or 'none in this topology'})"))
+                                            f"({name_list(verifiers) or 'none in this topology'})"))
     dnodes = exp.drafters.nodes
     if dnodes is None:
         dnodes = drafters
@@ -152,18 +149,115 @@ def check_nodes(exp: Experiment, topo: Topology) -> tuple[Found, str | None, lis
         seen: set[str] = set()
         for i, n in enumerate(dnodes):
             if n not in roles:
-                found.append((("drafters", "nodes", i), f"unknown node {n!r}; drafter hosts: {', '.join(drafters) or 'none'}"))
+                found.append((("drafters", "nodes", i), f"unknown node {n!r}; drafter hosts: {name_list(drafters) or 'none'}"))
             elif roles[n] != "drafter":
                 found.append((("drafters", "nodes", i), f"{n} is a {roles[n]}; expected a host with role drafter "
-                                                        f"({', '.join(drafters) or 'none in this topology'})"))
+                                                        f"({name_list(drafters) or 'none in this topology'})"))
             elif n in seen:
                 found.append((("drafters", "nodes", i), f"{n} is listed twice"))
             seen.add(n)
     for n in exp.drafters.overrides:
         if n not in dnodes:
             found.append((("drafters", "overrides", n), f"{n!r} is not one of the drafters "
-                                                        f"({', '.join(dnodes) or 'none'})"))
+                                                        f"({name_list(dnodes) or 'none'})"))
     return found, vnode, list(dnodes)
+
+
+# backend mininet and local run every drafter and verifier as its own Python process on this one machine:
+# ~100 MB resident each (interpreter, numpy, zmq, pydantic; a real model adds its weights), all sharing its
+# CPU cores. Past 64 (4 per core of a 16-core machine) the nodes' compute pacing (draft_token_ms, profiled
+# passes) and the delay daemons fall behind their schedule, so the emulated timing stops meaning anything;
+# a bridge's port names (sn<run>s<i>-eth<port>) also outgrow Linux's 15 characters at 1000 ports. The
+# simulator (backend sim) runs every node core on one clock in one process: no such limit.
+MAX_NODE_PROCESSES = 64
+
+
+def check_scale(exp: Experiment, topo: Topology, dnodes: list[str]) -> Found:
+    """Refuse, for the backends that start real processes, scenarios one machine cannot host faithfully."""
+    if exp.backend == "sim":
+        return []
+    if exp.routing.policy:
+        verifiers = len(exp.routing.verifiers or [n for n in topo.hosts() if topo.nodes[n].role == "verifier"])
+    else:
+        verifiers = 1
+    found: Found = []
+    if len(dnodes) + verifiers > MAX_NODE_PROCESSES:
+        found.append((("drafters",), f"{len(dnodes)} drafter and {verifiers} verifier processes exceed what the "
+                                     f"{exp.backend} backend hosts on one machine (at most {MAX_NODE_PROCESSES} "
+                                     "node processes); use backend: sim (or --set backend=sim) for scenarios "
+                                     "this large"))
+    elif exp.backend == "mininet" and len(topo.hosts()) > MAX_NODE_PROCESSES:
+        # mininet brings up every host of the topology, running a node or not, with per-host-pair delay queues
+        found.append((("topology",), f"topology {topo.name} has {len(topo.hosts())} hosts, more than the mininet "
+                                     f"backend emulates on one machine (at most {MAX_NODE_PROCESSES}; it brings "
+                                     "up every host, running a node or not); use backend: sim (or --set "
+                                     "backend=sim) for scenarios this large"))
+    return found
+
+
+def check_distributions(exp: Experiment, dnodes: list[str], base_dir: Path) -> tuple[Found, dict]:
+    """`drafters.distributions`: each a DraftModel field with a distribution whose every possible choice, and
+    every drafter's actual draw, is a valid value of that field. Returns the problems and the update
+    (alpha replay files and profile tables in choices made absolute)."""
+    dists = exp.drafters.distributions
+    if not dists:
+        return [], {}
+    found: Found = []
+    new: dict = {}
+    for field, spec in dists.items():
+        loc = ("drafters", "distributions", field)
+        if field not in DRAFTER_SETTINGS:
+            found.append((loc, f"unknown drafter setting {field!r}; distributions apply to "
+                               f"{', '.join(DRAFTER_SETTINGS)}"))
+            continue
+        dist, dfound = parse_drafter_distribution(field, spec)
+        if dist is None:
+            found += [(loc + sub, msg) for sub, msg in dfound]
+            continue
+        if dist.kind == "choice":      # every value may be drawn: check them all, not just this run's draws
+            values = [dist.as_drawn(v) for v in dist.values]
+            bad = [(i, msg) for i, v in enumerate(values) for msg in _setting_problems(field, v)]
+            found += [(loc + ("choice", i), msg) for i, msg in bad]
+            if not bad:
+                new[field] = {**spec, "choice": _absolute(field, values, loc, base_dir, found)}
+            continue
+        new[field] = spec
+        drawn = [n for n in dnodes if not _overridden(exp, n, field)]
+        bad_draws = [(n, msg) for n in drawn
+                     for msg in _setting_problems(field, draw_setting(field, spec, n, exp.seed))[:1]]
+        if bad_draws:
+            node, msg = bad_draws[0]
+            more = f" and {len(bad_draws) - 1} more of the {len(drawn)} drafters" if len(bad_draws) > 1 else ""
+            found.append((loc, f"{msg} (drawn for {node}{more} from {dist.describe()}; narrow the distribution "
+                               "or clip it with min/max)"))
+    return found, ({"distributions": new} if not found else {})
+
+
+def _overridden(exp: Experiment, node: str, field: str) -> bool:
+    o = exp.drafters.overrides.get(node)
+    return o is not None and field in o.model_fields_set and (getattr(o, field) is not None or field == "threads")
+
+
+def _setting_problems(field: str, value) -> list[str]:
+    """What DraftModel's own validation of `field` says about `value` (nothing: valid)."""
+    try:
+        DraftModel.model_validate({field: value})
+    except pydantic.ValidationError as e:
+        return [msg for _, msg in pydantic_found(e)]
+    return []
+
+
+def _absolute(field: str, values: list, loc: Loc, base_dir: Path, found: Found) -> list:
+    """Choices naming files (alpha {replay: FILE}, profile {table: FILE}) with the files made absolute."""
+    out = []
+    for i, v in enumerate(values):
+        if field == "alpha" and isinstance(v, dict) and "replay" in v:
+            v = {"replay": str(resolve(base_dir, v["replay"]).resolve())}   # existence: check_drafters
+        elif field == "profile" and isinstance(v, dict) and "table" in v:
+            from testbed.run.compute_checks import _table          # it imports this module
+            v = _table(found, loc + ("choice", i), v, base_dir)
+        out.append(v)
+    return out
 
 
 def _model_family(spec: str) -> str | None:
@@ -181,10 +275,17 @@ def check_drafters(exp: Experiment, dnodes: list[str], base_dir: Path) -> tuple[
         o = exp.drafters.overrides.get(node)
         if o is not None and field in o.model_fields_set and getattr(o, field) is not None:
             return ("drafters", "overrides", node, field)
+        if field in exp.drafters.distributions:
+            return ("drafters", "distributions", field)
         return ("drafters", field)
 
+    found, dist_update = check_distributions(exp, dnodes, base_dir)
+    if found:
+        return found, {}       # merging would draw from a distribution that does not parse
+    if dist_update:
+        exp = exp.model_copy(update={"drafters": exp.drafters.model_copy(update=dist_update)})
     for node in dnodes:
-        d = merge_drafter(exp.drafters, node)
+        d = merge_drafter(exp.drafters, node, exp.seed)
         if d["backend"] == "ngram" and v.backend != "hf":
             found.append((where(node, "backend"), f"ngram drafters need a verifier with backend hf (they draft "
                                                   f"in its tokenizer's ids); verifier.backend is {v.backend!r}"))
@@ -221,6 +322,7 @@ def check_drafters(exp: Experiment, dnodes: list[str], base_dir: Path) -> tuple[
             o = o.model_copy(update={"alpha": {"replay": str(resolve(base_dir, o.alpha["replay"]).resolve())}})
         overrides[n] = o
     update["overrides"] = overrides
+    update.update(dist_update)
     return found, update
 
 

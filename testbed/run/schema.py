@@ -26,6 +26,7 @@ from nodes.config import (BUILTIN_PROMPTS, DRAFTER_SETTINGS, Alpha, Batching, De
                           Workload, pattern)
 from nodes.config import Routing as NodeRouting
 from nodes.workloads.datasets import digest
+from testbed.common.distributions import parse, stream
 from testbed.net.topology import Topology
 from testbed.run.workload_files import prompt_sets
 
@@ -91,6 +92,11 @@ class DrafterDefaults(DraftModel):
     hosts run one, and per-host overrides."""
     nodes: list[str] | None = Field(None, min_length=1)   # drafter hosts to run; default: every role-drafter host
     overrides: dict[str, DrafterOverride] = {}    # node -> fields above (not nodes) for that drafter only
+    # field above -> a distribution ({uniform: [lo, hi]}, {normal: {...}}, {lognormal: {...}}, {choice: [...]};
+    # testbed/common/distributions.py): each drafter draws its own value from the experiment's seed and its
+    # name, between the defaults and its override (an override wins). Checked in checks.py, drawn in
+    # drafter_draws below; a plain mapping so a whole distribution can be set with --set or swept.
+    distributions: dict[str, Any] = {}
 
 
 class Routing(NodeRouting):
@@ -155,7 +161,7 @@ class Experiment(_Strict):
         if node not in self.drafter_nodes():
             raise KeyError(f"{node!r} is not a drafter of experiment {self.name!r}; "
                            f"drafters: {', '.join(self.drafter_nodes())}")
-        return merge_drafter(self.drafters, node)
+        return merge_drafter(self.drafters, node, self.seed)
 
     def prompts_path(self) -> Path:
         return BUILTIN_PROMPTS if self.workload.prompts == "builtin" else Path(self.workload.prompts)
@@ -215,15 +221,44 @@ class Experiment(_Strict):
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-def merge_drafter(defaults: DrafterDefaults, node: str) -> dict:
-    """DraftModel's fields for one drafter: the defaults, then what its override sets (an explicit null only
-    for threads: torch's default)."""
+def merge_drafter(defaults: DrafterDefaults, node: str, seed: int = 0) -> dict:
+    """DraftModel's fields for one drafter: the defaults, then its draws from `distributions` (experiment
+    `seed`), then what its override sets (an explicit null only for threads: torch's default)."""
     out = {k: getattr(defaults, k) for k in DRAFTER_SETTINGS}
+    if defaults.distributions:
+        out.update(drafter_draws(defaults.distributions, node, seed))
     o = defaults.overrides.get(node)
     if o is not None:
         out.update({k: getattr(o, k) for k in o.model_fields_set if k in DRAFTER_SETTINGS
                     and (getattr(o, k) is not None or k == "threads")})
     return copy.deepcopy(out)
+
+
+# DraftModel's fields that are numbers (uniform, normal and lognormal apply; ints are rounded); the others
+# (backend, model, device, dtype, profile) take {choice: [...]} only. alpha takes other forms too, so its
+# choices may be any alpha (a curve, a trace, ...).
+DRAWN_NUMBERS = {"alpha": False, "draft_token_ms": False, "threads": True, "vocab_size": True, "ngram_n": True}
+
+
+def parse_drafter_distribution(field: str, spec: Any):
+    """The distribution of one drafter setting, or None and its problems (paths relative to the spec)."""
+    return parse(spec, numeric=field in DRAWN_NUMBERS, integer=DRAWN_NUMBERS.get(field, False),
+                 numbers_only=field in DRAWN_NUMBERS and field != "alpha")
+
+
+def draw_setting(field: str, spec: Any, node: str, seed: int) -> Any:
+    """Drafter `node`'s raw draw of `field` (not yet validated): its own stream per (seed, node, field)."""
+    dist, found = parse_drafter_distribution(field, spec)
+    if dist is None:
+        raise ValueError(f"drafters.distributions.{field}: {found[0][1]}")   # checks.py reported it already
+    return dist.draw(stream("drafters", seed, node, field))
+
+
+def drafter_draws(distributions: dict, node: str, seed: int) -> dict:
+    """Drafter `node`'s drawn settings, each validated (normalised) by its DraftModel field."""
+    raw = {f: draw_setting(f, spec, node, seed) for f, spec in distributions.items()}
+    model = DraftModel.model_validate(raw)     # only the drawn fields are set: defaults are not re-validated
+    return {f: getattr(model, f) for f in raw}
 
 
 def _sha256(path: Path) -> str | None:
