@@ -261,6 +261,7 @@ class DrafterConfig(_Strict):
     log: str | None = None                       # JSONL event log
     out: str | None = None                       # each session's output as a JSON line (else stdout)
     record_acceptance: str | None = None         # append each round's (gamma, accepted) as a replay file
+    start_gate: str | None = None                # a FIFO: once connected, wait for the runner to close it, then start
 
     @model_validator(mode="after")
     def _cross(self) -> "DrafterConfig":

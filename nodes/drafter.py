@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -246,6 +247,9 @@ def main(argv=None) -> int:
         backend = make_backend(config)
         shell = DrafterShell(config, backend, log, load_prompts(config, backend), trace)
         shell.connect()
+        if config.start_gate and os.path.exists(config.start_gate):   # all drafters start their sessions at
+            with open(config.start_gate, "rb") as gate:                 # once, not as each process comes up
+                gate.read()
         results = shell.run()
     except (DrafterError, P.ProtocolError) as e:
         from nodes.events import Crash

@@ -57,7 +57,7 @@ def test_experiment_defaults_are_the_node_defaults():
     assert issubclass(ExperimentRouting, Routing)
 
 
-RUN_SPECIFIC_DRAFTER = {"name", "connect", "prompt_offset", "seed", "timeout_s", "log", "out"}
+RUN_SPECIFIC_DRAFTER = {"name", "connect", "prompt_offset", "seed", "timeout_s", "log", "out", "start_gate"}
 RUN_SPECIFIC_VERIFIER = {"name", "bind", "seed", "link_state", "log"}
 
 
@@ -120,7 +120,7 @@ def test_no_flags_build_the_default_configs():
 def test_drafter_override_fields_are_draft_model_fields():
     # and a drafter's own prompt set (drafters.overrides.<node>.prompts)
     assert [f for f in DrafterOverride.model_fields if f != "prompts"] == list(DraftModel.model_fields)
-    assert set(DrafterDefaults.model_fields) == set(DraftModel.model_fields) | {"nodes", "overrides"}
+    assert set(DrafterDefaults.model_fields) == set(DraftModel.model_fields) | {"nodes", "overrides", "distributions"}
 
 
 # ------------------------------------------------------------------------------------------ (d) bad config files

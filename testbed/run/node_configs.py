@@ -49,7 +49,13 @@ def drafter_config(exp, node: str, index: int, endpoints: Sequence[str], run_dir
             **({"trace": str(trace_file(run_dir, node))} if exp.workload.arrivals == "trace" else {})}),
         prompt_offset=index, speculation=exp.speculation, routing=_narrow(Routing, exp.routing),
         seed=exp.seed * 1000 + index, timeout_s=exp.limits.ready_timeout_s,
-        log=str(run_dir / "events" / f"{node}.jsonl"), out=str(run_dir / "outputs" / f"{node}.jsonl"))
+        log=str(run_dir / "events" / f"{node}.jsonl"), out=str(run_dir / "outputs" / f"{node}.jsonl"),
+        start_gate=str(start_gate(run_dir, node)))
+
+
+def start_gate(run_dir: Path, node: str) -> Path:
+    """The FIFO a drafter waits on after connecting; the runner closes them all at once (runner._open_gates)."""
+    return Path(run_dir) / "nodes" / f"{node}.go"
 
 
 def config_path(run_dir: Path, name: str) -> Path:

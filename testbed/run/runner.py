@@ -14,6 +14,8 @@ Everything started is stopped in `finally`; on Ctrl-C or a node's death the part
 """
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +29,7 @@ from tqdm import tqdm
 from nodes.events import EventLog, EventTail, Finish, Ready, Verdict, Welcome
 from testbed.run.hostload import HostLoad
 from testbed.run import manifest as manifest_mod
-from testbed.run.node_configs import drafter_config, verifier_config, write_node_config
+from testbed.run.node_configs import start_gate, drafter_config, verifier_config, write_node_config
 from testbed.run.workload_files import write_run_files
 
 
@@ -205,10 +207,13 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
             endpoints.append(endpoint)
         drafters = exp.drafter_nodes()
         for i, node in enumerate(drafters):
+            start_gate(here, node).parent.mkdir(exist_ok=True)
+            os.mkfifo(start_gate(here, node))
             nodes.start(node, node, write_node_config(drafter_config(exp, node, i, endpoints, here), here))
         total = None if exp.workload.duration_s is not None else sum(trace_sessions.values()) \
             if exp.workload.arrivals == "trace" else exp.workload.requests * len(drafters)
         progress = _Progress(run_dir, drafters, total, exp.workload.duration_s)
+        _open_gates(nodes, drafters, here, progress, exp.limits.ready_timeout_s)
         load = HostLoad(run_dir / "events")
         _supervise(exp, nodes, drafters, progress, driver, load)
         status = "complete"
@@ -234,6 +239,39 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
         manifest_mod.write(run_dir, man)
         _write_results(run_dir, man)
     return RunResult(run_dir, status, message)
+
+
+def _open_gates(nodes: _Nodes, drafters: list[str], run_dir: Path, progress: _Progress, timeout: float) -> None:
+    """Start every drafter's sessions at once: wait until all have connected and wait at their gate (a FIFO
+    opened for reading), then close the gates together. Without it the drafters start as their processes come up,
+    up to hundreds of milliseconds apart on a loaded host, and the first rounds see a staggered start that the
+    experiment never asked for (and the simulator does not have)."""
+    deadline = time.monotonic() + timeout
+    held: dict[str, int] = {}
+    try:
+        while len(held) < len(drafters):
+            progress.poll()
+            for d in drafters:
+                rc = nodes.procs[d].poll()
+                if rc is not None:
+                    raise RunFailed(f"drafter {d} exited ({rc}) before it started:\n{nodes.tail(d)}")
+                if d in held or d not in progress.welcomed:
+                    continue
+                try:
+                    held[d] = os.open(start_gate(run_dir, d), os.O_WRONLY | os.O_NONBLOCK)
+                except OSError as e:
+                    if e.errno != errno.ENXIO:      # ENXIO: its reader is not there yet
+                        raise
+            if time.monotonic() > deadline:
+                late = [d for d in drafters if d not in held]
+                raise RunFailed(f"drafter(s) {', '.join(late)} did not connect within {timeout:g} s "
+                                f"(limits.ready_timeout_s)")
+            time.sleep(0.005)
+    finally:
+        for fd in held.values():            # EOF at every gate: all start within microseconds of each other
+            os.close(fd)
+        for d in drafters:                  # a rerun from RUN/nodes/<d>.json finds no gate and starts at once
+            start_gate(run_dir, d).unlink(missing_ok=True)
 
 
 def _wait_ready(nodes: _Nodes, proc, log: Path, timeout: float, name: str = "verifier") -> None:

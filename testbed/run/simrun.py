@@ -31,6 +31,16 @@ class SimFailed(RuntimeError):
     pass
 
 
+# What a frame costs beyond the network model on the emulator this simulator is checked against, one way: ZeroMQ's
+# I/O threads and the veth/namespace stack (a bare pyzmq 100 B echo across two Mininet hosts: 0.56 ms at zero
+# delay, ../shared/research/netemu.md section 5), the NFQUEUE delay element's netlink round and wake-up (~0.2 ms
+# per element, ibid. section 4) and the nodes' own receive, decode, validation and logging. Measured end to end
+# by `testbed validate` (scenario rtt5-1: a drafter's round trip minus queueing and verification, p50, emulator
+# 6.42 ms, network model alone 5.00 ms, on 2026-12-02 here): 1.42 ms per round trip, half per frame. A latency,
+# not CPU occupancy: the nodes' processing is small against it and overlaps with the I/O threads.
+FRAME_OVERHEAD_S = 0.00071
+
+
 def run_sim(exp, run_dir: Path) -> dict:
     """Simulate one experiment point into run_dir (events, outputs); its statistics for the manifest."""
     from testbed.channels.plan import ChannelPlan
@@ -56,9 +66,10 @@ class _Node:
 
 
 class SimRun:
-    def __init__(self, exp, run_dir: Path, network, plan=None):
+    def __init__(self, exp, run_dir: Path, network, plan=None, frame_overhead_s: float = FRAME_OVERHEAD_S):
         from testbed.net.netplan import NetPlan
         self.exp, self.run_dir, self.net, self.plan = exp, Path(run_dir), network, plan
+        self.frame_overhead_s = frame_overhead_s     # added to every frame's delivery (FIFO kept: a constant)
         topo = exp.topology_obj()
         self.net_plan = NetPlan(topo, "sim")
         self.states = {l.link_name: l.state() for l in topo.links}   # as applied: the link view reads them
@@ -127,7 +138,7 @@ class SimRun:
         unfinished = [d.name for d in self.drafters() if not d.core.done]
         return {"simulated_s": round(self.env.now, 6), "wall_s": round(wall, 3),
                 "speed_x": round(self.env.now / wall, 2) if wall > 0 else None, "frames": self.frames,
-                "verified_rounds": self.rounds,
+                "verified_rounds": self.rounds, "frame_overhead_s": self.frame_overhead_s,
                 "rounds_per_wall_s": round(self.rounds / wall, 1) if wall > 0 else None,
                 "computes": self.computes, "unfinished": unfinished, "network": self.net.stats()}
 
@@ -141,7 +152,7 @@ class SimRun:
     def _send(self, src: _Node, to: str, frame: bytes) -> None:
         dst = self.nodes[to]
         self.frames += 1
-        at = self.net.deliver_at(src.host, dst.host, len(frame), self.env.now)
+        at = self.net.deliver_at(src.host, dst.host, len(frame), self.env.now) + self.frame_overhead_s
         self._at(at, lambda: self._arrive(src.name, dst, frame))
 
     def _arrive(self, sender: str, node: _Node, frame: bytes) -> None:
