@@ -99,6 +99,12 @@ def test_sweep_speculative_beats_autoregressive_at_40ms_rtt(tmp_path):
     rtt = [e["rtt_s"] for e in events(dirs[0] / "events" / "d1.jsonl") if e["event"] == "verdict"]
     assert min(rtt) >= 0.040                         # the network really imposes 40 ms
     assert goodput["gamma=4"] > 1.5 * goodput["gamma=0"], goodput
+    for d in dirs:    # the start gate: no drafter began a session before every drafter had connected
+        logs = [events(f) for f in sorted((d / "events").glob("d*.jsonl"))]
+        welcomed = max(e["t"] for log in logs for e in log if e["event"] == "welcome")
+        first = min(e["t"] for log in logs for e in log if e["event"] == "start")
+        assert len(logs) == 4 and first >= welcomed, (first, welcomed)
+        assert not list((d / "nodes").glob("*.go"))  # the gates are gone: a rerun from nodes/*.json starts at once
     rep = subprocess.run(TESTBED + ["report", *map(str, dirs), "--out", str(tmp_path / "cmp")], capture_output=True,
                          text=True, timeout=60, cwd=REPO)
     assert rep.returncode == 0 and "gamma=4" in rep.stdout

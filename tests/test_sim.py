@@ -84,3 +84,39 @@ def test_real_models_on_sim_stay_lossless(tmp_path):
                            timeout=600, cwd=REPO)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "2/2 sessions equal" in check.stdout
+
+
+def test_sim_feeds_drafter_telemetry_to_the_band_split(tmp_path):
+    """A joint band + gamma allocation needs each drafter's demand and acceptance: on sim they come from the
+    events as recorded, so the AP's split follows the drafters (unequal alpha -> unequal shares) after start-up."""
+    r = run(["experiments/joint.yaml", "--set", "backend=sim", "--set", "workload.duration_s=6"], tmp_path / "res",
+            timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (d,) = run_dirs(tmp_path / "res", "joint")
+    man = json.loads((d / "manifest.json").read_text())
+    assert "demand" not in man["channels"]              # no "not modelled" caveat any more
+    late = [json.loads(line) for line in (d / "events" / "links.jsonl").read_text().splitlines()]
+    late = [e for e in late if e.get("tick", 0) >= 30 and e.get("demand_up") is not None]
+    assert late, "no demand reached the channel plan"
+    shares = {e["link"]: e.get("share_up") for e in late if e.get("share_up") is not None}
+    assert len(set(round(s, 3) for s in shares.values())) > 1, shares   # not an equal split
+
+
+def test_drafters_begin_together_as_at_the_emulators_start_gate(tmp_path):
+    """The emulator's drafters wait at a gate until all have connected; the simulated ones too: every drafter's
+    first session starts at the same simulated instant, although their WELCOMEs left the verifier one by one."""
+    from testbed.run.validate import star
+    exp = {"name": "gate", "topology": star(4, 20, 5), "backend": "sim", "seed": 0,
+           "verifier": {"backend": "synthetic", "vocab_size": 32000, "verify_base_ms": 15, "verify_per_token_ms": 0.5},
+           "drafters": {"backend": "synthetic", "vocab_size": 32000, "alpha": 0.8, "draft_token_ms": 2},
+           "workload": {"requests": 1, "max_new": 16}, "batching": {"rule": "fifo", "max_batch": 8}}
+    path = tmp_path / "gate.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    r = run([str(path)], tmp_path / "res")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (d,) = run_dirs(tmp_path / "res", "gate")
+    logs = [[json.loads(x) for x in f.read_text().splitlines()] for f in sorted((d / "events").glob("d*.jsonl"))]
+    welcomes = sorted(e["t"] for log in logs for e in log if e["event"] == "welcome")
+    starts = {e["t"] for log in logs for e in log if e["event"] == "start"}
+    assert len(logs) == 4 and welcomes[0] < welcomes[-1]          # WELCOMEs arrived at different times ...
+    assert starts == {welcomes[-1]}                               # ... and all began with the last one

@@ -25,8 +25,10 @@ from testbed.net.linkstate import LinkState
 class Telemetry:
     """Demand per (station, "up"|"down") in bytes per round, from the drafters' event logs as they grow."""
 
-    def __init__(self, events_dir: Path, drafters: list[str], smoothing: float = 0.3):
-        self.tail = EventTail({d: Path(events_dir) / f"{d}.jsonl" for d in drafters})
+    def __init__(self, events_dir: Path | None, drafters: list[str], smoothing: float = 0.3):
+        """events_dir: where the drafters' logs grow (the emulator); None: events are given to feed() (the
+        simulator, which sees them as they are recorded)."""
+        self.tail = EventTail({d: Path(events_dir) / f"{d}.jsonl" for d in drafters}) if events_dir else None
         self.smoothing = smoothing           # EWMA weight of the newest frame
         self.demand: dict[tuple[str, str], float] = {}
         # per drafter, for the joint band + γ allocation: EWMAs of accepted, rejections, bytes per drafted
@@ -55,21 +57,25 @@ class Telemetry:
         self.demand[key] = value if old is None else (1 - self.smoothing) * old + self.smoothing * value
 
     def poll(self) -> dict[tuple[str, str], float]:
-        for d, e in self.tail.new_events():
-            if isinstance(e, Draft):
-                self._ewma((d, "up"), float(e.bytes_out))
-                if e.gamma:
-                    self._stat(d, "bytes_per_token", e.bytes_out / e.gamma)
-                    self._stat(d, "per_token_s", e.draft_s / e.gamma)
-            elif isinstance(e, Verdict):
-                self._ewma((d, "down"), float(e.bytes_in))
-                if e.gamma:
-                    self._stat(d, "acc", e.accepted)
-                    self._stat(d, "rej", float(e.accepted < e.gamma))
-                    self._stat(d, "rtt_s", e.rtt_s)
-            elif isinstance(e, (Done, Crash)):
-                self.demand[(d, "up")] = self.demand[(d, "down")] = 0.0
+        for d, e in (self.tail.new_events() if self.tail else ()):
+            self.feed(d, e)
         return dict(self.demand)
+
+    def feed(self, d: str, e) -> None:
+        """One event of drafter d."""
+        if isinstance(e, Draft):
+            self._ewma((d, "up"), float(e.bytes_out))
+            if e.gamma:
+                self._stat(d, "bytes_per_token", e.bytes_out / e.gamma)
+                self._stat(d, "per_token_s", e.draft_s / e.gamma)
+        elif isinstance(e, Verdict):
+            self._ewma((d, "down"), float(e.bytes_in))
+            if e.gamma:
+                self._stat(d, "acc", e.accepted)
+                self._stat(d, "rej", float(e.accepted < e.gamma))
+                self._stat(d, "rtt_s", e.rtt_s)
+        elif isinstance(e, (Done, Crash)):
+            self.demand[(d, "up")] = self.demand[(d, "down")] = 0.0
 
 
 def link_view(net_plan, states: dict[str, LinkState], drafters: list[str], verifier: str,

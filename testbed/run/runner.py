@@ -168,8 +168,7 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
             from testbed.run.simrun import SimFailed, run_sim
             sim_plan = _channel_plan(exp)
             if sim_plan:
-                man["channels"] = {**_channels_manifest(sim_plan), "simulated": True,
-                                   "demand": "not modelled by the simulator yet: the plan sees no drafter telemetry"}
+                man["channels"] = {**_channels_manifest(sim_plan), "simulated": True}
             try:
                 man["sim"] = run_sim(exp, run_dir)
             except SimFailed as e:

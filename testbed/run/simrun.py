@@ -9,8 +9,8 @@ simulator advances its clock by the backend's profiled time (or, for a real mode
 here); channel models step at the same ticks as the emulator's driver. Events carry simulated seconds (t = 0 at
 the start), and the results directory is the emulator's: events, outputs, metrics, plots.
 
-What is not modelled yet (said in the run's manifest): drafter telemetry for demand-driven AP band allocation
-(the channel plan sees no demand and splits as it does without it).
+Drafter telemetry for demand-driven and joint AP band allocation comes from the drafters' events as they are
+recorded (the emulator's driver reads the same events from the logs), so the channel plan sees the same demand.
 """
 from __future__ import annotations
 
@@ -36,9 +36,12 @@ class SimFailed(RuntimeError):
 # delay, ../shared/research/netemu.md section 5), the NFQUEUE delay element's netlink round and wake-up (~0.2 ms
 # per element, ibid. section 4) and the nodes' own receive, decode, validation and logging. Measured end to end
 # by `testbed validate` (scenario rtt5-1: a drafter's round trip minus queueing and verification, p50, emulator
-# 6.42 ms, network model alone 5.00 ms, on 2026-12-02 here): 1.42 ms per round trip, half per frame. A latency,
-# not CPU occupancy: the nodes' processing is small against it and overlaps with the I/O threads.
-FRAME_OVERHEAD_S = 0.00071
+# 6.42 ms, network model alone 5.00 ms, on 2026-12-02 here): 1.42 ms per round trip, 0.71 ms per frame. Of that,
+# the sender's own work (encode, log, hand to ZeroMQ) is serialized on its CPU: the emulator's verifier sends a
+# batch's verdicts 0.244-0.260 ms apart (p50, validate goodspeed-8 and rtt20-8, read from the drafters' one-way
+# times). The rest is a latency that overlaps with other frames.
+FRAME_SEND_S = 0.00025
+FRAME_OVERHEAD_S = 0.00071 - FRAME_SEND_S
 # ... and per byte of the frame: the sender's and receiver's copies, packing and array checks, and the delay
 # element's per-packet netlink round (a 64 KB frame is 45 packets). Measured the same way on scenario full-q-1
 # (64,136 B drafts, 139 B verdicts): round trip 28.60 ms on the emulator, 25.75 ms modelled with the constant
@@ -69,6 +72,8 @@ class _Node:
         self.wake: float | None = None
         self.computing = False
         self.finished = False        # a drafter whose core said done (counted once)
+        self.send_free = 0.0         # when its CPU has handed its last frame to ZeroMQ (FRAME_SEND_S each)
+        self.deciding = False        # a verifier's decision is scheduled after this instant's frames
 
 
 class SimRun:
@@ -87,6 +92,10 @@ class SimRun:
         self.welcomed: dict[str, set[str]] = {}       # drafter -> verifier names that answered HELLO
         self.frames = self.computes = self.rounds = 0     # rounds: drafted windows verified
         self.link_log = EventLog(self.run_dir / "events" / "links.jsonl", "channel")
+        self.telemetry = None                          # drafter demand for the AP band split, when a radio asks
+        if plan is not None and plan.uses_telemetry():
+            from testbed.channels.driver import Telemetry
+            self.telemetry = Telemetry(None, exp.drafter_nodes())
         self._build()
 
     # -- set-up ----------------------------------------------------------------------------------------
@@ -100,7 +109,7 @@ class SimRun:
             endpoint = f"sim://{vhost}:{exp.verifier.port}"
             config = verifier_config(exp, vname, endpoint, here, None)
             backend = verify_backend(config)
-            node = _Node(vname, vhost, VerifierCore(config, backend), backend, EventLog(config.log, vname))
+            node = _Node(vname, vhost, VerifierCore(config, backend), backend, EventLog(config.log, vname, True))
             self.nodes[vname] = node
             self.endpoint_of[endpoint] = vname
             endpoints.append(endpoint)
@@ -108,12 +117,13 @@ class SimRun:
             config = drafter_config(exp, d, i, endpoints, here)
             backend = draft_backend(config, clock=lambda: self.env.now)
             core = DrafterCore(config, backend, load_prompts(config, backend), load_trace(config))
-            self.nodes[d] = _Node(d, d, core, backend, EventLog(config.log, d))
+            self.nodes[d] = _Node(d, d, core, backend, EventLog(config.log, d, True))
             self.outputs[d] = []
             self.welcomed[d] = set()
         self._drafters = [n for n in self.nodes.values() if isinstance(n.core, DrafterCore)]
         self._verifiers = [n for n in self.nodes.values() if isinstance(n.core, VerifierCore)]
         self.running = len(self._drafters)           # drafters not done yet
+        self.gated: list[_Node] = []                  # drafters connected to every verifier, waiting to begin
 
     # -- the run ---------------------------------------------------------------------------------------
     def run(self, until_s: float) -> dict:
@@ -134,12 +144,14 @@ class SimRun:
         done = self.env.event()
         self._all_done = done
         from nodes.protocol import in_process_frames
-        with in_process_frames():
-            self.env.run(until=simpy.AnyOf(self.env, [done, self.env.timeout(until_s)]))
+        try:
+            with in_process_frames():
+                self.env.run(until=simpy.AnyOf(self.env, [done, self.env.timeout(until_s)]))
+        finally:                               # buffered logs: written out whatever ended the run (Ctrl-C too)
+            for node in self.nodes.values():
+                node.log.close()
+            self.link_log.close()
         wall = time.perf_counter() - started
-        for node in self.nodes.values():
-            node.log.close()
-        self.link_log.close()
         for d, results in self.outputs.items():
             with open(self.nodes[d].core.config.out, "w") as f:
                 for r in results:
@@ -161,8 +173,12 @@ class SimRun:
     def _send(self, src: _Node, to: str, frame: bytes) -> None:
         dst = self.nodes[to]
         self.frames += 1
-        at = self.net.deliver_at(src.host, dst.host, len(frame), self.env.now) + self.frame_overhead_s \
-            + FRAME_OVERHEAD_PER_BYTE_S * len(frame)
+        now = self.env.now
+        # the sender's CPU sends one frame at a time; the network sees the frame at `now` (the wait is added
+        # after it, which only differs where the frame would have queued behind another sender's at a shared hop)
+        src.send_free = max(now, src.send_free) + FRAME_SEND_S
+        at = self.net.deliver_at(src.host, dst.host, len(frame), now) + (src.send_free - now) \
+            + self.frame_overhead_s + FRAME_OVERHEAD_PER_BYTE_S * len(frame)
         key = (src.name, dst.name)
         at = max(at, self.last_at.get(key, 0.0))       # one connection, one byte stream: in order
         self.last_at[key] = at
@@ -172,17 +188,23 @@ class SimRun:
         now = self.env.now
         if isinstance(node.core, VerifierCore):
             self._handle(node, node.core.on_frame(sender, frame, now))
-            if not node.computing:
-                self._handle(node, node.core.decide(now))
+            if not node.computing and not node.deciding:
+                # decide once every frame of this instant is in, as the shell drains its sockets before it
+                # decides: eight drafts arriving together are one batch, not a batch of the first and a wait
+                node.deciding = True
+                self._at(now, lambda: self._decide(node))
             return
         core = node.core
         if len(self.welcomed[node.name]) < len(self.endpoint_of) and sender not in self.welcomed[node.name]:
             endpoint = next(e for e, v in self.endpoint_of.items() if v == sender)
             _, actions = core.on_welcome(endpoint, frame, now)
             self.welcomed[node.name].add(sender)
-            if len(self.welcomed[node.name]) == len(self.endpoint_of):
-                actions += core.begin(now)
             self._handle(node, actions)
+            if len(self.welcomed[node.name]) == len(self.endpoint_of):
+                self.gated.append(node)
+                if len(self.gated) == len(self._drafters):   # the emulator's start gate: all begin together
+                    for d in self.gated:
+                        self._handle(d, d.core.begin(now))
             return
         self._handle(node, core.on_frames([(sender, frame)], now))
 
@@ -193,6 +215,8 @@ class SimRun:
                 self._send(node, a.to if isinstance(a.to, str) else str(a.to), a.frame)
             elif isinstance(a, Record):
                 node.log.write(a.event)
+                if self.telemetry is not None and isinstance(node.core, DrafterCore):
+                    self.telemetry.feed(node.name, a.event)
                 if type(a.event) is Verify and a.event.round:
                     self.rounds += 1
             elif isinstance(a, Output):
@@ -207,6 +231,11 @@ class SimRun:
             self.running -= 1
             if self.running == 0 and not self._all_done.triggered:
                 self._all_done.succeed()
+
+    def _decide(self, node: _Node) -> None:
+        node.deciding = False
+        if not node.computing:
+            self._handle(node, node.core.decide(self.env.now))
 
     def _timer(self, node: _Node, t: float) -> None:
         if node.wake != t or node.computing:     # replaced by a later WakeAt, or busy: the compute's end re-runs it
@@ -252,7 +281,8 @@ class SimRun:
         k = 0
         while True:
             hints = {}
-            for a in self.plan.step(k, None, None):
+            tele = self.telemetry
+            for a in self.plan.step(k, dict(tele.demand) if tele else None, tele.drafter_stats() if tele else None):
                 if "gamma_joint" in a.info:
                     hints[a.info["station"]] = a.info["gamma_joint"]
                 self.net.set_link(a.link, a.state, self.env.now)

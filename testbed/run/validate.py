@@ -13,6 +13,8 @@ import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 
+from testbed.run.validate_why import why
+
 GOODPUT_TOL = 0.05
 LATENCY_TOL = 0.10
 LATENCIES = ("ttft_p50_s", "ttft_p95_s", "tpot_p50_s", "e2e_p95_s")
@@ -38,10 +40,15 @@ def scenarios(quick: bool) -> list[tuple[str, dict]]:
             "drafters": {"backend": "synthetic", "vocab_size": 32000, "alpha": 0.8, "draft_token_ms": 2},
             "workload": {"duration_s": seconds, "max_new": 64},
             "speculation": {"gamma": 4, "payload": "ids", "proactive": True},
-            "batching": {"rule": "fifo", "max_batch": 64}, "limits": {"ready_timeout_s": 120, "run_timeout_s": 600}}
+            "batching": {"rule": "fifo", "max_batch": 64}, "limits": {"ready_timeout_s": 120, "run_timeout_s": 1800}}
 
-    def exp(name, topology, **changes):
+    def exp(name, topology, seconds_x=1, **changes):
+        # seconds_x: scenarios whose result rests on rare events run longer. Loss is drawn independently by the
+        # emulator's delay daemon and the simulator, and a recovery costs ~250 ms against a ~50 ms round: at 5 %
+        # loss a 5 s run has ~7 recoveries, whose count alone moves goodput by +-15 % between two honest runs;
+        # 36x longer brings that chance to about +-3 %. A p95 over 8 drafters needs more than 5 s of sessions.
         d = json.loads(json.dumps(base))
+        d["workload"]["duration_s"] = seconds * seconds_x
         for k, v in changes.items():
             d[k] = {**d[k], **v} if isinstance(v, dict) and isinstance(d.get(k), dict) else v
         return name, {**d, "name": f"validate-{name}", "topology": topology}
@@ -54,12 +61,12 @@ def scenarios(quick: bool) -> list[tuple[str, dict]]:
             speculation={"payload": "topk:64"}),
         exp("full-q-1", star(1, 100, 10), workload={"temperature": 1.0}, speculation={"payload": "full"},
             verifier={"vocab_size": 4000}, drafters={"vocab_size": 4000}),
-        exp("loss5-1", star(1, 20, 10, loss=5)),
-        exp("loss2-8", star(8, 20, 10, loss=2)),
+        exp("loss5-1", star(1, 20, 10, loss=5), seconds_x=36),
+        exp("loss2-8", star(8, 20, 10, loss=2), seconds_x=12),
         exp("rtt20-8", star(8, 10, 10)),
         exp("rtt20-32", star(32, 10, 10)),
         exp("fading-4", star(4, 20, 10, channel=fade)),
-        exp("goodspeed-8", star(8, 20, 5), batching={"rule": "sync"},
+        exp("goodspeed-8", star(8, 20, 5), seconds_x=4, batching={"rule": "sync"},
             scheduling={"scheduler": "goodspeed", "budget": 24}),
         exp("jsq-2v", str(repo / "topologies/many-to-many.yaml"), routing={"policy": "jsq", "verifiers": ["v1", "v2"]}),
     ]
@@ -96,6 +103,7 @@ def table(rows: list[tuple[str, dict]]) -> str:
         return "–" if x is None else f"{100 * x:+.1f} %"
     head = "| scenario | goodput | per-drafter | TTFT p50 | TTFT p95 | TPOT p50 | e2e p95 | verdict |"
     lines = [head, "|---" * 8 + "|"]
+    whys = []
     for name, c in rows:
         verdict = "ok" if c["ok"] else "MISS: " + ", ".join(c["misses"])
         if c["emu_pacing_distorted"]:
@@ -104,7 +112,9 @@ def table(rows: list[tuple[str, dict]]) -> str:
         per_text = "–" if per is None else f"{100 * per:.1f} %"
         lines.append(f"| {name} | {pct(c['goodput'])} | {per_text} | "
                      + " | ".join(pct(c[k]) for k in LATENCIES) + f" | {verdict} |")
-    return "\n".join(lines)
+        if not c["ok"] and c.get("why"):
+            whys.append(f"- {name}: {c['why']}")
+    return "\n".join(lines + ([""] + whys if whys else []))
 
 
 def run(quick: bool, results: Path, only: list[str] | None = None) -> tuple[list[tuple[str, dict]], Path]:
@@ -116,15 +126,20 @@ def run(quick: bool, results: Path, only: list[str] | None = None) -> tuple[list
     for name, data in scenarios(quick):
         if only and name not in only:
             continue
-        metrics = {}
+        metrics, dirs = {}, {}
         for backend in ("mininet", "sim"):
             exp = experiment_from_dict({**data, "backend": backend}).points()[0]
             r = run_point(exp, out_dir / backend)
             if r.status != "complete":
                 raise RuntimeError(f"scenario {name} on {backend}: {r.status}: {r.message}")
             metrics[backend] = json.loads((r.run_dir / "metrics.json").read_text())
-        rows.append((name, compare(metrics["mininet"], metrics["sim"])))
-        print(f"validate {name}: " + table(rows[-1:]).splitlines()[-1], flush=True)
+            dirs[backend] = r.run_dir
+        c = compare(metrics["mininet"], metrics["sim"])
+        parts = why(dirs["mininet"], dirs["sim"])        # which part of a round differs (validate_why.py)
+        rows.append((name, {**c, "why": parts["why"], "parts": {"emu": parts["emu"], "sim": parts["sim"]}}))
+        print(f"validate {name}: " + table(rows[-1:]).splitlines()[2], flush=True)
+        if not c["ok"]:
+            print(f"  why: {parts['why']}", flush=True)
     text = table(rows)
     (out_dir / "summary.md").write_text(f"# Simulator vs emulator\n\nTargets: goodput within {100 * GOODPUT_TOL:g} %, "
                                         f"latency percentiles within {100 * LATENCY_TOL:g} %.\n\n{text}\n")

@@ -383,7 +383,10 @@ class SimNetwork:
                 return _Tx(seg, c.order, xmit, False)
             # FIFO within the connection: never served ahead of its own segments that arrived before it
             # (a retransmission given to the shaper later does not hold back new data that arrives earlier).
-            floor = max([-math.inf] + [e for arr, e in c.sent[h] if arr <= a])
+            floor = -math.inf
+            for arr, e in c.sent[h]:
+                if arr <= a and e > floor:
+                    floor = e
             slot = sh.admit(a, 8 * wire / hop.bps, hop.beta, floor)
             c.sent[h].append((a, slot.e))
             sh.stats["bytes"] += wire
@@ -403,7 +406,9 @@ class SimNetwork:
                 return _Tx(seg, c.order, xmit, False)
         hold = delay + ((2.0 * c.rand() - 1.0) * jitter if jitter else 0.0)
         due = a + max(0.0, hold)
-        due = max([due] + [d for arr, d in c.held if arr <= a])   # the element's FIFO: never before one ahead
+        for arr, d in c.held:                       # the element's FIFO: never before one ahead
+            if arr <= a and d > due:
+                due = d
         c.held.append((a, due))
         return _Tx(seg, c.order, xmit, True, due, due + back)
 
