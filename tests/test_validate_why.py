@@ -41,3 +41,13 @@ def test_why_names_the_parts_that_differ(tmp_path):
     assert "verify time" not in text and "drafting" not in text      # equal parts are not named
     same = why(_run(tmp_path, "x", 0.005, slow=3), _run(tmp_path, "y", 0.005, slow=4))["why"]
     assert "network" not in same and "within the loss draws' chance" in same
+
+
+def test_why_names_a_later_last_session_that_moves_only_total_goodput(tmp_path):
+    import json
+    emu, sim = _run(tmp_path, "emu", 0.005, slow=0), _run(tmp_path, "sim", 0.005, slow=0)
+    (emu / "metrics.json").write_text(json.dumps({"total": {"window_s": 6.46}}))
+    (sim / "metrics.json").write_text(json.dumps({"total": {"window_s": 6.12}}))
+    assert "the run's window (first start to last verdict) sim 6.12 s vs emu 6.46 s" in why(emu, sim)["why"]
+    (sim / "metrics.json").write_text(json.dumps({"total": {"window_s": 6.40}}))
+    assert "window" not in why(emu, sim)["why"]

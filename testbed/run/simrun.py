@@ -39,9 +39,12 @@ class SimFailed(RuntimeError):
 # 6.42 ms, network model alone 5.00 ms, on 2026-12-02 here): 1.42 ms per round trip, 0.71 ms per frame. Of that,
 # the sender's own work (encode, log, hand to ZeroMQ) is serialized on its CPU: the emulator's verifier sends a
 # batch's verdicts 0.244-0.260 ms apart (p50, validate goodspeed-8 and rtt20-8, read from the drafters' one-way
-# times). The rest is a latency that overlaps with other frames.
+# times); so is a verifier's handling of what it receives: it takes a queued DRAFT 0.032-0.054 ms after the
+# previous one (goodspeed-8's second sync batch), and decides on a batch only once none is waiting, so frames that
+# arrive while it handles one join the same batch. The rest is a latency that overlaps with other frames.
 FRAME_SEND_S = 0.00025
-FRAME_OVERHEAD_S = 0.00071 - FRAME_SEND_S
+FRAME_RECV_S = 0.00005
+FRAME_OVERHEAD_S = 0.00071 - FRAME_SEND_S - FRAME_RECV_S
 # ... and per byte of the frame: the sender's and receiver's copies, packing and array checks, and the delay
 # element's per-packet netlink round (a 64 KB frame is 45 packets). Measured the same way on scenario full-q-1
 # (64,136 B drafts, 139 B verdicts): round trip 28.60 ms on the emulator, 25.75 ms modelled with the constant
@@ -72,7 +75,8 @@ class _Node:
         self.wake: float | None = None
         self.computing = False
         self.finished = False        # a drafter whose core said done (counted once)
-        self.send_free = 0.0         # when its CPU has handed its last frame to ZeroMQ (FRAME_SEND_S each)
+        self.cpu_free = 0.0          # when its CPU is done with the frames it sends and (verifier) receives
+        self.inq = 0                 # a verifier's frames that arrived and wait for its CPU
         self.deciding = False        # a verifier's decision is scheduled after this instant's frames
 
 
@@ -176,8 +180,9 @@ class SimRun:
         now = self.env.now
         # the sender's CPU sends one frame at a time; the network sees the frame at `now` (the wait is added
         # after it, which only differs where the frame would have queued behind another sender's at a shared hop)
-        src.send_free = max(now, src.send_free) + FRAME_SEND_S
-        at = self.net.deliver_at(src.host, dst.host, len(frame), now) + (src.send_free - now) \
+        src.cpu_free = max(now, src.cpu_free) + FRAME_SEND_S
+        recv = 0.0 if isinstance(dst.core, VerifierCore) else FRAME_RECV_S   # a drafter's: latency (_arrive)
+        at = self.net.deliver_at(src.host, dst.host, len(frame), now) + (src.cpu_free - now) + recv \
             + self.frame_overhead_s + FRAME_OVERHEAD_PER_BYTE_S * len(frame)
         key = (src.name, dst.name)
         at = max(at, self.last_at.get(key, 0.0))       # one connection, one byte stream: in order
@@ -186,13 +191,10 @@ class SimRun:
 
     def _arrive(self, sender: str, node: _Node, frame: bytes) -> None:
         now = self.env.now
-        if isinstance(node.core, VerifierCore):
-            self._handle(node, node.core.on_frame(sender, frame, now))
-            if not node.computing and not node.deciding:
-                # decide once every frame of this instant is in, as the shell drains its sockets before it
-                # decides: eight drafts arriving together are one batch, not a batch of the first and a wait
-                node.deciding = True
-                self._at(now, lambda: self._decide(node))
+        if isinstance(node.core, VerifierCore):      # its CPU takes frames one at a time (FRAME_RECV_S)
+            node.inq += 1
+            node.cpu_free = max(now, node.cpu_free) + FRAME_RECV_S
+            self._at(node.cpu_free, lambda: self._take(sender, node, frame))
             return
         core = node.core
         if len(self.welcomed[node.name]) < len(self.endpoint_of) and sender not in self.welcomed[node.name]:
@@ -231,6 +233,16 @@ class SimRun:
             self.running -= 1
             if self.running == 0 and not self._all_done.triggered:
                 self._all_done.succeed()
+
+    def _take(self, sender: str, node: _Node, frame: bytes) -> None:
+        now = self.env.now
+        node.inq -= 1
+        self._handle(node, node.core.on_frame(sender, frame, now))
+        if node.inq == 0 and not node.computing and not node.deciding:
+            # decide once no frame waits (and after this instant's events), as the shell drains its socket before
+            # it decides: drafts that arrive while it handles one are one batch, not the first alone and a wait
+            node.deciding = True
+            self._at(now, lambda: self._decide(node))
 
     def _decide(self, node: _Node) -> None:
         node.deciding = False

@@ -33,7 +33,7 @@ def star(n: int, rate: float, delay_ms: float, loss: float = 0.0, channel: dict 
 
 def scenarios(quick: bool) -> list[tuple[str, dict]]:
     """(name, experiment mapping) pairs; quick: shorter runs, same matrix."""
-    seconds = 5 if quick else 15
+    seconds = 10 if quick else 30     # 5 s left TTFT p50 of 8 drafters at the mercy of ~40 sessions
     repo = Path(__file__).resolve().parents[2]
     base = {"backend": "mininet", "seed": 0,
             "verifier": {"backend": "synthetic", "vocab_size": 32000, "verify_base_ms": 15, "verify_per_token_ms": 0.5},
@@ -46,7 +46,7 @@ def scenarios(quick: bool) -> list[tuple[str, dict]]:
         # seconds_x: scenarios whose result rests on rare events run longer. Loss is drawn independently by the
         # emulator's delay daemon and the simulator, and a recovery costs ~250 ms against a ~50 ms round: at 5 %
         # loss a 5 s run has ~7 recoveries, whose count alone moves goodput by +-15 % between two honest runs;
-        # 36x longer brings that chance to about +-3 %. A p95 over 8 drafters needs more than 5 s of sessions.
+        # 180 s brings that chance to about +-3 %. A p95 over 8 drafters needs more than 10 s of sessions.
         d = json.loads(json.dumps(base))
         d["workload"]["duration_s"] = seconds * seconds_x
         for k, v in changes.items():
@@ -61,12 +61,12 @@ def scenarios(quick: bool) -> list[tuple[str, dict]]:
             speculation={"payload": "topk:64"}),
         exp("full-q-1", star(1, 100, 10), workload={"temperature": 1.0}, speculation={"payload": "full"},
             verifier={"vocab_size": 4000}, drafters={"vocab_size": 4000}),
-        exp("loss5-1", star(1, 20, 10, loss=5), seconds_x=36),
-        exp("loss2-8", star(8, 20, 10, loss=2), seconds_x=12),
+        exp("loss5-1", star(1, 20, 10, loss=5), seconds_x=18),
+        exp("loss2-8", star(8, 20, 10, loss=2), seconds_x=6),
         exp("rtt20-8", star(8, 10, 10)),
         exp("rtt20-32", star(32, 10, 10)),
         exp("fading-4", star(4, 20, 10, channel=fade)),
-        exp("goodspeed-8", star(8, 20, 5), seconds_x=4, batching={"rule": "sync"},
+        exp("goodspeed-8", star(8, 20, 5), seconds_x=2, batching={"rule": "sync"},
             scheduling={"scheduler": "goodspeed", "budget": 24}),
         exp("jsq-2v", str(repo / "topologies/many-to-many.yaml"), routing={"policy": "jsq", "verifiers": ["v1", "v2"]}),
     ]
