@@ -212,8 +212,8 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
         total = None if exp.workload.duration_s is not None else sum(trace_sessions.values()) \
             if exp.workload.arrivals == "trace" else exp.workload.requests * len(drafters)
         progress = _Progress(run_dir, drafters, total, exp.workload.duration_s)
-        _open_gates(nodes, drafters, here, progress, exp.limits.ready_timeout_s)
-        load = HostLoad(run_dir / "events")
+        load = HostLoad(run_dir / "events")          # from the start: a short run may end within one interval
+        _open_gates(nodes, drafters, here, progress, exp.limits.ready_timeout_s, load)
         _supervise(exp, nodes, drafters, progress, driver, load)
         status = "complete"
     except KeyboardInterrupt:
@@ -240,7 +240,8 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
     return RunResult(run_dir, status, message)
 
 
-def _open_gates(nodes: _Nodes, drafters: list[str], run_dir: Path, progress: _Progress, timeout: float) -> None:
+def _open_gates(nodes: _Nodes, drafters: list[str], run_dir: Path, progress: _Progress, timeout: float,
+                load: HostLoad | None = None) -> None:
     """Start every drafter's sessions at once: wait until all have connected and wait at their gate (a FIFO
     opened for reading), then close the gates together. Without it the drafters start as their processes come up,
     up to hundreds of milliseconds apart on a loaded host, and the first rounds see a staggered start that the
@@ -250,6 +251,8 @@ def _open_gates(nodes: _Nodes, drafters: list[str], run_dir: Path, progress: _Pr
     try:
         while len(held) < len(drafters):
             progress.poll()
+            if load is not None:
+                load.poll()
             for d in drafters:
                 rc = nodes.procs[d].poll()
                 if rc is not None:
