@@ -48,8 +48,8 @@ FRAME_OVERHEAD_S = 0.00071 - FRAME_SEND_S - FRAME_RECV_S
 # ... and per byte of the frame: the sender's and receiver's copies, packing and array checks, and the delay
 # element's per-packet netlink round (a 64 KB frame is 45 packets). Measured the same way on scenario full-q-1
 # (64,136 B drafts, 139 B verdicts): round trip 28.60 ms on the emulator, 25.75 ms modelled with the constant
-# above: 2.85 ms for 64 KB, 44 ns per byte. Both constants come from two scenarios of `testbed validate`; the
-# other nine test them out of sample.
+# above: 2.85 ms for 64 KB, 44 ns per byte. These constants come from three scenarios of `testbed validate`
+# (rtt5-1, full-q-1, goodspeed-8); the other eight test them out of sample.
 FRAME_OVERHEAD_PER_BYTE_S = 44e-9
 
 
@@ -81,10 +81,9 @@ class _Node:
 
 
 class SimRun:
-    def __init__(self, exp, run_dir: Path, network, plan=None, frame_overhead_s: float = FRAME_OVERHEAD_S):
+    def __init__(self, exp, run_dir: Path, network, plan=None):
         from testbed.net.netplan import NetPlan
         self.exp, self.run_dir, self.net, self.plan = exp, Path(run_dir), network, plan
-        self.frame_overhead_s = frame_overhead_s     # added to every frame's delivery, and a per-byte share
         self.last_at: dict[tuple[str, str], float] = {}   # (sender, receiver) -> its last frame's delivery
         topo = exp.topology_obj()
         self.net_plan = NetPlan(topo, "sim")
@@ -163,7 +162,9 @@ class SimRun:
         unfinished = [d.name for d in self.drafters() if not d.core.done]
         return {"simulated_s": round(self.env.now, 6), "wall_s": round(wall, 3),
                 "speed_x": round(self.env.now / wall, 2) if wall > 0 else None, "frames": self.frames,
-                "verified_rounds": self.rounds, "frame_overhead_s": self.frame_overhead_s,
+                "verified_rounds": self.rounds,
+                "frame_costs_s": {"send": FRAME_SEND_S, "verifier_receive": FRAME_RECV_S, "latency": FRAME_OVERHEAD_S,
+                                  "per_byte": FRAME_OVERHEAD_PER_BYTE_S},
                 "rounds_per_wall_s": round(self.rounds / wall, 1) if wall > 0 else None,
                 "computes": self.computes, "unfinished": unfinished, "network": self.net.stats()}
 
@@ -183,7 +184,7 @@ class SimRun:
         src.cpu_free = max(now, src.cpu_free) + FRAME_SEND_S
         recv = 0.0 if isinstance(dst.core, VerifierCore) else FRAME_RECV_S   # a drafter's: latency (_arrive)
         at = self.net.deliver_at(src.host, dst.host, len(frame), now) + (src.cpu_free - now) + recv \
-            + self.frame_overhead_s + FRAME_OVERHEAD_PER_BYTE_S * len(frame)
+            + FRAME_OVERHEAD_S + FRAME_OVERHEAD_PER_BYTE_S * len(frame)
         key = (src.name, dst.name)
         at = max(at, self.last_at.get(key, 0.0))       # one connection, one byte stream: in order
         self.last_at[key] = at
