@@ -79,3 +79,31 @@ def test_admit_tail_shortcut_equals_walk(seed):
             fast.prune(now - 0.01)
             slow.lookback = fast.lookback
             slow.prune(now - 0.01)
+
+
+
+
+def test_bench_split_times_the_node_cores(tmp_path):
+    """`make bench --split`'s floor: time inside the node cores is counted, lies within the run's, and the classes
+    are given back after."""
+    from nodes.core.drafter import DrafterCore
+    from testbed.bench.sim import CoreTimer, run_point
+    original = DrafterCore.__dict__["on_frames"]
+    with CoreTimer() as timer:
+        assert DrafterCore.__dict__["on_frames"] is not original
+        got = run_point(6, 1, 1, tmp_path)
+    assert DrafterCore.__dict__["on_frames"] is original
+    assert got["rounds"] > 0 and got["unfinished"] == 0
+    assert 0.0 < timer.total_s < got["wall_s"]
+
+
+def test_bench_split_figures(tmp_path):
+    from testbed.bench.sim import CoreTimer, run_point
+    from nodes.core.verifier import VerifierCore
+    original = VerifierCore.__dict__["decide"]
+    try:
+        got = run_point(6, 1, 1, tmp_path, split=True)
+    finally:                                  # run_point installs for good (its child process ends after it)
+        CoreTimer._restore_all()
+    assert VerifierCore.__dict__["decide"] is original
+    assert 0.0 < got["cores_share"] < 1.0 and 0.0 < got["cores_us_per_round"] < got["us_per_round"]

@@ -10,7 +10,10 @@ pinned to one core, so its memory is its own and "one core" is literal. Figures:
   dsdSim); dsdSim: 38x at 64 drafters, 27x at 1000;
 - verified rounds per wall second (drafted windows verified); dsdSim: 10,000-15,000 with 1000 drafters and 10
   verifiers;
-- peak RSS of the child.
+- peak RSS of the child;
+- with --split, the share of that wall time spent inside the node cores and their backends (nodes/core, the
+  synthetic backends: the same code the ZeroMQ nodes run, which the simulator must run too) and what a round costs
+  there: the floor under any speed-up of the simulator itself.
 
 Targets (issue 12): >= 50x with 1000 drafters and one verifier, >= 30,000 rounds/s with 10 verifiers, both within
 2 GB, and 10,000 drafters complete. Printed with the target beside each figure, never asserted: timings here are
@@ -62,8 +65,66 @@ def scenario(n: int, verifiers: int = 1, requests: int = 2, max_new: int = 32, s
     return exp
 
 
-def run_point(n: int, verifiers: int, requests: int, out: Path) -> dict:
+class CoreTimer:
+    """Wall time spent inside the node cores' entry points and the backends' work (outermost calls only)."""
+
+    def __init__(self):
+        self.total_s, self._depth = 0.0, 0
+        self._undo: list[tuple[type, str, object]] = []
+
+    def __enter__(self) -> "CoreTimer":
+        self.install()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for cls, name, inner in reversed(self._undo):
+            setattr(cls, name, inner)
+        self._undo.clear()
+        CoreTimer._installed.discard(self)
+
+    @classmethod
+    def _restore_all(cls) -> None:
+        for timer in list(cls._installed):
+            timer.__exit__()
+
+    _installed: set["CoreTimer"] = set()
+
+    def install(self) -> None:
+        CoreTimer._installed.add(self)
+        from nodes.backends import synthetic
+        from nodes.core.drafter import DrafterCore
+        from nodes.core.verifier import VerifierCore
+        for name in ("on_frames", "on_welcome", "begin", "on_timer", "on_compute_done", "hello_frame"):
+            self._wrap(DrafterCore, name)
+        for name in ("on_frame", "decide", "on_compute_done", "on_ready"):
+            self._wrap(VerifierCore, name)
+        for cls in (synthetic.SyntheticDraft, synthetic.SyntheticTarget):
+            for name in ("extend", "verify", "cost_s"):
+                if name in cls.__dict__:
+                    self._wrap(cls, name)
+
+    def _wrap(self, cls, name: str) -> None:
+        inner, timer = cls.__dict__[name], self
+        self._undo.append((cls, name, inner))
+
+        def timed(*args, **kwargs):
+            if timer._depth:
+                return inner(*args, **kwargs)
+            timer._depth += 1
+            t = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                timer.total_s += time.perf_counter() - t
+                timer._depth -= 1
+        setattr(cls, name, timed)
+
+
+def run_point(n: int, verifiers: int, requests: int, out: Path, split: bool = False) -> dict:
     """Simulate one point in this process (the child); its figures."""
+    timer = CoreTimer() if split else None
+    if timer:
+        timer.install()         # the child process ends after this point: nothing to undo
     from testbed.run.experiment import experiment_from_dict
     from testbed.run.simrun import SimRun
     from testbed.run.workload_files import write_run_files
@@ -76,16 +137,22 @@ def run_point(n: int, verifiers: int, requests: int, out: Path) -> dict:
     sim = SimRun(exp, out, SimNetwork(exp.topology_obj(), seed=exp.seed))
     setup = time.perf_counter() - t0
     st = sim.run(until_s=exp.limits.run_timeout_s)
-    return {"drafters": n, "verifiers": verifiers, "requests": requests, "setup_s": round(setup, 2),
-            "simulated_s": st["simulated_s"], "wall_s": st["wall_s"], "speed_x": st["speed_x"],
-            "rounds": st["verified_rounds"], "rounds_per_s": st["rounds_per_wall_s"],
-            "unfinished": len(st["unfinished"]), "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    got = {"drafters": n, "verifiers": verifiers, "requests": requests, "setup_s": round(setup, 2),
+           "simulated_s": st["simulated_s"], "wall_s": st["wall_s"], "speed_x": st["speed_x"],
+           "rounds": st["verified_rounds"], "rounds_per_s": st["rounds_per_wall_s"],
+           "unfinished": len(st["unfinished"]), "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    if timer and st["verified_rounds"]:
+        got["cores_share"] = round(timer.total_s / st["wall_s"], 3)
+        got["cores_us_per_round"] = round(timer.total_s / st["verified_rounds"] * 1e6, 1)
+        got["us_per_round"] = round(st["wall_s"] / st["verified_rounds"] * 1e6, 1)
+    return got
 
 
-def measure(n: int, verifiers: int, requests: int, timeout_s: float) -> dict:
+def measure(n: int, verifiers: int, requests: int, timeout_s: float, split: bool = False) -> dict:
     """One point in a child process pinned to one core."""
     with tempfile.TemporaryDirectory(prefix="specnet-bench-sim-") as tmp:
-        cmd = [sys.executable, "-m", "testbed.bench.sim", "--point", f"{n},{verifiers},{requests}", "--out", tmp]
+        cmd = [sys.executable, "-m", "testbed.bench.sim", "--point", f"{n},{verifiers},{requests}", "--out", tmp] \
+            + (["--split"] if split else [])
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -101,7 +168,9 @@ def line(p: dict) -> str:
         return f"sim: {who}: FAILED: {p['error']}"
     return (f"sim: {who}: {p['speed_x']:6.1f}x real time, {p['rounds_per_s']:>8,.0f} verified rounds/s, "
             f"{p['rss_mb']:>5} MB peak, {p['simulated_s']:.0f} simulated s in {p['wall_s']:.1f} s"
-            + (f", {p['unfinished']} drafters unfinished" if p["unfinished"] else ""))
+            + (f", {p['unfinished']} drafters unfinished" if p["unfinished"] else "")
+            + (f"; {p['us_per_round']:.0f} us per round, of which {p['cores_us_per_round']:.0f} us "
+               f"({p['cores_share']:.0%}) in the node cores and backends" if "cores_share" in p else ""))
 
 
 def main(argv=None) -> int:
@@ -110,17 +179,19 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="skip the 10,000-drafter point")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per point")
+    ap.add_argument("--split", action="store_true",
+                    help="also time the node cores and backends inside each point (adds ~1 %% overhead)")
     args = ap.parse_args(argv)
     if args.point:
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})     # one core, literally
         n, v, r = (int(x) for x in args.point.split(","))
-        print(json.dumps(run_point(n, v, r, Path(args.out))))
+        print(json.dumps(run_point(n, v, r, Path(args.out), args.split)))
         return 0
     points = [(64, 1, 4), (1000, 1, 2), (1000, 10, 6)] + ([] if args.quick else [(10_000, 10, 1)])
     got = {}
     for n, v, r in points:
-        got[(n, v)] = p = measure(n, v, r, args.timeout)
+        got[(n, v)] = p = measure(n, v, r, args.timeout, args.split)
         print(line(p), flush=True)
     one, ten = got[(1000, 1)], got[(1000, 10)]
     print(f"sim vs dsdSim (same scenario, this machine class): 64 drafters {got[(64, 1)].get('speed_x', 0):.1f}x "
