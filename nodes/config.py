@@ -215,7 +215,9 @@ class Scheduling(_Strict):
     the open sessions and override the speculation policy. None: each session's policy alone decides."""
     scheduler: Literal["goodspeed", "fixed", "random"] | None = None
     budget: int = Field(16, ge=1, le=4096)      # C: draft tokens per round across all sessions
-    min_s: int = Field(0, ge=0, le=MAX_GAMMA)   # per session and round (0: a session may get an AR step)
+    # per session and round; 1: eq. 3 presumes S_i >= 1, and at 0 a drafter's alpha-hat freezes and it can starve
+    # (testbed/policies/scheduling.py, GoodSpeedScheduler); 0 lets a session get an AR step
+    min_s: int = Field(1, ge=0, le=MAX_GAMMA)
     max_s: int | None = Field(None, ge=1, le=MAX_GAMMA)
     utility: Literal["log", "linear", "alpha-fair"] = "log"   # goodspeed: log = proportional fairness
     eta: float = Field(0.1, gt=0, lt=1)         # EWMA weight of acceptance (eq. 3)

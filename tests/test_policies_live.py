@@ -54,7 +54,12 @@ def test_goodspeed_beats_fixed_beats_random_in_sum_log_goodput(tmp_path):
         assert len(x) == 8
         utility[label] = sum(math.log(v) for v in x.values())
         sched = [e for e in lines(d / "events" / "verifier.jsonl") if e["event"] == "schedule"]
-        assert all(sum(e["allocation"].values()) == 16 for e in sched)       # the budget C, spent every round
+        spent = [sum(e["allocation"].values()) for e in sched]
+        if label == "scheduler=random":                  # Random-S: any split with sum <= C (the paper's constraint)
+            assert max(spent) <= 16 and min(spent) < 16
+        else:
+            assert set(spent) == {16}                    # the budget C, spent every round
+        assert all(min(e["allocation"].values()) >= 1 for e in sched)      # min_s 1: nobody starves
         assert (d / "plots" / "utility.png").stat().st_size > 10_000
     gs = [e for e in lines(runs["scheduler=goodspeed"] / "events" / "verifier.jsonl") if e["event"] == "schedule"]
     assert len(gs) >= 400

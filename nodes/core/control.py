@@ -83,13 +83,13 @@ class WindowControl:
         self.sessions[key] = _SessionControl(drafter, self.policy_for(requested),
                                              payload_bytes_per_token(payload, vocab_size))
         if self.estimator:
-            self.estimator.add(key)
+            # GoodSpeed's estimates belong to the draft server: a new prompt on it starts from what its earlier
+            # ones taught (its model pair's acceptance), not from alpha-hat 0.5, X = 1 again
+            self.estimator.add(drafter)
 
     def close(self, key: str) -> None:
         self.sessions.pop(key, None)
         self.assigned.pop(key, None)
-        if self.estimator:
-            self.estimator.remove(key)
 
     def view(self, key: str) -> NetworkView:
         c = self.sessions[key]
@@ -112,7 +112,7 @@ class WindowControl:
         if self.estimator:
             # eq. 3 over every drafted position (the backends report min(1, p/q), or 1/0 for greedy);
             # accepted/drafted, biased low, only where a backend does not
-            self.estimator.observe(key, probs, accepted, gamma)
+            self.estimator.observe(c.drafter, probs, accepted, gamma)
 
     def next_windows(self, keys: list[str], now: float) -> tuple[dict[str, int], list[E.Event]]:
         """The windows to send to the sessions of this batch (after observe() for each), and the decisions."""
@@ -127,11 +127,27 @@ class WindowControl:
                                    uplink_mbps=net.uplink_mbps, downlink_mbps=net.downlink_mbps,
                                    bytes_per_token=net.bytes_per_token_up, draft_s_per_token=net.draft_s_per_token))
         if self.scheduler:
-            estimates = self.estimator.estimates()
-            alloc = self.scheduler.allocate(estimates, self.budget)
+            # the budget is split among the open sessions, each with its draft server's estimates
+            estimates = [self.estimator.estimate(c.drafter, key) for key, c in sorted(self.sessions.items())]
+            alloc = self.scheduler.allocate(estimates, self.budget) if self._fits(len(estimates)) else \
+                self._degraded(estimates)
             self.assigned.update(alloc)
             out = {key: alloc.get(key, out[key]) for key in keys}
             events.append(E.Schedule(t=now, node=self.node, scheduler=self.scheduler.name, budget=self.budget,
                                      estimates={e.name: [round(e.alpha, 6), round(e.goodput, 6)] for e in estimates},
                                      allocation=alloc))
         return out, events
+
+    def _fits(self, n: int) -> bool:
+        return n * self.scheduler.min_s <= self.budget
+
+    def _degraded(self, estimates) -> dict[str, int]:
+        """More sessions open than the budget can give min_s each (open-loop arrivals; a closed loop is checked
+        before the run): the scheduler with the largest min_s that fits, never an error mid-run."""
+        from dataclasses import replace
+        floor = self.budget // len(estimates)
+        lower = replace(self.scheduler, min_s=floor,
+                        max_s=None if self.scheduler.max_s is None else max(floor, self.scheduler.max_s))
+        if hasattr(self.scheduler, "_rng"):          # Random-S: the same draw stream, not a fresh one each round
+            object.__setattr__(lower, "_rng", self.scheduler._rng)
+        return lower.allocate(estimates, self.budget)

@@ -366,6 +366,20 @@ def check_control(exp: Experiment) -> Found:
     return found
 
 
+def check_budget(exp: Experiment, drafters: list[str]) -> Found:
+    """A closed loop's sessions are all open at once: the budget must give each min_s (open-loop arrivals may open
+    more; the verifier then lowers min_s for those rounds, nodes/core/control.py)."""
+    sch = exp.scheduling
+    if not sch.scheduler or exp.workload.arrivals != "closed":
+        return []
+    open_at_once = len(drafters) * exp.workload.sessions
+    if open_at_once * sch.min_s <= sch.budget:
+        return []
+    return [(("scheduling", "budget"), f"expected at least min_s ({sch.min_s}) x {open_at_once} sessions open at "
+                                       f"once = {open_at_once * sch.min_s} draft tokens per round, got {sch.budget}; "
+                                       "raise the budget or set min_s: 0")]
+
+
 def check_label(exp: Experiment) -> Found:
     if exp.label is None:
         return []

@@ -18,8 +18,8 @@ from testbed.common.errors import ConfigError, Problem
 from testbed.common.yamlconf import Loc, format_loc, load_document
 from testbed.net.topology import check_trace_files
 from testbed.run.compute_checks import check_profiles
-from testbed.run.checks import (Found, apply_links, check_control, check_drafters, check_label, check_nodes,
-                                check_scale, check_workload, load_topology_ref, pydantic_found)
+from testbed.run.checks import (Found, apply_links, check_budget, check_control, check_drafters, check_label,
+                                check_nodes, check_scale, check_workload, load_topology_ref, pydantic_found)
 from testbed.run.schema import Experiment
 from testbed.run.workload_files import apply_override_prompts, check_sources
 from testbed.run.sweep import copy_data, fill_label, fmt_value, parse_path, parse_sweep, point_data, safe_parse, \
@@ -57,6 +57,7 @@ def _build(data: Any, base_dir: Path, file: str, cache: dict) -> tuple[Experimen
             found += check_scale(exp, topo, dnodes)     # mininet/local: one machine's worth of node processes
             dfound, dupdate = check_drafters(exp, dnodes, base_dir)
             found += dfound
+            found += check_budget(exp, dnodes)
     pfound, pv_update, pd_update = check_profiles(exp, base_dir)
     found += pfound
     if found or foreign or topo is None:

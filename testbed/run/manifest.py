@@ -89,8 +89,10 @@ POLICY_CHOICES = {
     "awc": "MLP regression on gamma (Smooth-L1), EWMA-smoothed and quantised; weights trained on a generated set",
     "channel": "the window the AP's joint allocation chose (testbed/policies/joint.py), published in linkstate.json",
     "goodspeed": "eta 0.1 (the paper gives none), beta 0.5; alpha-hat averages min(1, p/q) at every drafted "
-                 "position (1/0 for greedy); one GoodSpeed 'drafter' per session; allocation after every batch",
-    "random": "Random-S: a uniformly random composition of the budget C",
+                 "position (1/0 for greedy); min_s 1 (eq. 3 averages over S_i positions; at S_i = 0 alpha-hat "
+                 "freezes and a drafter starves); estimates per draft server, carried across its sessions; the "
+                 "budget split among open sessions after every batch",
+    "random": "Random-S: a uniformly random vector with sum S_i <= C (the paper's constraint; it may spend less)",
     "fixed": "Fixed-S: C // N each, one more to the first C mod N by name",
     "length": "length-aware batching (defined here): the oldest draft plus those of the closest window length "
               "while batch size x longest window <= max_tokens",
