@@ -3,6 +3,7 @@
 use of the DP included, are in test_batching.py)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -162,16 +163,19 @@ COST2 = CostModel(0.01, 0.002, 0.05, 0.001, max_batch=2, lengths=(1, 2), prefill
 
 
 def test_evaluate_by_hand():
-    # Together at l=2 (b=2): d = 2(0.01+0.004) = 0.028, v = 0.05+0.001*2*3 = 0.056 -> p = 0.056, q = 0.028.
+    # Together at l=2 (b=2): whole d = 2(0.01+0.004) = 0.028, v = 0.05+0.001*2*3 = 0.056, d + v = 0.084. Halves
+    # of one task: d = 0.024, v = 0.053, cycle c = max(0.048, 0.106, 0.077, 0.077) = 0.106 >= 0.084: the fixed
+    # verify cost dominates, so no split: p = 0.084, q = 0.
     # μ_A = (1-0.5^3)/0.5 = 1.75 -> r_A = ceil(6/1.75) = 4; α_B = 0 -> μ = 1, r_B = 3.
-    # lead = max upload 0.2 + 1e-4*2*20 = 0.204; C_A = 0.204+4*0.056+0.028 = 0.456, C_B = 0.204+3*0.056+0.028 = 0.4
-    assert evaluate(TWO, [["A", "B"]], [2], COST2, "sum") == pytest.approx(0.856)
-    assert evaluate(TWO, [["A", "B"]], [2], COST2, "makespan") == pytest.approx(0.456)
-    # A alone at l=1: p = max(0.012, 0.052), q = 0.012, r_A = ceil(6/1.5) = 4, lead 0.101 -> C_A = 0.321.
-    # then B alone at l=2: p = max(0.024, 0.053), q = 0.024, lead 0.202 -> C_B = 0.321+0.202+3*0.053+0.024 = 0.706.
-    assert evaluate(TWO, [["A"], ["B"]], [1, 2], COST2, "sum") == pytest.approx(0.321 + 0.706)
-    assert evaluate(TWO, [["A"], ["B"]], [1, 2], COST2, "makespan") == pytest.approx(0.706)
-    # No pipelining: p = d + v = 0.084, q = 0 -> C_A = 0.204+4*0.084 = 0.540, C_B = 0.204+3*0.084 = 0.456.
+    # lead = max upload 0.2 + 1e-4*2*20 = 0.204; C_A = 0.204+4*0.084 = 0.540, C_B = 0.204+3*0.084 = 0.456
+    assert evaluate(TWO, [["A", "B"]], [2], COST2, "sum") == pytest.approx(0.996)
+    assert evaluate(TWO, [["A", "B"]], [2], COST2, "makespan") == pytest.approx(0.540)
+    assert not COST2.split(2, 2)
+    # A alone at l=1: p = 0.012 + 0.052, r_A = ceil(6/1.5) = 4, lead 0.101 -> C_A = 0.101 + 4*0.064 = 0.357;
+    # then B alone at l=2: p = 0.024 + 0.053 = 0.077, lead 0.202 -> C_B = 0.357+0.202+3*0.077 = 0.790.
+    assert evaluate(TWO, [["A"], ["B"]], [1, 2], COST2, "sum") == pytest.approx(0.357 + 0.790)
+    assert evaluate(TWO, [["A"], ["B"]], [1, 2], COST2, "makespan") == pytest.approx(0.790)
+    # No pipelining: the same here (the batch ran whole anyway).
     serial = CostModel(0.01, 0.002, 0.05, 0.001, 2, (1, 2), 1e-4, pipelined=False)
     assert evaluate(TWO, [["A", "B"]], [2], serial, "sum") == pytest.approx(0.996)
     # l = 0 is autoregressive decoding: O rounds of one verify pass each, no draft stage.
@@ -432,3 +436,57 @@ def test_joint_allocation_policy():
 def test_decision_times_report_positive_seconds():
     for times in (zhu_dp_decision_times(n=8, repeats=1), joint_decision_times(n=8, repeats=1)):
         assert times and all(math.isfinite(t) and t > 0 for t in times.values())
+
+
+def test_a_batch_never_overlaps_with_itself():
+    """Issue 13: one task, d = v = 10 ms, 20 rounds. Its next draft needs its verdict: 0.40 s at least (the
+    model charged R·max(d, v) + min(d, v) = 0.21 s before)."""
+    cost = CostModel(draft_a=0.01, draft_b=0.0, verify_a=0.01, verify_b=0.0, max_batch=4, lengths=(1,))
+    one = [Task("x", 0, 20, alpha=0.0)]                   # alpha 0: one token a round, 20 rounds
+    assert evaluate(one, [["x"]], [1], cost) == pytest.approx(0.40)
+    assert plan_dp(one, cost).total_latency == pytest.approx(0.40)
+    # and no plan of several tasks finishes a task faster than its own chain of rounds
+    rng = random.Random(7)
+    for _ in range(200):
+        cost = CostModel(rng.uniform(0, 0.02), rng.uniform(0, 0.01), rng.uniform(0, 0.05), rng.uniform(0, 0.005),
+                         max_batch=rng.randint(1, 6), lengths=(1, 2, 4), pipelined=rng.random() < 0.8)
+        tasks = [Task(f"t{i}", rng.randint(0, 50), rng.randint(1, 40), rng.uniform(0, 1)) for i in range(rng.randint(1, 6))]
+        plan = plan_dp(tasks, cost, objective="makespan")
+        for batch, l in zip(plan.batches, plan.lengths):
+            d, v = cost._stage(1, l)                       # the cheapest a round of any task can be
+            for name in batch:
+                task = next(t for t in tasks if t.name == name)
+                assert plan.total_latency >= zhu_dp.rounds(task, l) * (d + v) - 1e-12
+
+
+def test_pipelining_overlaps_two_halves_of_a_batch_when_per_task_costs_dominate():
+    # per-task costs only: whole batch of 2 at l=1: d = 0.010, v = 0.010 -> 0.020 a round; halves of one task:
+    # d = v = 0.005, cycle 0.010, verdicts by max(0.010, 0.010) + 0.005 = 0.015 after a round starts.
+    cost = CostModel(draft_a=0.0, draft_b=0.005, verify_a=0.0, verify_b=0.0025, max_batch=2, lengths=(1,))
+    assert cost.split(2, 1) and cost.stages(2, 1) == pytest.approx((0.010, 0.005))
+    two = [Task("a", 0, 10, alpha=0.0), Task("b", 0, 10, alpha=0.0)]
+    assert evaluate(two, [["a", "b"]], [1], cost, "makespan") == pytest.approx(9 * 0.010 + 0.015)
+    serial = dataclasses.replace(cost, pipelined=False)
+    assert not serial.split(2, 1)
+    assert evaluate(two, [["a", "b"]], [1], serial, "makespan") == pytest.approx(10 * 0.020)
+    # the periodic schedule's bound holds against a round-by-round simulation of the two halves
+    assert _two_halves(0.005, 0.005, 0.005, 0.005, 10) == pytest.approx(9 * 0.010 + 0.015)
+    rng = random.Random(3)
+    for _ in range(300):
+        da, va, db, vb = (rng.uniform(0.001, 0.02) for _ in range(4))
+        rounds = rng.randint(1, 12)
+        c = max(da + db, va + vb, da + va, db + vb)
+        assert _two_halves(da, va, db, vb, rounds) <= (rounds - 1) * c + max(da + db, da + va) + vb + 1e-12
+
+
+def _two_halves(da, va, db, vb, rounds):
+    """Earliest finish of two task batches alternating on one drafter and one verifier, A first on each: every
+    draft needs the batch's previous verdict; each stage serves one batch at a time."""
+    free_d = free_v = 0.0
+    verdict = {"A": 0.0, "B": 0.0}
+    for _ in range(rounds):
+        for x, d, v in (("A", da, va), ("B", db, vb)):
+            drafted = max(free_d, verdict[x]) + d
+            free_d = drafted
+            verdict[x] = free_v = max(free_v, drafted) + v
+    return max(verdict.values())

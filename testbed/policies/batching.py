@@ -206,9 +206,14 @@ class ZhuBatching:
                  for p in pending]
         cost = self.cost_model()
         plan = plan_dp(tasks, cost, objective="sum")
-        first = set(plan.batches[0])
+        head = plan.batches[0]
+        if cost.split(len(head), plan.lengths[0]):
+            # the model runs this batch as two halves that alternate (zhu_dp.py, "Two-stage pipeline"): verify
+            # the first now; the second is verified while the first drafts (the next plan picks it up)
+            head = head[:(len(head) + 1) // 2]
+        first = set(head)
         return Selection(tuple(i for i, p in enumerate(pending) if p.key in first), None,
-                         {key: plan.lengths[0] for key in plan.batches[0]},
+                         {key: plan.lengths[0] for key in head},
                          {"rule": self.name, "batches": [list(b) for b in plan.batches],
                           "lengths": list(plan.lengths), "total_latency": plan.total_latency,
                           "cost": dataclasses.asdict(cost)})
