@@ -145,6 +145,10 @@ class ZhuClosedForm:
     Cauchy-Schwarz, (sum a_k/f_k)(sum f_k) >= (sum sqrt(a_k))^2 with equality iff f_k is proportional to
     sqrt(a_k). The minimum latency is (sum_k sqrt(D_k/s_k))^2 / B.
 
+    This is the per-station case (each upload useful on its own): where uploads feed Zhu et al.'s batches, a
+    batch waits for its slowest upload, and zhu_joint.band_for_plan splits the band for the DP's objective
+    (of which this form is the special case of one task per batch, equal weights).
+
     Stations with D_k = 0 get 0. A station with D_k > 0 and s_k = 0 makes the objective infinite whatever it is
     given, so it gets 0 band and is left out rather than wasting band; if no station is eligible the split is
     equal (module convention).
