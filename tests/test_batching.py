@@ -109,22 +109,42 @@ def test_zhu_observe_fits_the_cost_model():
     assert fitted_zhu().alpha("x") == 0.5           # prior [1, 1] plus 1 accepted, 1 rejection
 
 
-def test_zhu_verifies_the_plans_first_batch_with_its_length():
-    # Hand-checked, sessions A (2 tokens left) and B (30), α = 0.5 (prior): μ(1) = 1.5, μ(2) = 1.75, so
-    # A needs 2 rounds at l = 1 or 2; B 20 at l = 1, 18 at l = 2. Per round p = max(draft, verify), fill q:
-    #   alone, l=1: p = 0.022, q = 0.002 -> A 0.046, B 0.442;   l=2: p = 0.023, q = 0.004 -> A 0.050, B 0.418
-    #   pair,  l=1: p = 0.024 -> A 0.050 + B 0.482 = 0.532;      l=2: p = 0.026 -> 0.056 + 0.472 = 0.528
-    # Queue A, B: [A] at l=1 then [B] at l=2 costs 0.046 + (0.046 + 0.418) = 0.51 < 0.528: A goes alone.
+def test_zhu_fits_prefills_apart_from_verify_rounds():
+    """A prefill costs per prompt token: counted as one token it would bend the verify fit (issue 13)."""
     zhu = fitted_zhu()
+    # a batch of one round (2 tokens) and a 100-token prompt: 0.022 for the round, 0.05 for the prefill
+    zhu.observe([VerifiedRound("x", 1, 1, 0.002)], 2, 0.072, prefill_tokens=100)
+    zhu.observe([], 0, 0.07, prefill_tokens=100)                       # a prefill alone: 0.07 for 100 tokens
+    cost = zhu.cost_model()
+    assert cost.verify_a == pytest.approx(0.02) and cost.verify_b == pytest.approx(0.001)   # unchanged
+    assert 0.0005 < cost.prefill_per_token < 0.0007
+    # the plan charges a prompt only to pending prefills (500 tokens: 0.3 s), not to a session past its own
+    fresh = zhu.select([Pending("old", 0.0, 2, 20, 500), Pending("new", 0.0, 0, 20, 500, prefill=True)], 0.0, 2)
+    later = zhu.select([Pending("old", 0.0, 2, 20, 500), Pending("new", 0.0, 0, 20, 500)], 0.0, 2)
+    assert fresh.plan["total_latency"] > later.plan["total_latency"] + 0.25
+    assert fresh.plan["batches"] == [["old"], ["new"]]          # not held up by the other's prompt
+
+
+def test_zhu_verifies_the_plans_first_batch_with_its_length():
+    # Hand-checked, verify_s = 0.004 + 0.01·tokens (fitted below), 2 ms per draft token; sessions A (2 tokens
+    # left) and B (30), α = 0.5 (prior): μ(1) = 1.5, μ(2) = 1.75, so A needs 2 rounds at l = 1 or 2; B 20 at
+    # l = 1, 18 at l = 2. A batch's own rounds are serial (p = d + v):
+    #   alone, l=1: p = 0.002 + 0.024 = 0.026 -> A 0.052, B 0.52;   l=2: p = 0.004 + 0.034 = 0.038 -> B 0.684
+    #   pair,  l=1: p = 0.002 + 0.044 = 0.046 (halves: cycle max(0.004, 0.048, 0.026, 0.026) = 0.048, no gain)
+    #               -> A 0.092 + B 0.92 = 1.012;   l=2: p = 0.004 + 0.064 -> 0.136 + 1.224 = 1.36
+    # Queue A, B: [A] at l=1 then [B] at l=1 costs 0.052 + (0.052 + 0.52) = 0.624 < 1.012: A goes alone.
+    zhu = ZhuBatching(max_batch=2, decay=1.0, lengths=(1, 2))
+    zhu.observe([VerifiedRound("x", 1, 1, 0.002)], 2, 0.024)
+    zhu.observe([VerifiedRound("y", 1, 1, 0.002), VerifiedRound("z", 1, 1, 0.002)], 4, 0.044)
     a, b = Pending("A", 0.0, 4, 2, 10), Pending("B", 0.1, 4, 30, 10)
     s = zhu.select([a, b], 0.2, 2)
     assert s.indices == (0,) and s.windows == {"A": 1} and s.wake_at is None
-    assert s.plan["rule"] == "zhu" and s.plan["batches"] == [["A"], ["B"]] and s.plan["lengths"] == [1, 2]
-    assert s.plan["total_latency"] == pytest.approx(0.51)
-    assert s.plan["cost"]["verify_b"] == pytest.approx(0.001) and s.plan["cost"]["lengths"] == (1, 2)
-    # Queue B, A: [B] then [A] would cost 0.418 + 0.464 = 0.882, so both go now at l=2 (0.528).
+    assert s.plan["rule"] == "zhu" and s.plan["batches"] == [["A"], ["B"]] and s.plan["lengths"] == [1, 1]
+    assert s.plan["total_latency"] == pytest.approx(0.624)
+    assert s.plan["cost"]["verify_b"] == pytest.approx(0.01) and s.plan["cost"]["lengths"] == (1, 2)
+    # Queue B, A: [B] then [A] would cost 0.52 + 0.572 = 1.092, so both go now at l=1 (1.012).
     s = zhu.select([b, a], 0.2, 2)
-    assert s.indices == (0, 1) and s.windows == {"B": 2, "A": 2} and s.plan["total_latency"] == pytest.approx(0.528)
+    assert s.indices == (0, 1) and s.windows == {"B": 1, "A": 1} and s.plan["total_latency"] == pytest.approx(1.012)
     # The same as the DP itself on those tasks
     plan = plan_dp([Task("B", 10, 30, 0.5), Task("A", 10, 2, 0.5)], zhu.cost_model())
     assert [list(x) for x in plan.batches] == s.plan["batches"] and list(plan.lengths) == s.plan["lengths"]
@@ -171,3 +191,18 @@ def test_make_batching_builds_every_rule():
         ZhuBatching(decay=0.0)
     with pytest.raises(ValueError, match="max_batch"):
         ZhuBatching(max_batch=0)
+
+
+def test_zhu_verifies_the_first_half_of_a_batch_the_model_pipelines():
+    """Drafting (10 ms a token) slower than a verify pass's fixed cost (2 ms, + 5 ms a token): a pair at l = 1
+    runs as two alternating halves (cycle max(0.02, 0.024, 0.022, 0.022) = 0.024 < 0.032 whole), 20 rounds each:
+    0.49 + 0.49 against 0.44 + 0.88 one after the other. The first half is verified now, the second while the
+    first drafts (zhu_dp.py, "Two-stage pipeline")."""
+    zhu = ZhuBatching(max_batch=2, decay=1.0, lengths=(1,))
+    zhu.observe([VerifiedRound("x", 1, 1, 0.01)], 2, 0.012)
+    zhu.observe([VerifiedRound("y", 1, 1, 0.01), VerifiedRound("z", 1, 1, 0.01)], 4, 0.022)
+    cost = zhu.cost_model()
+    assert cost.split(2, 1) and not cost.split(1, 1)
+    s = zhu.select([Pending("A", 0.0, 1, 30, 10), Pending("B", 0.0, 1, 30, 10)], 0.1, 2)
+    assert s.plan["batches"] == [["A", "B"]] and s.plan["total_latency"] == pytest.approx(0.98)
+    assert s.indices == (0,) and s.windows == {"A": 1}

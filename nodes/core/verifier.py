@@ -58,7 +58,7 @@ class Pending:
     def __post_init__(self):
         s = self.session
         self.view = PendingView(s.key, self.arrived, len(self.draft), max(1, s.max_new - len(s.generated)),
-                                max(1, s.committed))
+                                max(1, s.committed), self.round == 0)
 
 
 class VerifierCore:
@@ -222,7 +222,8 @@ class VerifierCore:
             outcomes.append((new, done))
         self.batching.observe([VerifiedRound(p.session.key, len(p.draft), r.accepted, p.draft_s)
                                for p, r in zip(batch, results) if p.round],
-                              sum(len(p.draft) + 1 for p in batch), verify_s)
+                              sum(len(p.draft) + 1 for p in batch if p.round), verify_s,
+                              prefill_tokens=sum(p.session.committed for p in batch if not p.round))
         windows, decisions = self.control.next_windows([p.session.key for p in batch], now)
         windows.update({k: g for k, g in self.planned.items() if k in windows})
         out: list[Action] = [Record(e) for e in decisions]

@@ -31,6 +31,7 @@ class Pending:
     window: int           # drafted tokens in it (0: the prefill or an autoregressive step)
     remaining: int        # tokens the session may still generate (max_new − generated so far), >= 1
     context: int          # tokens committed so far (prompt + generated), >= 1
+    prefill: bool = False  # the session's first request (its prompt, `context` tokens), not a drafted window
 
     def __post_init__(self) -> None:       # a miscounted session would silently skew zhu's plan
         if self.window < 0 or self.remaining < 1 or self.context < 1:
@@ -63,8 +64,9 @@ class BatchingPolicy(Protocol):
 
     def select(self, pending: Sequence[Pending], now: float, active: int) -> Selection: ...
 
-    def observe(self, rounds: Sequence[VerifiedRound], tokens: int, verify_s: float) -> None:
-        """After each batch: its drafted rounds, tokens = Σ (window + 1) fed to the verifier, its compute time."""
+    def observe(self, rounds: Sequence[VerifiedRound], tokens: int, verify_s: float, prefill_tokens: int = 0) -> None:
+        """After each batch: its drafted rounds, tokens = Σ (window + 1) over them, its compute time, and the
+        prompt tokens of the prefills verified in the same batch (0: none)."""
 
     def forget(self, key: str) -> None:
         """Session `key` ended."""
@@ -73,7 +75,7 @@ class BatchingPolicy(Protocol):
 class _Memoryless:
     """For the rules that decide from the queue alone: nothing to learn from batches or sessions."""
 
-    def observe(self, rounds: Sequence[VerifiedRound], tokens: int, verify_s: float) -> None:
+    def observe(self, rounds: Sequence[VerifiedRound], tokens: int, verify_s: float, prefill_tokens: int = 0) -> None:
         pass
 
     def forget(self, key: str) -> None:
@@ -175,6 +177,7 @@ class ZhuBatching:
     name = "zhu"
     _fit: list[float] = field(init=False, repr=False)       # weighted n, Σx, Σy, Σxx, Σxy (x tokens, y verify_s)
     _draft_per_token: EWMA = field(init=False, repr=False)
+    _prefill_per_token: EWMA = field(init=False, repr=False)     # s per prompt token of a prefill
     _counts: dict[str, list[float]] = field(init=False, repr=False)   # key -> [accepted, rejections]
 
     def __post_init__(self) -> None:
@@ -182,18 +185,26 @@ class ZhuBatching:
             raise ValueError(f"batching zhu: decay must be in (0, 1], got {self.decay!r}")
         self._fit = [0.0] * 5
         self._draft_per_token = EWMA(0.2)
+        self._prefill_per_token = EWMA(0.2)
         self._counts = {}
         self.cost_model()               # checks max_batch and lengths
 
-    def cost_model(self) -> CostModel:
-        """The DP's cost model from what has been measured (defaults before that: 2 ms per draft token,
-        10 ms per verify pass)."""
+    def _verify_fit(self) -> tuple[float, float]:
+        """(a, b) of verify_s = a + b · tokens over the batches without prefills (default 10 ms, 0)."""
         n, sx, sy, sxx, sxy = self._fit
         den = n * sxx - sx * sx
         b = max(0.0, (n * sxy - sx * sy) / den if n >= 2 and den > 1e-9 else 0.0)
         a = max(0.0, (sy - b * sx) / n) if n > 0 else 0.01
+        return a, b
+
+    def cost_model(self) -> CostModel:
+        """The DP's cost model from what has been measured (defaults before that: 2 ms per draft token,
+        10 ms per verify pass, no prefill cost). A batch holding prefills pays prefill_per_token for each of its
+        padded prompt tokens (the DP's lead), which select() gives only the pending prefills."""
+        a, b = self._verify_fit()
         return CostModel(draft_a=self._draft_per_token.value or 0.002, draft_b=0.0, verify_a=a, verify_b=b,
-                         max_batch=self.max_batch, lengths=self.lengths)
+                         max_batch=self.max_batch, lengths=self.lengths,
+                         prefill_per_token=self._prefill_per_token.value or 0.0)
 
     def alpha(self, key: str) -> float:
         accepted, rejections = self._counts.get(key, (1.0, 1.0))
@@ -202,8 +213,10 @@ class ZhuBatching:
     def select(self, pending: Sequence[Pending], now: float, active: int) -> Selection:
         if not pending:
             return Selection()
-        tasks = [Task(p.key, p.context, p.remaining, alpha=min(0.99, max(0.01, self.alpha(p.key))))
-                 for p in pending]
+        # input_len: a pending prefill's prompt (the DP charges its batch prefill_per_token per padded prompt
+        # token); a session already prefilled has nothing more to prefill
+        tasks = [Task(p.key, p.context if p.prefill else 0, p.remaining,
+                      alpha=min(0.99, max(0.01, self.alpha(p.key)))) for p in pending]
         cost = self.cost_model()
         plan = plan_dp(tasks, cost, objective="sum")
         head = plan.batches[0]
@@ -218,10 +231,17 @@ class ZhuBatching:
                           "lengths": list(plan.lengths), "total_latency": plan.total_latency,
                           "cost": dataclasses.asdict(cost)})
 
-    def observe(self, rounds: Sequence[VerifiedRound], tokens: int, verify_s: float) -> None:
-        f = self._fit
-        for i, v in enumerate((1.0, tokens, verify_s, tokens * tokens, tokens * verify_s)):
-            f[i] = self.decay * f[i] + v
+    def observe(self, rounds: Sequence[VerifiedRound], tokens: int, verify_s: float, prefill_tokens: int = 0) -> None:
+        # A prefill costs per prompt token, far more than the one token a drafted round's correction costs:
+        # batches without one fit a + b·tokens; a batch with prefills teaches only the prefill cost per prompt
+        # token, from what the fitted rounds do not explain.
+        if prefill_tokens > 0:
+            a, b = self._verify_fit()
+            self._prefill_per_token.update(max(0.0, verify_s - (a + b * tokens if rounds else 0.0)) / prefill_tokens)
+        else:
+            f = self._fit
+            for i, v in enumerate((1.0, tokens, verify_s, tokens * tokens, tokens * verify_s)):
+                f[i] = self.decay * f[i] + v
         for r in rounds:
             c = self._counts.setdefault(r.key, [1.0, 1.0])
             c[0] += r.accepted

@@ -97,7 +97,9 @@ POLICY_CHOICES = {
     "length": "length-aware batching (defined here): the oldest draft plus those of the closest window length "
               "while batch size x longest window <= max_tokens",
     "zhu": "Zhu et al.'s DP online: drafters draft in parallel (draft cost per token), verify cost a + b*tokens "
-           "fitted by weighted least squares; objective sum of completion times; first planned batch verified",
+           "fitted by weighted least squares on batches without prefills, a prefill's cost per prompt token "
+           "apart; a batch's rounds serial, pipelining as two alternating halves where that pays; objective sum "
+           "of completion times; first planned batch (or its first half) verified",
     "routing": "a session stays on its verifier (affinity); load = sessions open at a verifier (from its last "
                "verdict) plus this drafter's placements since",
 }
