@@ -338,3 +338,42 @@ def test_real_run_with_synthetic_nodes(tmp_path):
     assert m["total"]["verifier_mean_batch"] >= 1
     assert len(make_plots(run)) == 3
     shutil.rmtree(run / "plots")
+
+
+def test_slo_attainment_on_paper(tmp_path):
+    """TTFT: a-s0 0.1 s, a-s1 0.2, b-s0 0.2; TPOT: a-s0 (0.9-0.1)/8 = 0.1, a-s1 (1.4-0.2)/3 = 0.4,
+    b-s0 (1.2-0.7)/2 = 0.25. DSD-Sim's 300 ms / 35 ms by default; the run's config `slo` otherwise."""
+    run = make_run(tmp_path / "run")
+    m = M.compute(run)
+    t = m["total"]
+    assert m["slo"] == {"ttft_ms": 300.0, "tpot_ms": 35.0}
+    assert t["slo_ttft_attainment"] == 1.0 and t["slo_tpot_attainment"] == 0.0
+    assert t["slo_attainment"] == 0.0 and t["slo_goodput_rps"] == 0.0
+    man = json.loads((run / "manifest.json").read_text())
+    man["config"]["slo"] = {"ttft_ms": 150, "tpot_ms": 300}
+    (run / "manifest.json").write_text(json.dumps(man))
+    m = M.compute(run)
+    a, b, t = m["drafters"]["a"], m["drafters"]["b"], m["total"]
+    assert (a["slo_ttft_attainment"], b["slo_ttft_attainment"], t["slo_ttft_attainment"]) == (0.5, 0.0, approx(1 / 3))
+    assert (a["slo_tpot_attainment"], b["slo_tpot_attainment"], t["slo_tpot_attainment"]) == (0.5, 1.0, approx(2 / 3))
+    assert (a["slo_attainment"], b["slo_attainment"], t["slo_attainment"]) == (0.5, 0.0, approx(1 / 3))
+    assert t["slo_goodput_rps"] == approx(1 / 1.4) and b["slo_goodput_rps"] == 0.0
+    assert_consistent(m)
+    text = M.write_summary(run, man, m).read_text()
+    assert "SLO (TTFT <= 150 ms, TPOT <= 300 ms): 0.333 of requests within both" in text
+
+
+def test_slo_is_an_experiment_field_with_checked_values():
+    from testbed.common.errors import ConfigError
+    from testbed.run.experiment import experiment_from_dict
+    base = {"name": "slo", "backend": "sim",
+            "topology": {"name": "t", "nodes": {"s": {"role": "switch"}, "v": {"role": "verifier"},
+                                                 "d": {"role": "drafter"}},
+                         "links": [{"a": n, "b": "s", "rate_up_mbps": 10, "rate_down_mbps": 10} for n in "vd"]},
+            "verifier": {"backend": "synthetic"}, "drafters": {"backend": "synthetic"}}
+    assert experiment_from_dict(base).slo.ttft_ms == 300.0
+    assert experiment_from_dict({**base, "slo": {"tpot_ms": 50}}).slo.tpot_ms == 50.0
+    for bad, field in (({"ttft_ms": 0}, "slo.ttft_ms"), ({"tpot_ms": "fast"}, "slo.tpot_ms"),
+                       ({"p99_ms": 3}, "slo.p99_ms")):
+        with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+            experiment_from_dict({**base, "slo": bad})

@@ -32,6 +32,11 @@ Sums and counts are per drafter; the `total` row pools every drafter's events (n
 | ttft_*_s                | per request: t(first verdict with tokens > 0, i.e. the round-0 verdict) − t(start)          |
 | tpot_*_s                | per completed request with n >= 2 tokens: (t(last verdict) − t(first-token verdict)) / (n−1) |
 | e2e_*_s                 | per completed request: t(finish) − t(start)                                                  |
+| slo_ttft_attainment     | share of started requests whose TTFT <= slo.ttft_ms (no first token: missed)                |
+| slo_tpot_attainment     | share of completed requests with n >= 2 tokens whose TPOT <= slo.tpot_ms                    |
+| slo_attainment          | share of started requests that completed within both (TPOT vacuous for n < 2); DSD-Sim's    |
+|                         | SLO attainment, its thresholds 300 ms and 35 ms the defaults (experiment field `slo`)       |
+| slo_goodput_rps         | requests within both SLOs / window_s (DSD-Sim's "goodput": SLO-meeting requests per second) |
 | *_p50/p95/p99, *_mean   | nearest-rank percentile: sorted[ceil(p/100 · N) − 1]; arithmetic mean                       |
 | rtt_mean_s, queue_mean_s, verify_mean_s | mean verdict rtt_s / queue_s / verify_s over all verdicts                   |
 | bytes_out, bytes_in     | Σ start+draft `bytes_out`; Σ verdict `bytes_in` (the drafter's frames, both ways)           |
@@ -94,6 +99,7 @@ COLUMNS = [
     "rounds", "spec_rounds", "mean_gamma", "proposed", "accepted", "acceptance_rate", "alpha_hat",
     "mean_accepted_len", "tokens_per_round",
     *[f"{m}_{s}_s" for m in ("ttft", "tpot", "e2e") for s in ("mean", "p50", "p95", "p99")],
+    "slo_ttft_attainment", "slo_tpot_attainment", "slo_attainment", "slo_goodput_rps",
     "rtt_mean_s", "queue_mean_s", "verify_mean_s",
     "bytes_out", "bytes_in", "bytes_per_token", "hits", "hit_rate", "wasted",
     "mu", "t_round_s", "bound_session_tps", "concurrency", "bound_tps", "measured_over_bound",
@@ -169,6 +175,26 @@ class _Drafter:
                 tpot.append((vs[-1].t - first.t) / (n - 1))
         return ttft, tpot, e2e
 
+    def slo(self, ttft_s: float, tpot_s: float) -> tuple[int, int, int, int, int]:
+        """(requests started, TTFT within, completed with >= 2 tokens, TPOT within, completed within both)."""
+        started = ttft_ok = tpot_n = tpot_ok = both = 0
+        for sid, start in self.starts.items():
+            started += 1
+            vs = self.by_session.get(sid, [])
+            first = next((v for v in vs if v.tokens > 0), None)
+            in_ttft = first is not None and first.t - start.t <= ttft_s
+            ttft_ok += in_ttft
+            if sid not in self.finishes:
+                continue
+            n = sum(v.tokens for v in vs)
+            in_tpot = True
+            if first is not None and n >= 2:
+                tpot_n += 1
+                in_tpot = (vs[-1].t - first.t) / (n - 1) <= tpot_s
+                tpot_ok += in_tpot
+            both += in_ttft and in_tpot
+        return started, ttft_ok, tpot_n, tpot_ok, both
+
     def session_time(self, window_end: float) -> float:
         """Σ over sessions of the time each was open (for the time-mean concurrency)."""
         total = 0.0
@@ -202,7 +228,10 @@ class _Drafter:
         return out, sum(v.bytes_in for v in self.verdicts)
 
 
-def _row(ds: list[_Drafter], t_first, t_last) -> dict:
+SLO_DEFAULT = {"ttft_ms": 300.0, "tpot_ms": 35.0}     # DSD-Sim's thresholds
+
+
+def _row(ds: list[_Drafter], t_first, t_last, slo: dict = SLO_DEFAULT) -> dict:
     """The metrics shared by a drafter's row and the total row, over the drafters `ds` pooled."""
     r = dict.fromkeys(COLUMNS)
     tokens = sum(d.tokens for d in ds)
@@ -239,14 +268,19 @@ def _row(ds: list[_Drafter], t_first, t_last) -> dict:
         r[f"{m}_mean_s"] = _mean(xs)
         for p in PCTS:
             r[f"{m}_p{p}_s"] = percentile(xs, p)
+    counts = [d.slo(slo["ttft_ms"] / 1e3, slo["tpot_ms"] / 1e3) for d in ds]
+    started, ttft_ok, tpot_n, tpot_ok, both = (sum(c[i] for c in counts) for i in range(5))
+    r.update(slo_ttft_attainment=_div(ttft_ok, started), slo_tpot_attainment=_div(tpot_ok, tpot_n),
+             slo_attainment=_div(both, started),
+             slo_goodput_rps=both / window if window and window > 0 else None)
     b_out = sum(d.bytes()[0] for d in ds)
     b_in = sum(d.bytes()[1] for d in ds)
     r.update(bytes_out=b_out, bytes_in=b_in, bytes_per_token=_div(b_out + b_in, tokens))
     return r
 
 
-def _drafter_row(d: _Drafter) -> dict:
-    r = _row([d], d.t_first, d.t_last)
+def _drafter_row(d: _Drafter, slo: dict) -> dict:
+    r = _row([d], d.t_first, d.t_last, slo)
     r["complete"] = d.done and not d.crashes and set(d.starts) <= set(d.finishes)
     if r["rounds"]:
         r["mu"] = mu(r["mean_gamma"], r["alpha_hat"])
@@ -288,9 +322,10 @@ def compute(run_dir: str | Path) -> dict:
     run = load_run(run_dir)
     issues = list(run.issues)
     ds = [_Drafter(name, evs) for name, evs in sorted(run.drafters.items())]
+    slo = _slo(run_dir)
     drafters = {}
     for d in ds:
-        row = _drafter_row(d)
+        row = _drafter_row(d, slo)
         drafters[d.name] = row
         if not d.done:
             issues.append(f"{d.name}: no 'done' event (interrupted)")
@@ -305,7 +340,7 @@ def compute(run_dir: str | Path) -> dict:
         issues.append("no drafter event logs")
     t_first = min((d.t_first for d in ds if d.t_first is not None), default=None)
     t_last = max((d.t_last for d in ds if d.t_last is not None), default=None)
-    total = _row(ds, t_first, t_last)
+    total = _row(ds, t_first, t_last, slo)
     total.update(_verifier(run.verifiers, t_first))
     complete = not issues
     total["complete"] = complete
@@ -327,15 +362,31 @@ def compute(run_dir: str | Path) -> dict:
         row["pace_p50"], row["pace_p95"] = pace["per_drafter"][name]["p50"], pace["per_drafter"][name]["p95"]
     total["pace_p50"], total["pace_p95"], total["cpu_busy_mean"] = pace["p50"], pace["p95"], pace["cpu_busy_mean"]
     # nothing here names the run directory or the wall clock, so a simulated run's file repeats byte for byte
-    return {"complete": complete, "issues": issues, "t0": t_first,
+    return {"complete": complete, "issues": issues, "t0": t_first, "slo": slo,
             "columns": COLUMNS, "drafters": drafters, "total": total, "pacing": pace}
 
 
-def _backend(run_dir) -> str | None:
+def _manifest(run_dir) -> dict:
     try:
-        return json.loads((Path(run_dir) / "manifest.json").read_text()).get("backend")
+        man = json.loads((Path(run_dir) / "manifest.json").read_text())
     except (OSError, ValueError):
-        return None
+        return {}
+    return man if isinstance(man, dict) else {}
+
+
+def _backend(run_dir) -> str | None:
+    return _manifest(run_dir).get("backend")
+
+
+def _slo(run_dir) -> dict:
+    """The run's SLO thresholds (its config's `slo`), DSD-Sim's where the manifest has none."""
+    config = _manifest(run_dir).get("config")
+    got = config.get("slo") if isinstance(config, dict) else None
+    out = dict(SLO_DEFAULT)
+    if isinstance(got, dict):
+        out.update({k: float(v) for k, v in got.items()
+                    if k in out and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0})
+    return out
 
 
 def write(run_dir: str | Path, metrics: dict) -> tuple[Path, Path]:
@@ -448,6 +499,10 @@ def write_summary(run_dir: str | Path, manifest: dict | None, metrics: dict, plo
               f"- fairness: Jain's index {_fmt(t['jain'])}, Σ log goodput {_fmt(t['sum_log_goodput'])}",
               f"- latency: TTFT p50/p95/p99 {_ms(t, 'ttft')} ms; TPOT p50/p95/p99 {_ms(t, 'tpot')} ms; "
               f"e2e p50/p95/p99 {_fmt(t['e2e_p50_s'])}/{_fmt(t['e2e_p95_s'])}/{_fmt(t['e2e_p99_s'])} s",
+              f"- SLO (TTFT <= {_fmt(metrics.get('slo', SLO_DEFAULT)['ttft_ms'])} ms, TPOT <= "
+              f"{_fmt(metrics.get('slo', SLO_DEFAULT)['tpot_ms'])} ms): {_fmt(t['slo_attainment'])} of requests within "
+              f"both (TTFT {_fmt(t['slo_ttft_attainment'])}, TPOT {_fmt(t['slo_tpot_attainment'])}); "
+              f"{_fmt(t['slo_goodput_rps'])} SLO-meeting requests/s",
               f"- verifier: {t['verifier_batches']} batches, mean batch {_fmt(t['verifier_mean_batch'])}, "
               f"busy {_fmt(t['verifier_busy_fraction'])} of the time",
               f"- air: {_fmt(t['bytes_per_token'])} bytes per generated token",

@@ -105,6 +105,12 @@ class Routing(NodeRouting):
     verifiers: list[str] | None = Field(None, min_length=1)   # default: every host with role verifier
 
 
+class SLO(_Strict):
+    """Service-level objectives a request is held to (metrics slo_*; DSD-Sim's thresholds are the defaults)."""
+    ttft_ms: float = Field(300.0, gt=0, le=3_600_000)   # time to first token
+    tpot_ms: float = Field(35.0, gt=0, le=3_600_000)    # time per output token after the first
+
+
 class Limits(_Strict):
     ready_timeout_s: float = Field(120, gt=0, le=3600)          # nodes must be up (models loaded) by then
     run_timeout_s: float = Field(900, gt=0, le=7 * 86_400)      # the whole run is stopped after this
@@ -126,6 +132,7 @@ class Experiment(_Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)     # drafter i gets seed * 1000 + i; channels and delays too
     channel_interval_ms: float = Field(100.0, ge=10, le=60_000)   # channel models step this often (testbed/channels/plan.py)
     limits: Limits = Limits()
+    slo: SLO = SLO()                             # thresholds for the slo_* metrics (testbed/run/metrics.py)
     sweep: dict[str, Any] | None = None          # {field.path: [values]} grid, and/or zip: {path: [...], ...}
     label: str | None = Field(None, max_length=200)   # run label; "{field.path}" is replaced by its value
 
