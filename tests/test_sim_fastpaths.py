@@ -6,6 +6,7 @@ on the gap-free tail. Both are checked here against the plain versions on random
 from __future__ import annotations
 
 import bisect
+import math
 import random
 
 import pytest
@@ -107,3 +108,32 @@ def test_bench_split_figures(tmp_path):
         CoreTimer._restore_all()
     assert VerifierCore.__dict__["decide"] is original
     assert 0.0 < got["cores_share"] < 1.0 and 0.0 < got["cores_us_per_round"] < got["us_per_round"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_floors_equal_the_plain_scan(seed):
+    """_Floors.latest is the max end over pairs that arrived by a, as the scan it replaced, through out-of-order
+    additions (retransmissions) and forgetting (which may only drop what cannot matter above its horizon)."""
+    from testbed.sim.network import _Floors
+    rng = random.Random(seed)
+    floors, plain = _Floors(), []
+    t = 0.0
+    for _ in range(400):
+        op = rng.random()
+        if op < 0.75:
+            t += rng.expovariate(50)
+            a = t if rng.random() < 0.8 else t - rng.uniform(0, 0.1)        # some arrive "late" in list order
+            e = a + rng.uniform(0, 0.05)
+            floors.add(a, e)
+            plain.append((a, e))
+        elif op < 0.85:
+            horizon = t - rng.uniform(0, 0.05)
+            floors.forget(horizon)
+            plain = [(a, e) for a, e in plain if e > horizon]
+            # queries from here on only come with arrivals at or after the horizon
+            t = max(t, horizon)
+        q = t + rng.uniform(-0.02, 0.05)
+        if q >= t - 1e-12 or not plain:
+            want = max((e for a, e in plain if a <= q), default=-math.inf)
+            got = floors.latest(q)
+            assert got == want or (want < q and got < q), (got, want)     # a forgotten end below q cannot bind
