@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from tests.remeasure import remeasure
+
 pytestmark = pytest.mark.root
 TESTBED = [sys.executable, "-m", "testbed.cli"]
 
@@ -25,11 +27,15 @@ def test_calibrate_writes_json_and_fails_outside_tolerance(tmp_path):
     # 1 ms default is an accuracy target, measured by `make bench` and asserted on a jitter-free link in
     # tests/test_emulation.py. d3's link has 2 ms jitter, and on a loaded 2-core machine its median RTT error
     # was seen at 1.01 ms (before this change too), so the passing run allows 2 ms.
-    ok = subprocess.run(TESTBED + ["calibrate", "topologies/star-wifi-4.yaml", "--links", "d3-ap1",
-                                   "--duration", "2", "--probes", "200", "--rtt-tolerance-ms", "2",
-                                   "--json", str(out)],
-                        capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # A 2 s rate reading is one measurement a load spike can spoil (seen: 10.53 Mbit/s on a 10 Mbit/s link while
+    # the other direction read 9.98): re-measured up to 3 times, as the wire tests do (tests/remeasure.py).
+    def calibrated():
+        ok = subprocess.run(TESTBED + ["calibrate", "topologies/star-wifi-4.yaml", "--links", "d3-ap1",
+                                       "--duration", "2", "--probes", "200", "--rtt-tolerance-ms", "2",
+                                       "--json", str(out)],
+                            capture_output=True, text=True, timeout=120)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+    remeasure(calibrated)
     result = json.loads(out.read_text())
     assert result["emulation"]["delay_backend"] in ("netem", "nfqueue")
     rows = {(r["link"], r["direction"]): r for r in result["links"]}
