@@ -206,3 +206,19 @@ def test_the_runner_copies_no_policy_constants():
     """Policy parameters travel in the config: no default of a policy is restated in testbed/run."""
     for path in (REPO / "testbed" / "run").glob("*.py"):
         assert not re.search(r"(?<![\d.])0\.7(?!\d)", path.read_text()), f"{path}: ThresholdStop's bound copied?"
+
+
+def test_verifier_overrides_give_each_verifier_its_own_compute(tmp_path):
+    """verifier.overrides.<host>: heterogeneous targets (DSD-Sim's fleets); the rest stays the shared default."""
+    topo = {**TINY, "nodes": {**TINY["nodes"], "v2": {"role": "verifier"}},
+            "links": TINY["links"] + [{"a": "v2", "b": "sw", "rate_up_mbps": 100, "rate_down_mbps": 100}]}
+    exp = experiment_from_dict({"name": "r", "topology": topo, "routing": {"policy": "jsq"},
+                                "drafters": {"backend": "synthetic"}, "verifier": {"backend": "synthetic", "verify_base_ms": 7, "threads": 2,
+                                             "overrides": {"v2": {"verify_base_ms": 20,
+                                                                  "verify_per_token_ms": 3}}}})
+    v1 = verifier_config(exp, "v", "tcp://x:1", tmp_path)
+    v2 = verifier_config(exp, "v2", "tcp://y:1", tmp_path)
+    assert (v1.model.verify_base_ms, v2.model.verify_base_ms) == (7, 20)
+    assert v2.model.verify_per_token_ms == 3 and v1.model.verify_per_token_ms == VerifierModel().verify_per_token_ms
+    assert v1.model.threads == v2.model.threads == 2
+    assert v1.model == part(VerifierModel, exp.verifier)

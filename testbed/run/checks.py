@@ -114,7 +114,7 @@ def _blame(setters: list[tuple[str, LinkOverride]], field: Loc) -> Loc:
 
 
 def check_nodes(exp: Experiment, topo: Topology) -> tuple[Found, str | None, list[str]]:
-    """`verifier.node`, `routing.verifiers`, `drafters.nodes`, `drafters.overrides` against the topology's
+    """`verifier.node`, `verifier.overrides`, `routing.verifiers`, `drafters.nodes`, `drafters.overrides` against the topology's
     roles; returns the problems, the verifier host and the drafter hosts (defaults filled in)."""
     found: Found = []
     roles = {n: s.role for n, s in topo.nodes.items()}
@@ -156,6 +156,11 @@ def check_nodes(exp: Experiment, topo: Topology) -> tuple[Found, str | None, lis
             elif n in seen:
                 found.append((("drafters", "nodes", i), f"{n} is listed twice"))
             seen.add(n)
+    vhosts = (exp.routing.verifiers or verifiers) if exp.routing.policy else [vnode]
+    for n in exp.verifier.overrides:
+        if n not in vhosts:
+            found.append((("verifier", "overrides", n), f"{n!r} is not one of the verifiers "
+                                                        f"({name_list([v for v in vhosts if v]) or 'none'})"))
     for n in exp.drafters.overrides:
         if n not in dnodes:
             found.append((("drafters", "overrides", n), f"{n!r} is not one of the drafters "

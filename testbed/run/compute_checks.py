@@ -1,4 +1,4 @@
-"""`verifier.profile`, `drafters.profile` and `drafters.overrides.<node>.profile` against the files they name.
+"""`verifier.profile`, `verifier.overrides.<host>.profile`, `drafters.profile` and `drafters.overrides.<node>.profile` against the files they name.
 
 Names (devices, models, dtypes) are checked where the field is validated (nodes/config.py `_profile`); here a
 `{table: FILE}` is resolved against the experiment file's directory, read once (TableCost.load), and made
@@ -34,6 +34,17 @@ def check_profiles(exp, base_dir: Path) -> tuple[Found, dict, dict]:
     vupdate, dupdate = {}, {}
     if exp.verifier.profile is not None:
         vupdate["profile"] = _table(found, ("verifier", "profile"), exp.verifier.profile, base_dir)
+    voverrides = {}
+    for n, o in exp.verifier.overrides.items():
+        if exp.verifier.backend != "synthetic":
+            found.append((("verifier", "overrides", n), f"per-verifier overrides need verifier.backend synthetic "
+                                                        f"(it is {exp.verifier.backend})"))
+        if o.profile is not None:
+            o = o.model_copy(update={"profile": _table(found, ("verifier", "overrides", n, "profile"), o.profile,
+                                                       base_dir)})
+        voverrides[n] = o
+    if voverrides:
+        vupdate["overrides"] = voverrides
     if exp.drafters.profile is not None:
         dupdate["profile"] = _table(found, ("drafters", "profile"), exp.drafters.profile, base_dir)
     overrides = {}

@@ -13,7 +13,7 @@ from typing import Sequence, TypeVar
 
 from pydantic import BaseModel
 
-from nodes.config import DraftModel, DrafterConfig, Routing, VerifierConfig, VerifierModel, write_config
+from nodes.config import DraftModel, DrafterConfig, Routing, VerifierConfig, write_config
 from testbed.run.workload_files import prompts_file, trace_file
 
 M = TypeVar("M", bound=BaseModel)
@@ -27,9 +27,11 @@ def _narrow(model: type[M], obj: BaseModel) -> M:
 
 def verifier_config(exp, name: str, bind: str, run_dir: Path, link_state: Path | None = None) -> VerifierConfig:
     """Verifier `name` of an experiment point, bound to `bind`, logging to RUN/events/<name>.jsonl; `link_state`
-    is the file the runner keeps current (mininet only). The random budget scheduler's seed is the experiment's."""
+    is the file the runner keeps current (mininet only). The random budget scheduler's seed is the experiment's.
+    Its model: verifier.* with verifier.overrides[host] applied (`name` is the host, or "verifier" alone)."""
+    host = exp.verifier.node if name == "verifier" else name
     return VerifierConfig(
-        name=name, bind=bind, model=_narrow(VerifierModel, exp.verifier), batching=exp.batching,
+        name=name, bind=bind, model=exp.verifier.model_for(host), batching=exp.batching,
         speculation=exp.speculation, scheduling=exp.scheduling, seed=exp.seed,
         link_state=None if link_state is None else str(link_state),
         log=str(Path(run_dir) / "events" / f"{name}.jsonl"))

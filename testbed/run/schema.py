@@ -63,11 +63,28 @@ class LinkOverride(_Strict):
     channel: Any = None              # time-varying channel (testbed/channels/spec.py); trace files relative to this file
 
 
+class VerifierOverride(_Strict):
+    """`verifier.overrides.<host>`: one verifier's compute when several run (routing), for heterogeneous fleets
+    (DSD-Sim's targets: different models on different GPUs). Synthetic backend only; null: keep the default."""
+    profile: Profile | None = None   # {device, model, dtype} roofline or {table: FILE} (relative to this file)
+    verify_base_ms: Ms | None = None
+    verify_per_token_ms: Ms | None = None
+
+
 class VerifierSpec(VerifierModel):
     """`verifier.*`: the verifier's model (backend, model, device, dtype, threads, vocab_size, verify_base_ms,
     verify_per_token_ms: nodes/config.py VerifierModel; vocab_size null: drafters.vocab_size) and where it runs."""
     node: str | None = None          # topology host running the verifier (role verifier); default: its only one
     port: int = Field(5555, ge=1024, le=65535)   # TCP port the verifier binds on its host
+    overrides: dict[str, VerifierOverride] = {}  # verifier host -> its own compute (checks.py check_nodes)
+
+    def model_for(self, host: str | None) -> VerifierModel:
+        """The verifier model of host `host`: these defaults with its override applied."""
+        base = VerifierModel.model_validate(self.model_dump(include=set(VerifierModel.model_fields)))
+        o = self.overrides.get(host) if host else None
+        if o is None:
+            return base
+        return base.model_copy(update={k: v for k, v in o.model_dump().items() if v is not None})
 
 
 class DrafterOverride(_Strict):
