@@ -9,6 +9,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 
 from testbed.common.errors import ConfigError, ShapingError
 
@@ -253,6 +254,18 @@ def cmd_validate(args) -> int:
     return 0 if all(c["ok"] or c["emu_pacing_distorted"] for _, c in rows) else 1
 
 
+def cmd_reproduce(args) -> int:
+    from pathlib import Path
+    from testbed.reproduce.driver import reproduce
+    from testbed.reproduce.suite import ReproduceError
+    try:
+        return reproduce(args.paper, args.quick, args.backend, Path(args.results), args.jobs,
+                         None if args.no_docs else Path(args.docs))
+    except ReproduceError as e:
+        print(f"testbed reproduce: {e}", file=sys.stderr)
+        return 2
+
+
 def cmd_clean(args) -> int:
     from testbed.net.runs import clean
     print(clean(args.run or None, include_live=bool(args.run)))
@@ -316,6 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", help="comma-separated scenario names")
     s.add_argument("--results", default="results")
     s.set_defaults(func=cmd_validate)
+    s = sub.add_parser("reproduce", help="run a paper's suite (experiments/papers/PAPER): figures and claims.md")
+    s.add_argument("paper", help="goodspeed | zhu | dsd | all")
+    s.add_argument("--quick", action="store_true", help="shortened runs (all three papers in about 15 min here)")
+    s.add_argument("--backend", default="sim", help="sim (default) or mininet (small points only; root)")
+    s.add_argument("--results", default="results")
+    s.add_argument("--jobs", type=int, default=None, help="points at once on sim (default: one per core)")
+    s.add_argument("--docs", default=str(Path(__file__).resolve().parent.parent / "docs" / "reproduction.md"),
+                   help="the generated reproduction page (rewritten after a full run)")
+    s.add_argument("--no-docs", action="store_true", help="leave the reproduction page alone")
+    s.set_defaults(func=cmd_reproduce)
     s = sub.add_parser("clean", help="remove what dead runs left (bridges, processes); live runs are kept")
     s.add_argument("--run", action="append", metavar="ID", help="clean this run even if live (repeatable)")
     s.set_defaults(func=cmd_clean)

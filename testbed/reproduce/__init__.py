@@ -1,0 +1,1 @@
+"""`testbed reproduce`: the three papers' suites (experiments/papers/<paper>/), their figures and claims tables."""

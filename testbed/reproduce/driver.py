@@ -1,0 +1,112 @@
+"""`testbed reproduce PAPER [--quick] [--backend sim|mininet]`: run a paper's suite, draw its figures, write its
+claims table, and (after a full run) regenerate docs/reproduction.md.
+
+Each paper module (testbed/reproduce/<paper>.py) gives `points(quick, backend)`, `analyse(runs, out, quick)`
+(figures into `out`; claims and the numbers behind them) and MODELLED (what its figures rest on that was
+modelled, not measured). This module runs them into results/reproduce/<paper>/<UTC time>/:
+claims.md, the figures, reproduce.json (every number, every point's run directory and status), runs/ and logs/.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import import_module
+from pathlib import Path
+
+from testbed.reproduce.suite import REPO, ReproduceError, Runner, check_backend, claims_table, write_json
+
+PAPERS = {"goodspeed": "GoodSpeed (arXiv 2512.09963)",
+          "zhu": "Zhu et al. 2025 (arXiv 2510.11331)",
+          "dsd": "DSD (distributed speculative decoding, DSD-Sim)"}
+BACKENDS = ("sim", "mininet")
+
+
+def papers(name: str) -> list[str]:
+    if name == "all":
+        return list(PAPERS)
+    if name not in PAPERS:
+        raise ReproduceError(f"unknown paper {name!r}; known: {', '.join(PAPERS)} (or all)")
+    return [name]
+
+
+def module(paper: str):
+    return import_module(f"testbed.reproduce.{paper}")
+
+
+def reproduce(name: str, quick: bool = False, backend: str = "sim", results: Path = Path("results"),
+              jobs: int | None = None, docs: Path | None = REPO / "docs" / "reproduction.md") -> int:
+    """Run the suites; 0 when every point completed (a claim that does not hold is a result, not a failure)."""
+    if backend not in BACKENDS:
+        raise ReproduceError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    names = papers(name)
+    suites = {p: module(p) for p in names}
+    plans = {p: m.points(quick, backend) for p, m in suites.items()}
+    for pts in plans.values():        # every point checked before anything runs
+        check_backend(pts, backend)
+    jobs = jobs or max(1, os.cpu_count() or 1)
+    ok = True
+    for paper, m in suites.items():
+        out = _out_dir(Path(results), paper)
+        print(f"== reproduce {paper}{' --quick' if quick else ''} (backend {backend}) -> {out}", flush=True)
+        t0 = time.monotonic()
+        done = Runner(out, jobs).run(plans[paper])
+        runs = {k: r.run_dir for k, r in done.items() if r.status == "complete"}
+        claims, numbers = m.analyse(runs, out, quick) if runs else ([], {"figures": []})
+        seconds = time.monotonic() - t0
+        failed = [r for r in done.values() if r.status != "complete"]
+        ok &= not failed
+        meta = {"paper": paper, "title": PAPERS[paper], "quick": quick, "backend": backend,
+                "command": shlex.join(["testbed", "reproduce", paper] + (["--quick"] if quick else [])
+                                      + ["--backend", backend]),
+                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": round(seconds, 1),
+                "modelled": m.MODELLED,
+                "points": {k: {"status": r.status, "run_dir": str(r.run_dir) if r.run_dir else None,
+                               "seconds": round(r.seconds, 1), "log": str(r.log), "message": r.message}
+                           for k, r in done.items()},
+                "claims": [c.__dict__ for c in claims], **numbers}
+        write_json(out / "reproduce.json", meta)
+        (out / "claims.md").write_text(claims_md(meta, claims))
+        print(f"   claims: {out / 'claims.md'} ({sum(c.holds is True for c in claims)} hold, "
+              f"{sum(c.holds is False for c in claims)} do not, {sum(c.holds is None for c in claims)} not "
+              f"assessed); {len(failed)} point(s) failed; {seconds:.0f} s", flush=True)
+        for f in failed:
+            print(f"   failed: {f.point.key}: {f.message}", file=sys.stderr, flush=True)
+    if docs is not None and not quick:
+        from testbed.reproduce.docs import write_docs
+        path = write_docs(Path(results), docs)
+        print(f"docs: {path}", flush=True)
+    return 0 if ok else 1
+
+
+def _out_dir(results: Path, paper: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = results / "reproduce" / paper / stamp
+    n = 1
+    while out.exists():             # two runs in the same second (e.g. `all` on a tiny suite)
+        n += 1
+        out = results / "reproduce" / paper / f"{stamp}-{n}"
+    out.mkdir(parents=True)
+    return out
+
+
+def claims_md(meta: dict, claims) -> str:
+    from testbed.reproduce.suite import Claim
+    claims = [c if isinstance(c, Claim) else Claim(**c) for c in claims]
+    pts = meta["points"]
+    failed = {k: v for k, v in pts.items() if v["status"] != "complete"}
+    lines = [f"# {meta['title']}: claims reproduced", "",
+             f"`{meta['command']}`, finished {meta['finished']} in {meta['seconds']:.0f} s; "
+             f"{len(pts) - len(failed)} of {len(pts)} points complete"
+             + (" (**--quick**: shortened runs, not the paper's length)" if meta["quick"] else "") + ".", "",
+             f"**Modelled, not measured:** {meta['modelled']}.", "",
+             "A claim that does not hold is reported as measured, with the likely reason; no setting was tuned "
+             "to make one hold.", "", claims_table(claims) if claims else "_no claims could be assessed_", ""]
+    if failed:
+        lines += ["## Points that did not complete", ""]
+        lines += [f"- `{k}`: {v['status']}: {v['message']}" for k, v in failed.items()] + [""]
+    if meta.get("figures"):
+        lines += ["## Figures", ""] + [f"![{f}]({f})" for f in meta["figures"]] + [""]
+    return "\n".join(lines)

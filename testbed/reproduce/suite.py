@@ -1,0 +1,169 @@
+"""What every paper suite is made of: sweep points (an experiment file and its `--set`s), claims, and the runner
+that runs the points as `testbed run` child processes, in parallel on the simulator.
+
+A point runs exactly as a user would run it by hand (its command is written to its log), so a figure can always
+be traced back to one `testbed run`. Points run as children, not in this process: each is its own run with its
+own manifest, a crash in one fails that point only, and Ctrl-C stops them all (each child cleans up its run).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent.parent
+PAPERS_DIR = REPO / "experiments" / "papers"
+# The most synthetic drafters this 2-core machine paces within limits on the emulator (`make bench`: pacing; the
+# validation's 32-drafter scenario is distorted, 8 are not). A point with more is simulator-only.
+MININET_MAX_DRAFTERS = 8
+
+
+class ReproduceError(Exception):
+    """Bad input to `testbed reproduce`: one line, exit 2."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a suite: `testbed run FILE --set ...` (a single point of the file's sweep)."""
+    key: str                      # unique in the suite, path-safe: "qwen3-8/C16/goodspeed"
+    file: Path
+    sets: tuple[str, ...]
+    drafters: int                 # hosts that draft (the emulator's size limit)
+    backend: str = "sim"
+
+    def argv(self, results: Path) -> list[str]:
+        return [sys.executable, "-m", "testbed.cli", "run", str(self.file), "--results", str(results),
+                "--set", f"backend={self.backend}", *[a for s in self.sets for a in ("--set", s)]]
+
+
+@dataclass
+class Claim:
+    """One row of claims.md: what the paper says, where, what was measured here and whether it holds."""
+    claim: str
+    where: str                    # "Fig. 3", "§V-B", "secondary source: ..."
+    measured: str
+    holds: bool | None            # None: not assessed (the reason is in `why`)
+    config: str
+    why: str = ""
+
+    def row(self) -> str:
+        verdict = {True: "holds", False: "does not hold", None: "not assessed"}[self.holds]
+        cells = [self.claim, self.where, self.measured, verdict, self.config, self.why or "–"]
+        return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+
+CLAIMS_HEAD = "| claim | where in the paper | measured here | verdict | configuration | why / notes |\n" \
+              "|---|---|---|---|---|---|"
+
+
+def claims_table(claims: list[Claim]) -> str:
+    return "\n".join([CLAIMS_HEAD] + [c.row() for c in claims])
+
+
+@dataclass
+class PointResult:
+    point: Point
+    status: str                   # complete | failed | interrupted
+    run_dir: Path | None
+    seconds: float
+    log: Path
+    message: str = ""
+
+
+@dataclass
+class Runner:
+    """Runs points as children, `jobs` at a time (mininet points one at a time: they share the host's cores and
+    the emulator paces badly when overloaded)."""
+    out: Path
+    jobs: int = 1
+    progress: object = print
+    _procs: set = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopping: bool = False
+
+    def run(self, points: list[Point]) -> dict[str, PointResult]:
+        jobs = 1 if any(p.backend == "mininet" for p in points) else max(1, self.jobs)
+        done: dict[str, PointResult] = {}
+        started = time.monotonic()
+        self.progress(f"{len(points)} point(s), {jobs} at a time; logs under {self.out / 'logs'}")
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(self._one, p) for p in points]
+            try:
+                for f in futures:
+                    r = f.result()
+                    done[r.point.key] = r
+                    self.progress(f"  [{len(done)}/{len(points)}] {r.point.key}: {r.status} in {r.seconds:.0f} s "
+                                  f"(elapsed {time.monotonic() - started:.0f} s)"
+                                  + (f": {r.message}" if r.message else ""))
+            except KeyboardInterrupt:
+                self.stop()
+                raise
+        return done
+
+    def stop(self) -> None:
+        """Ctrl-C: every child gets SIGINT (it stops its run and writes what it has), then SIGKILL after 30 s."""
+        with self._lock:
+            self._stopping = True
+            procs = list(self._procs)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 30
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def _one(self, point: Point) -> PointResult:
+        results = self.out / "runs" / point.key
+        log = self.out / "logs" / (point.key.replace("/", "_") + ".log")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        results.mkdir(parents=True, exist_ok=True)
+        argv = point.argv(results)
+        t0 = time.monotonic()
+        with self._lock:
+            if self._stopping:
+                return PointResult(point, "interrupted", None, 0.0, log, "not started")
+            with open(log, "w") as fh:
+                fh.write("$ " + shlex.join(argv) + "\n")
+                fh.flush()
+                proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self._procs.add(proc)
+        rc = proc.wait()
+        with self._lock:
+            self._procs.discard(proc)
+        seconds = time.monotonic() - t0
+        runs = sorted(results.glob("*/*/metrics.json"))
+        run_dir = runs[-1].parent if runs else None
+        if rc == 0 and run_dir is not None:
+            return PointResult(point, "complete", run_dir, seconds, log)
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        status = "interrupted" if rc in (130, -signal.SIGINT) else "failed"
+        return PointResult(point, status, run_dir, seconds, log, f"exit {rc}: {tail[0][:200]} (log: {log})")
+
+
+def check_backend(points: list[Point], backend: str) -> None:
+    """`--backend mininet` only for points the emulator can run faithfully here; say which point is too big."""
+    if backend != "mininet":
+        return
+    for p in points:
+        if p.drafters > MININET_MAX_DRAFTERS:
+            raise ReproduceError(
+                f"point {p.key} ({p.file.relative_to(REPO)}) has {p.drafters} drafters; the emulator on this "
+                f"machine paces at most {MININET_MAX_DRAFTERS} (make bench): run it with --backend sim")
+    if os.geteuid() != 0:
+        raise ReproduceError("--backend mininet needs root (Mininet and tc): run it with sudo, or use --backend sim")
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")

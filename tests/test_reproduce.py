@@ -1,0 +1,179 @@
+"""`testbed reproduce`: bad input, the iteration split read from a real simulated run, the GoodSpeed claims'
+logic, the driver end to end on a tiny suite, and docs/reproduction.md generated from full runs only."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed.reproduce import driver, goodspeed, suite
+from testbed.reproduce.docs import write_docs
+from testbed.reproduce.rounds import iterations, settle_iteration, utility_curve
+from testbed.reproduce.suite import Claim, Point, ReproduceError
+
+REPO = Path(__file__).resolve().parent.parent
+QWEN4 = REPO / "experiments" / "papers" / "goodspeed" / "qwen3-4.yaml"
+
+
+def _cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "testbed.cli", "reproduce", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def test_an_unknown_paper_lists_the_known_ones():
+    r = _cli("nosuchpaper")
+    assert r.returncode == 2
+    assert "unknown paper 'nosuchpaper'" in r.stderr and "goodspeed" in r.stderr and "dsd" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_an_unknown_backend_is_refused_before_anything_runs(tmp_path):
+    r = _cli("goodspeed", "--backend", "ns3", "--results", str(tmp_path))
+    assert r.returncode == 2 and "unknown backend 'ns3'" in r.stderr
+    assert not (tmp_path / "reproduce").exists()
+
+
+def test_mininet_on_a_point_too_large_names_it_and_suggests_sim():
+    big = Point("scale/80x20/jsq", QWEN4, (), suite.MININET_MAX_DRAFTERS + 1, "mininet")
+    small = Point("small", QWEN4, (), 2, "mininet")
+    with pytest.raises(ReproduceError, match=r"point scale/80x20/jsq .* 9 drafters.*--backend sim"):
+        suite.check_backend([small, big], "mininet")
+    suite.check_backend([big], "sim")              # the simulator takes any size
+
+
+def _tiny_points(backend="sim"):
+    """Two of the GoodSpeed suite's points, cut to 4 s of simulated time."""
+    pts = [p for p in goodspeed.points(True) if p.key in ("qwen3-4/C24/goodspeed", "qwen3-4/C24/fixed")]
+    return [Point(p.key, p.file, p.sets[:1] + ("workload.duration_s=4",), p.drafters, backend) for p in pts]
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gs")
+    done = suite.Runner(out, jobs=2, progress=lambda m: None).run(_tiny_points())
+    assert all(r.status == "complete" for r in done.values()), [r.message for r in done.values()]
+    return {k: r.run_dir for k, r in done.items()}
+
+
+def test_the_iteration_split_adds_up_on_a_simulated_run(tiny_runs):
+    run = tiny_runs["qwen3-4/C24/fixed"]
+    its, drafters = iterations(run)
+    assert drafters == ["d1", "d2", "d3", "d4"] and len(its) >= 5
+    verifies = [json.loads(line) for line in (run / "events" / "verifier.jsonl").read_text().splitlines()]
+    verifies = [e for e in verifies if e["event"] == "verify"]
+    for prev, it in zip(its, its[1:]):
+        # one clock: receiving + verification + sending of an iteration = time from the previous verdicts'
+        # arrival to this one's (so consecutive iterations tile the run without gap or overlap)
+        assert it.receiving_s >= 0 and it.sending_s > 0 and it.verify_s > 0
+        assert it.t_end - it.verify_s >= prev.t_end + prev.sending_s - 1e-9
+    # every committed token of the window is counted once, against the verifier's own log
+    batch_ids = sorted({e["batch_id"] for e in verifies})[:len(its)]
+    assert sum(sum(it.tokens.values()) for it in its) == sum(e["tokens"] for e in verifies
+                                                              if e["batch_id"] in batch_ids)
+    # Fixed-S: every server drafts C / N = 6 in every round but its sessions' prefills (window 0, one token)
+    windows = [(w, it.tokens[d]) for it in its[1:] for d, w in it.window.items()]
+    assert all(w == 6 or (w == 0 and t == 1) for w, t in windows)
+    assert sum(w == 6 for w, _ in windows) > 0.8 * len(windows)
+
+
+def test_utility_is_the_sum_of_log_mean_goodputs(tiny_runs):
+    its, drafters = iterations(tiny_runs["qwen3-4/C24/goodspeed"])
+    curve = utility_curve(its, drafters)
+    t = len(its)
+    want = sum(math.log(sum(it.tokens.get(d, 0) for it in its) / t) for d in drafters)
+    assert curve[-1] == pytest.approx(want)
+    assert settle_iteration([1.0, 5.0, 9.9, 10.0, 10.1, 10.0]) == 3
+    assert settle_iteration([1.0, 2.0]) is None or settle_iteration([1.0, 2.0]) == 2
+
+
+def _nums(**over):
+    base = {"iterations": 600, "tokens": 6000, "wall_s": 60.0, "s_per_token": 0.01, "receiving_s": 40.0,
+            "verify_s": 19.0, "sending_s": 0.01, "utility_final": 6.0, "utility_at_600": 6.0,
+            "settle_iteration": 350, "tracking_error": 0.05}
+    return {**base, **over}
+
+
+def _verdicts(claims):
+    return {c.claim.split(" ")[0] + ":" + c.claim.split(" ")[-1]: c.holds for c in claims}
+
+
+def test_goodspeed_claims_hold_or_not_on_the_numbers():
+    nums = {"qwen3-8/C16/goodspeed": _nums(verify_s=18.0, receiving_s=41.0, utility_at_600=6.3),
+            "qwen3-8/C16/fixed": _nums(utility_at_600=6.1),
+            "qwen3-8/C16/random": _nums(s_per_token=0.0112, utility_at_600=5.7)}
+    claims = goodspeed._claims(nums, quick=False)
+    by = {c.claim: c for c in claims}
+    assert by["Random-S is 5-25 % slower than Fixed-S"].holds is True
+    assert by["GoodSpeed's verification time is about 5 % below Fixed-S"].holds is True
+    assert by["U(x̄(T)) ends above both baselines"].holds is True
+    assert by["GoodSpeed's utility stabilises by about 400 iterations"].holds is True
+    assert by["sending takes under 0.1 % of the wall time"].holds is True
+    nums["qwen3-8/C16/random"]["s_per_token"] = 0.02                 # 100 % slower: outside 5-25 %
+    nums["qwen3-8/C16/goodspeed"]["settle_iteration"] = 580
+    nums["qwen3-8/C16/goodspeed"]["utility_at_600"] = 6.0             # below Fixed-S
+    by = {c.claim: c for c in goodspeed._claims(nums, quick=False)}
+    assert by["Random-S is 5-25 % slower than Fixed-S"].holds is False
+    assert by["Random-S is 5-25 % slower than Fixed-S"].why            # says why it may not hold
+    assert by["U(x̄(T)) ends above both baselines"].holds is False
+    assert by["GoodSpeed's utility stabilises by about 400 iterations"].holds is False
+    # a quick run never judges settling
+    by = {c.claim: c for c in goodspeed._claims(nums, quick=True)}
+    assert by["GoodSpeed's utility stabilises by about 400 iterations"].holds is None
+
+
+class _TinySuite:
+    MODELLED = "everything (a test suite)"
+
+    @staticmethod
+    def points(quick, backend="sim"):
+        return _tiny_points(backend)
+
+    @staticmethod
+    def analyse(runs, out, quick):
+        claims, numbers = goodspeed.analyse(runs, out, quick)
+        return claims, numbers
+
+
+def test_the_driver_writes_claims_figures_and_docs(tmp_path, monkeypatch):
+    monkeypatch.setattr(driver, "module", lambda paper: _TinySuite)
+    monkeypatch.setattr(driver, "PAPERS", {"goodspeed": "GoodSpeed (tiny)"})
+    docs = tmp_path / "docs" / "reproduction.md"
+    assert driver.reproduce("goodspeed", quick=True, results=tmp_path, jobs=2, docs=docs) == 0
+    assert not docs.exists()                                   # quick runs never touch the docs
+    [out] = (tmp_path / "reproduce" / "goodspeed").iterdir()
+    meta = json.loads((out / "reproduce.json").read_text())
+    assert set(meta["points"]) == {"qwen3-4/C24/goodspeed", "qwen3-4/C24/fixed"}
+    assert all(p["status"] == "complete" for p in meta["points"].values())
+    text = (out / "claims.md").read_text()
+    assert "| claim | where in the paper |" in text and "--quick" in text and "Modelled, not measured" in text
+    for f in ("fig2_goodput.png", "fig3_walltime.png", "fig4_utility.png"):
+        assert (out / f).stat().st_size > 5000
+    # a full run (here: the same suite, not quick) regenerates the docs with its claims and figures
+    assert driver.reproduce("goodspeed", quick=False, results=tmp_path, jobs=2, docs=docs) == 0
+    page = docs.read_text()
+    assert "<!-- paper:goodspeed -->" in page and "GoodSpeed's total wall time is comparable" in page
+    assert (docs.parent / "reproduction" / "goodspeed" / "fig4_utility.png").exists()
+
+
+def test_docs_keep_a_section_without_a_full_run_and_ignore_quick_ones(tmp_path):
+    docs = tmp_path / "reproduction.md"
+    docs.write_text("<!-- paper:zhu -->\n## kept from before\n<!-- /paper:zhu -->\n")
+    quick = tmp_path / "results" / "reproduce" / "dsd" / "20260101T000000Z"
+    quick.mkdir(parents=True)
+    (quick / "reproduce.json").write_text(json.dumps({"quick": True, "points": {"a": {"status": "complete"}}}))
+    page = write_docs(tmp_path / "results", docs).read_text()
+    assert "## kept from before" in page
+    assert "No full run yet: `testbed reproduce dsd`" in page and "No full run yet: `testbed reproduce goodspeed`" in page
+
+
+def test_a_failing_point_is_reported_and_the_rest_still_run(tmp_path):
+    good, = [p for p in _tiny_points() if p.key.endswith("fixed")]
+    bad = Point("broken", good.file, ("workload.max_new=-3",), 4)
+    done = suite.Runner(tmp_path, jobs=2, progress=lambda m: None).run([bad, good])
+    assert done["broken"].status == "failed" and "max_new" in done["broken"].log.read_text()
+    assert done[good.key].status == "complete"
+    assert Claim("c", "w", "m", None, "cfg").row().count("|") == 7
