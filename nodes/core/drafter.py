@@ -81,9 +81,13 @@ class DrafterCore:
         self.sampling = Sampling(w.temperature, config.speculation.payload, config.seed)
         self.stop = make_stop_rule(config.stop_rule_spec())
         r = config.routing
+        # JSQ here is each drafter's own, on loads reported in verdicts: with ties by name every drafter that
+        # sees no load (all of them at the start) would pick the same first verifier (80 drafters all on t1 of
+        # DSD's 20 targets); ties broken at random (seeded per drafter) spread them as a central router would.
         self.router = None if r.policy is None else \
             make_router(r.policy, **({"d": r.d} if r.policy == "jsq-d" else {}),
-                        **({"seed": config.seed} if r.policy in ("random", "jsq-d") else {}))
+                        **({"ties": "random"} if r.policy == "jsq" else {}),
+                        **({"seed": config.seed} if r.policy in ("random", "jsq-d", "jsq") else {}))
         self.sessions: dict[str, ClientSession] = {}
         self.verifiers: list[str] = []
         self.load: dict[str, int] = {}
