@@ -5,6 +5,8 @@ from __future__ import annotations
 import heapq
 import itertools
 
+import pytest
+
 from nodes import events as E
 from nodes.backends.synthetic import ComputeProfile, SyntheticDraft, SyntheticTarget, parse_alpha, session_key, true_token
 from nodes.config import DrafterConfig, VerifierConfig
@@ -174,16 +176,18 @@ def test_verifier_batches_what_arrived_while_it_computed():
     assert mean_batch(50.0) > 1.5 * mean_batch(0.0) and mean_batch(20.0) > mean_batch(0.0)
 
 
-def test_drafters_that_see_no_load_spread_their_jsq_placements():
+@pytest.mark.parametrize("policy", ["jsq", "round-robin"])
+def test_drafters_that_see_no_load_spread_their_first_placements(policy):
     """Drafter-side JSQ sees only loads reported in verdicts: at the start every verifier reads 0, and ties by name
-    sent all 80 of DSD's drafters to the first of 20 targets. Ties are broken at random, seeded per drafter."""
+    sent all 80 of DSD's drafters to the first of 20 targets; every drafter's own round-robin counter started at
+    the same first target. Ties are broken at random and counters start at an offset, seeded per drafter."""
     from nodes import protocol as P
     targets = [f"t{i}" for i in range(1, 9)]
     first = {}
     for i in range(16):
         cfg = DrafterConfig(name=f"d{i}", model={"backend": "synthetic", "vocab_size": V},
                             workload={"requests": 1, "max_new": 8}, prompt_texts=PROMPTS,
-                            routing={"policy": "jsq"}, seed=1000 + i)
+                            routing={"policy": policy}, seed=1000 + i)
         backend = SyntheticDraft(V, parse_alpha(0.8), ComputeProfile(), seed=cfg.seed, clock=lambda: 0.0)
         core = DrafterCore(cfg, backend, [(t, backend.encode(t)) for t in PROMPTS])
         for t in targets:
@@ -193,7 +197,7 @@ def test_drafters_that_see_no_load_spread_their_jsq_placements():
     assert len(set(first.values())) >= 4, first
     again = DrafterCore(DrafterConfig(name="d0", model={"backend": "synthetic", "vocab_size": V},
                                       workload={"requests": 1, "max_new": 8}, prompt_texts=PROMPTS,
-                                      routing={"policy": "jsq"}, seed=1000), backend, [(t, backend.encode(t))
+                                      routing={"policy": policy}, seed=1000), backend, [(t, backend.encode(t))
                                                                                     for t in PROMPTS])
     for t in targets:
         again.on_welcome(f"sim://{t}", P.encode(P.Welcome(t, "synthetic", "synthetic", V)), 0.0)

@@ -177,3 +177,84 @@ def test_a_failing_point_is_reported_and_the_rest_still_run(tmp_path):
     assert done["broken"].status == "failed" and "max_new" in done["broken"].log.read_text()
     assert done[good.key].status == "complete"
     assert Claim("c", "w", "m", None, "cfg").row().count("|") == 7
+
+
+# ------------------------------------------------------------------------------------------ DSD and Zhu suites
+
+def test_effect_sizes_hold_within_half_to_double_with_the_papers_sign():
+    assert suite.effect_holds(0.097, 0.097) and suite.effect_holds(0.05, 0.097) and suite.effect_holds(0.19, 0.097)
+    assert not suite.effect_holds(0.04, 0.097) and not suite.effect_holds(-0.097, 0.097)
+    assert suite.effect_holds(-0.11, -0.11) and not suite.effect_holds(0.11, -0.11)
+    assert not suite.effect_holds(-0.30, -0.11)
+
+
+def test_dsd_points_cover_the_stacks_rtts_and_seeds_and_mininet_refuses_them():
+    from testbed.reproduce import dsd
+    quick, full = dsd.points(True), dsd.points(False)
+    assert len(quick) == len(dsd.STACKS) * 2 and len({p.key for p in quick}) == len(quick)
+    assert len(full) == len(dsd.STACKS) * 2 * 3 + 2
+    assert sum(p.drafters == 800 for p in full) == 2
+    assert all(any(s.startswith("workload.duration_s=") for s in p.sets) for p in quick)
+    sweep = json.loads(next(s for s in full[-1].sets if s.startswith("sweep=")).removeprefix("sweep="))
+    assert sweep["routing.policy"] == ["jsq"] and sweep["speculation.policy"] == ["awc"]
+    assert "topology=fleet-800x20.yaml" in full[-1].sets
+    with pytest.raises(ReproduceError, match=r"point 80x20/random\+fifo\+static/rtt10/seed0 .* 80 drafters"):
+        suite.check_backend(dsd.points(True, "mininet"), "mininet")
+
+
+def _dsd_run(root: Path, key: str, goodput: float, tpot: float, e2e: float, done: int) -> Path:
+    d = root / key
+    d.mkdir(parents=True)
+    total = {"goodput_tps": goodput, "tpot_p50_s": tpot, "ttft_p50_s": 0.3, "e2e_mean_s": e2e,
+             "slo_attainment": 0.5, "requests_completed": done, "window_s": 100.0, "verifier_busy_fraction": 0.5}
+    (d / "metrics.json").write_text(json.dumps({"total": total}))
+    return d
+
+
+def test_dsd_claims_and_figures_from_run_metrics(tmp_path):
+    from testbed.reproduce import dsd
+    runs = {}
+    for seed, jitter in ((0, 1.0), (1, 1.02)):
+        for stack, gp, tpot, e2e, n in (("random+fifo+static", 1000, 0.050, 20.0, 100),
+                                        ("round-robin+fifo+static", 1010, 0.050, 20.0, 100),
+                                        ("jsq+fifo+static", 1050, 0.045, 19.0, 190),
+                                        ("jsq+length+static", 1080, 0.045, 18.5, 200),
+                                        ("jsq+length+awc", 1100, 0.040, 18.0, 200)):
+            key = f"80x20/{stack}/rtt10/seed{seed}"
+            runs[key] = _dsd_run(tmp_path / "runs", key, gp * jitter, tpot, e2e, n)
+    claims, numbers = dsd.analyse(runs, tmp_path, quick=False)
+    by = {c.claim: c for c in claims}
+    assert by["+9.7 % throughput of the full DSD stack over the SD baseline"].holds is True      # +10 %
+    assert by["1.1x speed-up over SD baselines"].holds is True                                    # 1.11x
+    assert by["AWC lowers TPOT by 11 % (vs the same stack with a static window)"].holds is True   # -11 %
+    jsq = [c for c in claims if c.claim.startswith("JSQ serves about 2x")]
+    assert [c.holds for c in jsq] == [True, True]                                                 # 1.9x
+    assert by[next(k for k in by if k.startswith("fused mode"))].holds is None
+    cell = numbers["cells"]["80x20/random+fifo+static/rtt10"]
+    assert cell["seeds"] == 2 and cell["goodput_tps"]["min"] == 1000 and cell["goodput_tps"]["max"] == 1020
+    assert (tmp_path / "fig_stacks.png").stat().st_size > 5000
+    # no gain: the throughput claim does not hold
+    runs2 = {k: v for k, v in runs.items() if "awc" not in k}
+    runs2["80x20/jsq+length+awc/rtt10/seed0"] = _dsd_run(tmp_path / "r2", "x", 990, 0.05, 20.0, 100)
+    by = {c.claim: c for c in dsd.analyse(runs2, tmp_path, quick=True)[0]}
+    assert by["+9.7 % throughput of the full DSD stack over the SD baseline"].holds is False
+
+
+def test_zhu_analytic_suite_orders_the_schemes_and_writes_its_figures(tmp_path):
+    from testbed.reproduce import zhu
+    assert zhu.points(True) == []
+    claims, numbers = zhu.analyse({}, tmp_path, quick=True)
+    for rows in numbers["latency"].values():
+        for axis in ("users", "band"):
+            for lat in rows[axis].values():
+                # the proposed scheme optimises over a superset of every baseline's choices
+                assert lat["proposed"] <= min(lat.values()) * (1 + 1e-9), lat
+                assert lat["ad"] > lat["proposed"]
+    by = {c.claim: c for c in claims}
+    assert by["SD has lower total latency than AD"].holds is True
+    assert by[next(k for k in by if k.startswith("the same on an emulated system"))].holds is None
+    assert (tmp_path / "fig_users.png").stat().st_size > 5000 and (tmp_path / "fig_band.png").exists()
+    # more band never slows the proposed scheme down
+    for rows in numbers["latency"].values():
+        band = [rows["band"][b]["proposed"] for b in sorted(rows["band"])]
+        assert band == sorted(band, reverse=True)

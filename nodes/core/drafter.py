@@ -84,9 +84,12 @@ class DrafterCore:
         # JSQ here is each drafter's own, on loads reported in verdicts: with ties by name every drafter that
         # sees no load (all of them at the start) would pick the same first verifier (80 drafters all on t1 of
         # DSD's 20 targets); ties broken at random (seeded per drafter) spread them as a central router would.
+        # Round-robin starts each drafter's counter at its own (seeded) offset for the same reason.
         self.router = None if r.policy is None else \
             make_router(r.policy, **({"d": r.d} if r.policy == "jsq-d" else {}),
                         **({"ties": "random"} if r.policy == "jsq" else {}),
+                        **({"start": random.Random(f"rr/{config.seed}").randrange(1 << 16)}
+                           if r.policy == "round-robin" else {}),
                         **({"seed": config.seed} if r.policy in ("random", "jsq-d", "jsq") else {}))
         self.sessions: dict[str, ClientSession] = {}
         self.verifiers: list[str] = []

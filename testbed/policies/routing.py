@@ -82,13 +82,15 @@ class RandomRouter(_AffinityRouter):
 
 
 class RoundRobinRouter(_AffinityRouter):
-    """The k-th first placement goes to sorted(verifiers)[k mod M], ignoring queues. If the verifier set
-    changes the counter carries on over the new sorted list."""
+    """The k-th first placement goes to sorted(verifiers)[(start + k) mod M], ignoring queues. If the verifier
+    set changes the counter carries on over the new sorted list. start = 0 by default; each drafter gives its own
+    (`start=offset`), since many drafters each running their own counter from 0 would all place their first
+    sessions on the same verifier (a central round-robin, as DSD-Sim's, spreads them)."""
     name = "round-robin"
 
-    def __init__(self) -> None:
+    def __init__(self, start: int = 0) -> None:
         super().__init__()
-        self._next = 0
+        self._next = _seed(start)
 
     def _place(self, names: list[str], queues: Mapping[str, int]) -> str:
         choice = names[self._next % len(names)]
@@ -137,7 +139,7 @@ class JSQdRouter(_AffinityRouter):
 
 
 _CLASSES = {"random": RandomRouter, "round-robin": RoundRobinRouter, "jsq": JSQRouter, "jsq-d": JSQdRouter}
-_PARAMS = {"random": ("seed",), "round-robin": (), "jsq": ("ties", "seed"), "jsq-d": ("d", "seed")}
+_PARAMS = {"random": ("seed",), "round-robin": ("start",), "jsq": ("ties", "seed"), "jsq-d": ("d", "seed")}
 
 
 def make_router(name: str, **params) -> RoutingPolicy:

@@ -29,8 +29,9 @@ def latest_full(results: Path, paper: str) -> Path | None:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError):
             continue
-        if not meta.get("quick") and meta.get("points") and \
-                all(p["status"] == "complete" for p in meta["points"].values()):
+        # an analytic suite (no points) counts once it has claims
+        if not meta.get("quick") and (meta.get("points") or meta.get("claims")) and \
+                all(p["status"] == "complete" for p in meta.get("points", {}).values()):
             best = meta_path.parent
     return best
 

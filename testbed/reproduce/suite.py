@@ -64,6 +64,13 @@ CLAIMS_HEAD = "| claim | where in the paper | measured here | verdict | configur
               "|---|---|---|---|---|---|"
 
 
+def effect_holds(gain: float, paper: float) -> bool:
+    """An effect size reproduced: the paper's sign, within half to double its size (gain and paper as relative
+    changes, e.g. +0.097 for "+9.7 %"). Setups differ (profiles, acceptance, substitutes), so this, not an
+    exact match, is what a reproduction can claim."""
+    return paper / 2 <= gain <= paper * 2 if paper > 0 else paper * 2 <= gain <= paper / 2
+
+
 def claims_table(claims: list[Claim]) -> str:
     return "\n".join([CLAIMS_HEAD] + [c.row() for c in claims])
 
