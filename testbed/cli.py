@@ -259,6 +259,10 @@ def cmd_reproduce(args) -> int:
     from testbed.reproduce.driver import reproduce
     from testbed.reproduce.suite import ReproduceError
     try:
+        if args.analyse:
+            from testbed.reproduce.driver import reanalyse
+            return reanalyse(args.paper, Path(args.analyse), Path(args.results),
+                             None if args.no_docs else Path(args.docs))
         return reproduce(args.paper, args.quick, args.backend, Path(args.results), args.jobs,
                          None if args.no_docs else Path(args.docs))
     except ReproduceError as e:
@@ -338,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--docs", default=str(Path(__file__).resolve().parent.parent / "docs" / "reproduction.md"),
                    help="the generated reproduction page (rewritten after a full run)")
     s.add_argument("--no-docs", action="store_true", help="leave the reproduction page alone")
+    s.add_argument("--analyse", metavar="DIR", help="redraw figures and claims of an earlier run of the suite "
+                   "(results/reproduce/PAPER/TIME) from its points' runs, without running anything")
     s.set_defaults(func=cmd_reproduce)
     s = sub.add_parser("clean", help="remove what dead runs left (bridges, processes); live runs are kept")
     s.add_argument("--run", action="append", metavar="ID", help="clean this run even if live (repeatable)")

@@ -152,6 +152,14 @@ def test_the_driver_writes_claims_figures_and_docs(tmp_path, monkeypatch):
     assert "| claim | where in the paper |" in text and "--quick" in text and "Modelled, not measured" in text
     for f in ("fig2_goodput.png", "fig3_walltime.png", "fig4_utility.png"):
         assert (out / f).stat().st_size > 5000
+    # --analyse redraws an earlier run from its points' runs without running anything
+    (out / "claims.md").unlink()
+    (out / "fig3_walltime.png").unlink()
+    assert driver.reanalyse("goodspeed", out, tmp_path, docs=docs) == 0
+    assert (out / "claims.md").read_text().count("| ") > 10 and (out / "fig3_walltime.png").exists()
+    assert not docs.exists()
+    with pytest.raises(ReproduceError, match="not a reproduce run"):
+        driver.reanalyse("goodspeed", tmp_path, tmp_path, docs=None)
     # a full run (here: the same suite, not quick) regenerates the docs with its claims and figures
     assert driver.reproduce("goodspeed", quick=False, results=tmp_path, jobs=2, docs=docs) == 0
     page = docs.read_text()

@@ -8,6 +8,7 @@ claims.md, the figures, reproduce.json (every number, every point's run director
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -80,6 +81,38 @@ def reproduce(name: str, quick: bool = False, backend: str = "sim", results: Pat
         path = write_docs(Path(results), docs)
         print(f"docs: {path}", flush=True)
     return 0 if ok else 1
+
+
+def reanalyse(paper: str, out: Path, results: Path = Path("results"),
+              docs: Path | None = REPO / "docs" / "reproduction.md") -> int:
+    """Figures, claims.md and reproduce.json of an earlier run `out` redrawn from its points' run directories
+    (after a change to the analysis); nothing runs. The docs follow if it was a full run."""
+    if paper not in PAPERS:
+        raise ReproduceError(f"--analyse needs one paper, one of {', '.join(PAPERS)}; got {paper!r}")
+    try:
+        meta = json.loads((out / "reproduce.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ReproduceError(f"{out}: not a reproduce run (cannot read reproduce.json: {e})") from None
+    if meta.get("paper") != paper:
+        raise ReproduceError(f"{out} is a run of {meta.get('paper')!r}, not {paper!r}")
+    runs = {k: Path(p["run_dir"]) for k, p in meta["points"].items() if p["status"] == "complete"}
+    missing = [str(d) for d in runs.values() if not (d / "metrics.json").exists()]
+    if missing:
+        raise ReproduceError(f"{len(missing)} point run(s) of {out} are gone, e.g. {missing[0]}")
+    claims, numbers = module(paper).analyse(runs, out, meta["quick"])
+    meta = {**{k: v for k, v in meta.items() if k in _META}, "modelled": module(paper).MODELLED,
+            "claims": [c.__dict__ for c in claims], **numbers}
+    write_json(out / "reproduce.json", meta)
+    (out / "claims.md").write_text(claims_md(meta, claims))
+    print(f"   claims: {out / 'claims.md'} ({sum(c.holds is True for c in claims)} hold, "
+          f"{sum(c.holds is False for c in claims)} do not, {sum(c.holds is None for c in claims)} not assessed)")
+    if docs is not None and not meta["quick"]:
+        from testbed.reproduce.docs import write_docs
+        print(f"docs: {write_docs(results, docs)}", flush=True)
+    return 0
+
+
+_META = ("paper", "title", "quick", "backend", "command", "finished", "seconds", "points")
 
 
 def _out_dir(results: Path, paper: str) -> Path:
