@@ -266,3 +266,36 @@ def test_zhu_analytic_suite_orders_the_schemes_and_writes_its_figures(tmp_path):
     for rows in numbers["latency"].values():
         band = [rows["band"][b]["proposed"] for b in sorted(rows["band"])]
         assert band == sorted(band, reverse=True)
+
+
+# ------------------------------------------------------------------------------------------ sim vs emulator
+
+def test_an_analytic_suite_has_nothing_to_crosscheck():
+    r = _cli("zhu", "--crosscheck")
+    assert r.returncode == 2 and "zhu has no runs to cross-check: its suite is analytic" in r.stderr
+
+
+def test_crosscheck_subsets_are_small_enough_to_emulate():
+    from testbed.reproduce import dsd
+    for m in (goodspeed, dsd):
+        for quick in (True, False):
+            pts = m.crosscheck_points(quick)
+            assert pts and all(p.drafters <= suite.MININET_MAX_DRAFTERS for p in pts)
+
+
+@pytest.mark.root
+def test_crosscheck_runs_a_point_on_both_backends_and_compares(tmp_path, monkeypatch):
+    """One GoodSpeed point for 3 s on mininet and on sim: crosscheck.md has its row, the docs its table."""
+    [p] = [x for x in goodspeed.crosscheck_points(True) if x.key.endswith("fixed")]
+    tiny = Point(p.key, p.file, p.sets[:1] + ("workload.duration_s=3",), p.drafters)
+    monkeypatch.setattr(goodspeed, "crosscheck_points", lambda quick: [tiny])
+    assert driver.reproduce("goodspeed", quick=True, results=tmp_path, jobs=1, docs=None, crosscheck=True) == 0
+    [out] = (tmp_path / "reproduce" / "goodspeed").iterdir()
+    meta = json.loads((out / "reproduce.json").read_text())
+    assert meta["crosscheck"] and set(meta["points"]) == {f"mininet/{p.key}", f"sim/{p.key}"}
+    row = meta["rows"][p.key]
+    assert row["goodput"] is not None and abs(row["goodput"]) < 1.0      # same order: a wrong point would not be
+    man = {b: json.loads((Path(meta["points"][f"{b}/{p.key}"]["run_dir"]) / "manifest.json").read_text())
+           for b in ("mininet", "sim")}
+    assert man["mininet"]["backend"] == "mininet" and man["sim"]["backend"] == "sim"
+    assert f"| {p.key} |" in (out / "crosscheck.md").read_text()

@@ -30,13 +30,13 @@ def latest_full(results: Path, paper: str) -> Path | None:
         except (OSError, ValueError):
             continue
         # an analytic suite (no points) counts once it has claims
-        if not meta.get("quick") and (meta.get("points") or meta.get("claims")) and \
+        if not meta.get("quick") and not meta.get("crosscheck") and (meta.get("points") or meta.get("claims")) and \
                 all(p["status"] == "complete" for p in meta.get("points", {}).values()):
             best = meta_path.parent
     return best
 
 
-def section(run: Path, docs_dir: Path) -> str:
+def section(run: Path, docs_dir: Path, results: Path) -> str:
     meta = json.loads((run / "reproduce.json").read_text())
     paper = meta["paper"]
     fig_dir = docs_dir / "reproduction" / paper
@@ -52,6 +52,13 @@ def section(run: Path, docs_dir: Path) -> str:
              f"here for {len(meta['points'])} points; {holds} of {len(claims)} claims hold. Results: `{run}`.", "",
              f"Modelled, not measured: {meta['modelled']}.", "", claims_table(claims), ""]
     lines += [f"![{f}](reproduction/{paper}/{f})" for f in meta.get("figures", [])]
+    from testbed.reproduce.crosscheck import latest
+    check = latest(results, paper)
+    if check is not None:
+        body = (check / "crosscheck.md").read_text().split("\n", 2)[2]
+        lines += ["", "### Simulator vs emulator on the small subset", "", body.strip()]
+    else:
+        lines += ["", f"Simulator vs emulator: no cross-check run yet (`sudo testbed reproduce {paper} --crosscheck`)."]
     return "\n".join(lines + ["", f"<!-- /paper:{paper} -->"])
 
 
@@ -62,7 +69,7 @@ def write_docs(results: Path, path: Path, papers: list[str] | None = None) -> Pa
     for paper in papers or list(PAPERS):
         run = latest_full(results, paper)
         if run is not None:
-            parts.append(section(run, path.parent))
+            parts.append(section(run, path.parent, results))
             continue
         kept = re.search(rf"<!-- paper:{paper} -->.*?<!-- /paper:{paper} -->", old, re.S)
         parts.append(kept.group(0) if kept else

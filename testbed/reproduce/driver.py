@@ -38,12 +38,26 @@ def module(paper: str):
 
 
 def reproduce(name: str, quick: bool = False, backend: str = "sim", results: Path = Path("results"),
-              jobs: int | None = None, docs: Path | None = REPO / "docs" / "reproduction.md") -> int:
-    """Run the suites; 0 when every point completed (a claim that does not hold is a result, not a failure)."""
+              jobs: int | None = None, docs: Path | None = REPO / "docs" / "reproduction.md",
+              crosscheck: bool = False) -> int:
+    """Run the suites; 0 when every point completed (a claim that does not hold is a result, not a failure).
+    crosscheck: run each suite's small subset on mininet and sim instead, and compare (crosscheck.py)."""
     if backend not in BACKENDS:
         raise ReproduceError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     names = papers(name)
     suites = {p: module(p) for p in names}
+    if crosscheck:
+        from testbed.reproduce.crosscheck import crosscheck as run_crosscheck
+        runnable = {p: m for p, m in suites.items() if hasattr(m, "crosscheck_points") or name != "all"}
+        for p in set(suites) - set(runnable):
+            print(f"== {p}: analytic suite, nothing to cross-check", flush=True)
+        rc = 0
+        for p, m in runnable.items():
+            rc |= run_crosscheck(p, m, quick, Path(results), jobs or max(1, os.cpu_count() or 1), _out_dir)
+        if docs is not None:
+            from testbed.reproduce.docs import write_docs
+            print(f"docs: {write_docs(Path(results), docs)}", flush=True)
+        return rc
     plans = {p: m.points(quick, backend) for p, m in suites.items()}
     for pts in plans.values():        # every point checked before anything runs
         check_backend(pts, backend)

@@ -56,6 +56,20 @@ def points(quick: bool, backend: str = "sim") -> list[Point]:
     return out
 
 
+SMALL_TOPOLOGY = "fleet-8x2.yaml"
+# t1 keeps the default target (Llama-2-70B int8 on an A100), t2 is one of DSD-Sim's H100s: still heterogeneous
+SMALL_OVERRIDES = {"t2": {"profile": {"device": "h100-sxm", "model": "llama-3.1-70b", "dtype": "fp8"}}}
+
+
+def crosscheck_points(quick: bool) -> list[Point]:
+    """The two ends of the stack on 8 drafters x 2 targets at RTT 10 ms (run on mininet and sim)."""
+    duration = 15 if quick else 60
+    return [Point(f"8x2/{stack_key(stack)}/rtt10/seed0", FILE,
+                  (_sweep(stack, WAN_DELAY_MS[10], 0), f"topology={SMALL_TOPOLOGY}",
+                   "verifier.overrides=" + json.dumps(SMALL_OVERRIDES), f"workload.duration_s={duration}"), 8)
+            for stack in (STACKS[0], STACKS[-1])]
+
+
 def _sweep(stack, delay: float, seed: int) -> str:
     routing, batching, policy = stack
     return "sweep=" + json.dumps({"routing.policy": [routing], "batching.rule": [batching],

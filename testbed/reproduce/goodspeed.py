@@ -52,6 +52,14 @@ def points(quick: bool, backend: str = "sim") -> list[Point]:
     return out
 
 
+def crosscheck_points(quick: bool) -> list[Point]:
+    """4 servers (qwen3-4.yaml), C = 24, GoodSpeed and Fixed-S: small enough to emulate here (sim and mininet)."""
+    sweep = {"scheduling.budget": [24]}
+    return [Point(f"qwen3-4/C24/{s}", _file("qwen3-4"),
+                  (f"sweep={json.dumps({**sweep, 'scheduling.scheduler': [s]})}",
+                   f"workload.duration_s={15 if quick else 60}"), 4) for s in ("goodspeed", "fixed")]
+
+
 def _split(key: str) -> tuple[str, int, str]:
     config, c, s = key.split("/")
     return config, int(c[1:]), s
