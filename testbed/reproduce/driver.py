@@ -67,7 +67,18 @@ def reproduce(name: str, quick: bool = False, backend: str = "sim", results: Pat
         out = _out_dir(Path(results), paper)
         print(f"== reproduce {paper}{' --quick' if quick else ''} (backend {backend}) -> {out}", flush=True)
         t0 = time.monotonic()
-        done = Runner(out, jobs).run(plans[paper])
+        runner = Runner(out, jobs)
+        try:
+            done = runner.run(plans[paper])
+        except KeyboardInterrupt:       # keep what finished: its runs are on disk, say so in reproduce.json
+            write_json(out / "reproduce.json", {
+                "paper": paper, "title": PAPERS[paper], "quick": quick, "backend": backend, "interrupted": True,
+                "points": {k: {"status": r.status, "run_dir": str(r.run_dir) if r.run_dir else None,
+                               "seconds": round(r.seconds, 1), "log": str(r.log), "message": r.message}
+                           for k, r in runner.done.items()}})
+            print(f"   interrupted: {len(runner.done)} of {len(plans[paper])} point(s) finished; their runs are "
+                  f"under {out / 'runs'}", file=sys.stderr, flush=True)
+            raise
         runs = {k: r.run_dir for k, r in done.items() if r.status == "complete"}
         # an analytic suite has no points; a suite whose points all failed has nothing to analyse
         claims, numbers = m.analyse(runs, out, quick) if runs or not plans[paper] else ([], {"figures": []})
@@ -136,7 +147,10 @@ def _out_dir(results: Path, paper: str) -> Path:
     while out.exists():             # two runs in the same second (e.g. `all` on a tiny suite)
         n += 1
         out = results / "reproduce" / paper / f"{stamp}-{n}"
-    out.mkdir(parents=True)
+    try:
+        out.mkdir(parents=True)
+    except OSError as e:
+        raise ReproduceError(f"cannot create the results directory {out}: {e.strerror}") from None
     return out
 
 

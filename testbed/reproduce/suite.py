@@ -95,10 +95,12 @@ class Runner:
     _procs: set = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stopping: bool = False
+    done: dict = field(default_factory=dict)
 
     def run(self, points: list[Point]) -> dict[str, PointResult]:
         jobs = 1 if any(p.backend == "mininet" for p in points) else max(1, self.jobs)
         done: dict[str, PointResult] = {}
+        self.done = done                  # what finished so far, for a caller interrupted mid-way
         started = time.monotonic()
         self.progress(f"{len(points)} point(s), {jobs} at a time; logs under {self.out / 'logs'}")
         with ThreadPoolExecutor(max_workers=jobs) as pool:
