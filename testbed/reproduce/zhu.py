@@ -187,6 +187,8 @@ def _fig(data: dict, axis: str, xlabel: str, fixed: str, path: Path) -> Path:
                     label=SCHEMES[s])
         if axis == "band":
             ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks([float(x) for x in xs], [f"{float(x):g}" for x in xs])
         ax.set(title=f"{pair} ({fixed}): analytic", xlabel=xlabel, ylabel="total latency Σ completion (s)")
-        finish_axis(ax, bool(xs), loc="upper left")
+        finish_axis(ax, bool(xs), loc="upper right")
     return save(fig, path)
