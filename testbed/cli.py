@@ -264,7 +264,8 @@ def cmd_reproduce(args) -> int:
             return reanalyse(args.paper, Path(args.analyse), Path(args.results),
                              None if args.no_docs else Path(args.docs))
         return reproduce(args.paper, args.quick, args.backend, Path(args.results), args.jobs,
-                         None if args.no_docs else Path(args.docs), args.crosscheck)
+                         None if args.no_docs else Path(args.docs), args.crosscheck,
+                         Path(args.resume) if args.resume else None)
     except ReproduceError as e:
         print(f"testbed reproduce: {e}", file=sys.stderr)
         return 2
@@ -344,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-docs", action="store_true", help="leave the reproduction page alone")
     s.add_argument("--crosscheck", action="store_true", help="run the suite's small subset on mininet and on "
                    "sim and compare them (root): crosscheck.md")
+    s.add_argument("--resume", metavar="DIR", help="carry on an earlier run of the suite (results/reproduce/"
+                   "PAPER/TIME, e.g. after Ctrl-C): its complete points are kept, the others run")
     s.add_argument("--analyse", metavar="DIR", help="redraw figures and claims of an earlier run of the suite "
                    "(results/reproduce/PAPER/TIME) from its points' runs, without running anything")
     s.set_defaults(func=cmd_reproduce)

@@ -152,6 +152,13 @@ def test_the_driver_writes_claims_figures_and_docs(tmp_path, monkeypatch):
     assert "| claim | where in the paper |" in text and "--quick" in text and "Modelled, not measured" in text
     for f in ("fig2_goodput.png", "fig3_walltime.png", "fig4_utility.png"):
         assert (out / f).stat().st_size > 5000
+    # --resume keeps the points that completed (same command) and runs only the rest
+    (out / "reproduce.json").unlink()                       # as if killed before it wrote one
+    assert driver.reproduce("goodspeed", quick=True, results=tmp_path, jobs=2, docs=None, resume=out) == 0
+    meta = json.loads((out / "reproduce.json").read_text())
+    assert all(p["message"] == suite.KEPT and p["seconds"] > 0 for p in meta["points"].values())
+    with pytest.raises(ReproduceError, match="resume it with the same paper and options"):
+        driver.reproduce("goodspeed", quick=False, results=tmp_path, docs=None, resume=out)
     # --analyse redraws an earlier run from its points' runs without running anything
     (out / "claims.md").unlink()
     (out / "fig3_walltime.png").unlink()

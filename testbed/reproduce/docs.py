@@ -11,7 +11,7 @@ import re
 import shutil
 from pathlib import Path
 
-from testbed.reproduce.suite import Claim, claims_table
+from testbed.reproduce.suite import KEPT, Claim, claims_table
 
 HEAD = """# Reproducing the papers
 
@@ -47,9 +47,14 @@ def section(run: Path, docs_dir: Path, results: Path) -> str:
         shutil.copy2(run / f, fig_dir / f)
     claims = [Claim(**c) for c in meta["claims"]]
     holds = sum(c.holds is True for c in claims)
+    pts = meta["points"].values()
+    kept = sum(p.get("message") == KEPT for p in pts)
+    took = f"**{meta['seconds'] / 60:.1f} min** here for {len(meta['points'])} points" if not kept else \
+        (f"**{sum(p.get('seconds') or 0 for p in pts) / 60:.1f} min** of point time here for {len(meta['points'])} "
+         f"points, {meta.get('jobs', 1)} at a time ({kept} of them kept from an interrupted invocation by --resume)")
     lines = [f"<!-- paper:{paper} -->", f"## {meta['title']}", "",
-             f"`{meta['command']}` ({meta['backend']}), finished {meta['finished']}, **{meta['seconds'] / 60:.1f} min** "
-             f"here for {len(meta['points'])} points; {holds} of {len(claims)} claims hold. Results: `{run}`.", "",
+             f"`{meta['command']}` ({meta['backend']}), finished {meta['finished']}, {took}; "
+             f"{holds} of {len(claims)} claims hold. Results: `{run}`.", "",
              f"Modelled, not measured: {meta['modelled']}.", "", claims_table(claims), ""]
     lines += [f"![{f}](reproduction/{paper}/{f})" for f in meta.get("figures", [])]
     from testbed.reproduce.crosscheck import latest

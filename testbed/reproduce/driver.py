@@ -39,9 +39,10 @@ def module(paper: str):
 
 def reproduce(name: str, quick: bool = False, backend: str = "sim", results: Path = Path("results"),
               jobs: int | None = None, docs: Path | None = REPO / "docs" / "reproduction.md",
-              crosscheck: bool = False) -> int:
+              crosscheck: bool = False, resume: Path | None = None) -> int:
     """Run the suites; 0 when every point completed (a claim that does not hold is a result, not a failure).
-    crosscheck: run each suite's small subset on mininet and sim instead, and compare (crosscheck.py)."""
+    crosscheck: run each suite's small subset on mininet and sim instead, and compare (crosscheck.py).
+    resume: an earlier (interrupted) run's folder of this one paper: its complete points are kept, the rest run."""
     if backend not in BACKENDS:
         raise ReproduceError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     names = papers(name)
@@ -63,11 +64,13 @@ def reproduce(name: str, quick: bool = False, backend: str = "sim", results: Pat
         check_backend(pts, backend)
     jobs = jobs or max(1, os.cpu_count() or 1)
     ok = True
+    if resume is not None:
+        resume = _resumable(Path(resume), names, quick, backend)
     for paper, m in suites.items():
-        out = _out_dir(Path(results), paper)
+        out = resume or _out_dir(Path(results), paper)
         print(f"== reproduce {paper}{' --quick' if quick else ''} (backend {backend}) -> {out}", flush=True)
         t0 = time.monotonic()
-        runner = Runner(out, jobs)
+        runner = Runner(out, jobs, resume=resume is not None)
         try:
             done = runner.run(plans[paper])
         except KeyboardInterrupt:       # keep what finished: its runs are on disk, say so in reproduce.json
@@ -85,7 +88,7 @@ def reproduce(name: str, quick: bool = False, backend: str = "sim", results: Pat
         seconds = time.monotonic() - t0
         failed = [r for r in done.values() if r.status != "complete"]
         ok &= not failed
-        meta = {"paper": paper, "title": PAPERS[paper], "quick": quick, "backend": backend,
+        meta = {"paper": paper, "title": PAPERS[paper], "quick": quick, "backend": backend, "jobs": runner.jobs,
                 "command": shlex.join(["testbed", "reproduce", paper] + (["--quick"] if quick else [])
                                       + ["--backend", backend]),
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": round(seconds, 1),
@@ -137,7 +140,23 @@ def reanalyse(paper: str, out: Path, results: Path = Path("results"),
     return 0
 
 
-_META = ("paper", "title", "quick", "backend", "command", "finished", "seconds", "points")
+_META = ("paper", "title", "quick", "backend", "jobs", "command", "finished", "seconds", "points")
+
+
+def _resumable(out: Path, names: list[str], quick: bool, backend: str) -> Path:
+    if len(names) != 1:
+        raise ReproduceError("--resume takes one paper's earlier run, not all")
+    if not (out / "logs").is_dir():
+        raise ReproduceError(f"{out}: not a reproduce run (no logs/ folder)")
+    try:
+        meta = json.loads((out / "reproduce.json").read_text())
+    except (OSError, ValueError):       # killed before it wrote one: each point's log names its command
+        meta = {"paper": names[0], "quick": quick, "backend": backend}
+    want = {"paper": names[0], "quick": quick, "backend": backend}
+    got = {k: meta.get(k) for k in want}
+    if got != want or meta.get("crosscheck"):
+        raise ReproduceError(f"{out} is a run of {got}, not of {want}: resume it with the same paper and options")
+    return out
 
 
 def _out_dir(results: Path, paper: str) -> Path:

@@ -96,6 +96,7 @@ class Runner:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stopping: bool = False
     done: dict = field(default_factory=dict)
+    resume: bool = False              # keep a point's complete run already under `out` instead of re-running it
 
     def run(self, points: list[Point]) -> dict[str, PointResult]:
         jobs = 1 if any(p.backend == "mininet" for p in points) else max(1, self.jobs)
@@ -138,6 +139,14 @@ class Runner:
         log.parent.mkdir(parents=True, exist_ok=True)
         results.mkdir(parents=True, exist_ok=True)
         argv = point.argv(results)
+        if self.resume and _same_command(log, argv):
+            kept = finished_run(results)
+            if kept is not None:
+                try:            # its own time, as the earlier invocation measured it
+                    took = float(json.loads((kept / "manifest.json").read_text()).get("duration_s") or 0.0)
+                except (OSError, ValueError, TypeError):
+                    took = 0.0
+                return PointResult(point, "complete", kept, took, log, KEPT)
         t0 = time.monotonic()
         with self._lock:
             if self._stopping:
@@ -159,6 +168,29 @@ class Runner:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         status = "interrupted" if rc in (130, -signal.SIGINT) else "failed"
         return PointResult(point, status, run_dir, seconds, log, f"exit {rc}: {tail[0][:200]} (log: {log})")
+
+
+KEPT = "kept from the earlier run (--resume)"
+
+
+def _same_command(log: Path, argv: list[str]) -> bool:
+    """Whether the point's earlier log was written by this very command (the same point, options and files)."""
+    try:
+        with open(log) as fh:
+            return fh.readline().rstrip("\n") == "$ " + shlex.join(argv)
+    except OSError:
+        return False
+
+
+def finished_run(results: Path) -> Path | None:
+    """The newest run under a point's results folder whose metrics say it completed."""
+    for metrics in sorted(results.glob("*/*/metrics.json"), reverse=True):
+        try:
+            if json.loads(metrics.read_text()).get("complete"):
+                return metrics.parent
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def check_backend(points: list[Point], backend: str) -> None:
