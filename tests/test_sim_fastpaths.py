@@ -1,7 +1,7 @@
 """The simulator's shortcuts for scale give exactly what the plain algorithms give.
 
 NetPlan.path climbs a rooted tree instead of searching the whole network; _Shaper.admit skips its calendar walk
-on the gap-free tail. Both are checked here against the plain versions on random inputs.
+on the gap-free tail; _Shaper.waiting bisects sorted arrivals and dequeues instead of scanning the slots. Both are checked here against the plain versions on random inputs.
 """
 from __future__ import annotations
 
@@ -61,7 +61,26 @@ def _admit_by_walk(sh: _Shaper, a: float, service: float, beta: float, floor: fl
     slot = _Slot(t, t + service, a, max(a, t))
     sh.slots.insert(j, slot)
     sh.ends.insert(j, slot.e)
+    bisect.insort(sh._arrivals, slot.a)          # waiting()'s bookkeeping, checked on its own below
+    bisect.insort(sh._dequeues, slot.q)
     return slot
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_waiting_by_bisection_equals_the_scan(seed):
+    """_Shaper.waiting counts queued segments from two sorted lists; a scan of the slots is the definition."""
+    rng = random.Random(seed)
+    sh = _Shaper()
+    now = 0.0
+    for _ in range(3000):
+        now += rng.choice([0.0, 0.0, rng.expovariate(3000)])
+        a = now + (rng.uniform(-0.002, 0.0) if rng.random() < 0.2 else 0.0)
+        sh.admit(a, rng.choice([1e-6, 1e-4, 1.2e-3]), rng.choice([0.0, 3e-3]), a - rng.choice([1.0, 0.0005]))
+        for t in (a, now + rng.uniform(0, 0.01)):     # queries at arrivals, as _transmit asks, and later
+            assert sh.waiting(t) == sum(1 for s in sh.slots if s.a <= t < s.q)
+        if rng.random() < 0.05:
+            sh.prune(now - 0.01)
+    assert sorted(s.a for s in sh.slots) == sh._arrivals and sorted(s.q for s in sh.slots) == sh._dequeues
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -110,10 +110,15 @@ class _Shaper:
         self.lookback = 0.0                 # largest burst time used: service may start that far before arrival
         self.run_start = self.run_end = -math.inf   # the tail of the calendar that has no gap, and its end
         self.stats = {"bytes": 0, "segments": 0, "drops": 0, "losses": 0, "retransmits": 0}
+        # The slots' arrivals and dequeues, each sorted: a <= q for every slot, so the slots with a <= t < q number
+        # #(a <= t) - #(q <= t), two bisections. (A scan of the slots per segment made a 4 MB `full` draft,
+        # ~2900 segments over a 1000-packet queue, cost O(segments^2): 250 s of a 300 s GoodSpeed run.)
+        self._arrivals: list[float] = []
+        self._dequeues: list[float] = []
 
     def waiting(self, t: float) -> int:
         """Segments in the pfifo at t: arrived, not yet dequeued."""
-        return sum(1 for s in self.slots if s.a <= t < s.q)
+        return bisect.bisect_right(self._arrivals, t) - bisect.bisect_right(self._dequeues, t)
 
     def admit(self, a: float, service: float, beta: float, floor: float) -> _Slot:
         # HTB with tokens tau (in seconds, at most beta) sends packet i at d_i = max(a_i, V_{i-1}) and sets
@@ -137,6 +142,8 @@ class _Shaper:
             self.run_end = slot.e
         self.slots.insert(j, slot)
         self.ends.insert(j, slot.e)
+        bisect.insort(self._arrivals, slot.a)
+        bisect.insort(self._dequeues, slot.q)
         self.lookback = max(self.lookback, beta)
         return slot
 
@@ -145,6 +152,9 @@ class _Shaper:
         k = 0
         while k < len(self.slots) and self.slots[k].e <= now - self.lookback and self.slots[k].q <= now:
             k += 1
+        for s in self.slots[:k]:       # any one of equal values will do: only the counts are read
+            del self._arrivals[bisect.bisect_left(self._arrivals, s.a)]
+            del self._dequeues[bisect.bisect_left(self._dequeues, s.q)]
         del self.slots[:k], self.ends[:k]
 
 
