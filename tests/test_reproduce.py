@@ -306,3 +306,33 @@ def test_crosscheck_runs_a_point_on_both_backends_and_compares(tmp_path, monkeyp
            for b in ("mininet", "sim")}
     assert man["mininet"]["backend"] == "mininet" and man["sim"]["backend"] == "sim"
     assert f"| {p.key} |" in (out / "crosscheck.md").read_text()
+
+
+def test_a_suite_stopped_by_sigterm_stops_its_points_even_with_sigint_ignored(tmp_path):
+    """Started in the background (`nohup … &`) a suite and its children ignore SIGINT; SIGTERM must still stop
+    every running point promptly and leave reproduce.json saying what happened."""
+    import os
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "reproduce", "goodspeed", "--quick", "--jobs", "1",
+                             "--results", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("reproduce/goodspeed/*/runs/*/*/*/*/events")) and time.monotonic() < deadline:
+        time.sleep(0.2)                                # a point's run has started
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=25)              # children stopped by SIGTERM, not left for the 30 s kill
+    assert proc.returncode == 130, out
+    mine = [p for p in os.listdir("/proc") if p.isdigit()]
+    left = []
+    for pid in mine:
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        if str(tmp_path) in cmd:
+            left.append(cmd)
+    assert not left, left
+    [meta] = [json.loads(p.read_text()) for p in tmp_path.glob("reproduce/goodspeed/*/reproduce.json")]
+    assert meta["interrupted"] is True

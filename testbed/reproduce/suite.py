@@ -119,13 +119,15 @@ class Runner:
         return done
 
     def stop(self) -> None:
-        """Ctrl-C: every child gets SIGINT (it stops its run and writes what it has), then SIGKILL after 30 s."""
+        """Ctrl-C: every child gets SIGTERM (it stops its run and writes what it has), then SIGKILL after 30 s.
+        SIGTERM, not SIGINT: a suite started in the background (`nohup ... &`) has SIGINT ignored, and so would
+        its children; `testbed run` handles SIGTERM as Ctrl-C whatever it inherited."""
         with self._lock:
             self._stopping = True
             procs = list(self._procs)
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 30
         for p in procs:
             try:
@@ -166,7 +168,7 @@ class Runner:
         if rc == 0 and run_dir is not None:
             return PointResult(point, "complete", run_dir, seconds, log)
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        status = "interrupted" if rc in (130, -signal.SIGINT) else "failed"
+        status = "interrupted" if rc in (130, -signal.SIGINT, -signal.SIGTERM) or self._stopping else "failed"
         return PointResult(point, status, run_dir, seconds, log, f"exit {rc}: {tail[0][:200]} (log: {log})")
 
 
