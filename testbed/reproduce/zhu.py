@@ -155,7 +155,7 @@ def _best_gain(data: dict, other: str) -> tuple[float, str]:
 
 def claims(data: dict) -> list[Claim]:
     cfg = "analytic (the DP's cost model); pairs " + ", ".join(f"{p.draft} -> {p.target}" for p in PAIRS)
-    rule = "(holds: within half to double the paper's size)"
+    rule = "[rule: holds within half to double the paper's effect, same sign]"
     points_ = [(lat["proposed"], lat["ad"]) for rows in data.values() for axis in ("users", "band")
                for lat in rows[axis].values()]
     worse = sum(p >= a for p, a in points_)
