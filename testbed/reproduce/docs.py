@@ -49,9 +49,12 @@ def section(run: Path, docs_dir: Path, results: Path) -> str:
     holds = sum(c.holds is True for c in claims)
     pts = meta["points"].values()
     kept = sum(p.get("message") == KEPT for p in pts)
-    took = f"**{meta['seconds'] / 60:.1f} min** here for {len(meta['points'])} points" if not kept else \
+    took = f"**{meta['seconds'] / 60:.1f} min** here for {len(meta['points'])} points, {meta.get('jobs', 1)} at " \
+        f"a time, on {meta.get('cores', '?')} cores" if not kept else \
         (f"**{sum(p.get('seconds') or 0 for p in pts) / 60:.1f} min** of point time here for {len(meta['points'])} "
          f"points, {meta.get('jobs', 1)} at a time ({kept} of them kept from an interrupted invocation by --resume)")
+    if not meta["points"]:
+        took = f"analytic (no runs), computed in {meta['seconds']:.0f} s"
     lines = [f"<!-- paper:{paper} -->", f"## {meta['title']}", "",
              f"`{meta['command']}` ({meta['backend']}), finished {meta['finished']}, {took}; "
              f"{holds} of {len(claims)} claims hold. Results: `{run}`.", "",

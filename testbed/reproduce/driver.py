@@ -89,6 +89,7 @@ def reproduce(name: str, quick: bool = False, backend: str = "sim", results: Pat
         failed = [r for r in done.values() if r.status != "complete"]
         ok &= not failed
         meta = {"paper": paper, "title": PAPERS[paper], "quick": quick, "backend": backend, "jobs": runner.jobs,
+                "cores": os.cpu_count(),
                 "command": shlex.join(["testbed", "reproduce", paper] + (["--quick"] if quick else [])
                                       + ["--backend", backend]),
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": round(seconds, 1),
@@ -140,7 +141,7 @@ def reanalyse(paper: str, out: Path, results: Path = Path("results"),
     return 0
 
 
-_META = ("paper", "title", "quick", "backend", "jobs", "command", "finished", "seconds", "points")
+_META = ("paper", "title", "quick", "backend", "jobs", "cores", "command", "finished", "seconds", "points")
 
 
 def _resumable(out: Path, names: list[str], quick: bool, backend: str) -> Path:
