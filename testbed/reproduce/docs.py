@@ -50,7 +50,7 @@ def section(run: Path, docs_dir: Path, results: Path) -> str:
     pts = meta["points"].values()
     kept = sum(p.get("message") == KEPT for p in pts)
     took = f"**{meta['seconds'] / 60:.1f} min** here for {len(meta['points'])} points, {meta.get('jobs', 1)} at " \
-        f"a time, on {meta.get('cores', '?')} cores" if not kept else \
+        f"a time" + (f" on {meta['cores']} cores" if meta.get("cores") else "") if not kept else \
         (f"**{sum(p.get('seconds') or 0 for p in pts) / 60:.1f} min** of point time here for {len(meta['points'])} "
          f"points, {meta.get('jobs', 1)} at a time ({kept} of them kept from an interrupted invocation by --resume)")
     if not meta["points"]:
