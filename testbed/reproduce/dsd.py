@@ -125,7 +125,7 @@ def _mean(cells, fleet, stack, rtt, field):
 def claims(cells: dict, quick: bool) -> list[Claim]:
     out: list[Claim] = []
     rtts = sorted({int(k.split("/")[2][3:]) for k in cells if k.startswith("80x20/")})
-    seeds = min((c["seeds"] for c in cells.values()), default=0)
+    seeds = min((c["seeds"] for k, c in cells.items() if k.startswith("80x20/")), default=0)
     rule = "[rule: holds within half to double the paper's effect, same sign]"
 
     def config(rtt, extra=""):
