@@ -65,6 +65,8 @@ def section(run: Path, docs_dir: Path, results: Path) -> str:
     if check is not None:
         body = (check / "crosscheck.md").read_text().split("\n", 2)[2]
         lines += ["", "### Simulator vs emulator on the small subset", "", body.strip()]
+    elif not meta["points"]:
+        lines += ["", "Simulator vs emulator: an analytic suite runs nothing, so there is nothing to cross-check."]
     else:
         lines += ["", f"Simulator vs emulator: no cross-check run yet (`sudo testbed reproduce {paper} --crosscheck`)."]
     return "\n".join(lines + ["", f"<!-- /paper:{paper} -->"])
