@@ -379,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    # Ctrl-C / kill -INT stop cleanly even when started from a script's `cmd &`, which starts it with SIGINT
+    # ignored (and Python then installs no handler): a run that cannot be interrupted leaves its network up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return args.func(args)
     except KeyboardInterrupt:
