@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from testbed.reproduce.suite import ReproduceError, Runner, check_backend, write_json
+from testbed.reproduce.suite import ReproduceError, Runner, check_backend, newest_run, write_json
 
 
 def crosscheck(paper: str, m, quick: bool, results: Path, jobs: int, out_dir) -> int:
@@ -66,12 +66,4 @@ def crosscheck(paper: str, m, quick: bool, results: Path, jobs: int, out_dir) ->
 
 def latest(results: Path, paper: str) -> Path | None:
     """The newest complete crosscheck run of `paper` under results (for the docs)."""
-    best = None
-    for path in sorted((results / "reproduce" / paper).glob("*/reproduce.json")):
-        try:
-            meta = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if meta.get("crosscheck") and meta.get("rows") and not meta.get("failed"):
-            best = path.parent
-    return best
+    return newest_run(results, paper, lambda m: m.get("crosscheck") and m.get("rows") and not m.get("failed"))

@@ -11,7 +11,7 @@ import re
 import shutil
 from pathlib import Path
 
-from testbed.reproduce.suite import KEPT, Claim, claims_table
+from testbed.reproduce.suite import KEPT, Claim, claims_table, newest_run
 
 HEAD = """# Reproducing the papers
 
@@ -22,18 +22,15 @@ A claim that does not hold is reported as measured, with the likely reason; no s
 """
 
 
+def _full(meta: dict) -> bool:
+    """A full (not --quick, not cross-check) run whose every point completed; an analytic suite (no points)
+    counts once it has claims."""
+    return (not meta.get("quick") and not meta.get("crosscheck") and bool(meta.get("points") or meta.get("claims"))
+            and all(p["status"] == "complete" for p in meta.get("points", {}).values()))
+
+
 def latest_full(results: Path, paper: str) -> Path | None:
-    best = None
-    for meta_path in sorted((results / "reproduce" / paper).glob("*/reproduce.json")):
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            continue
-        # an analytic suite (no points) counts once it has claims
-        if not meta.get("quick") and not meta.get("crosscheck") and (meta.get("points") or meta.get("claims")) and \
-                all(p["status"] == "complete" for p in meta.get("points", {}).values()):
-            best = meta_path.parent
-    return best
+    return newest_run(results, paper, _full)
 
 
 def section(run: Path, docs_dir: Path, results: Path) -> str:

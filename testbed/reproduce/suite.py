@@ -208,5 +208,18 @@ def check_backend(points: list[Point], backend: str) -> None:
         raise ReproduceError("--backend mininet needs root (Mininet and tc): run it with sudo, or use --backend sim")
 
 
+def newest_run(results: Path, paper: str, accept) -> Path | None:
+    """The newest results/reproduce/<paper>/<time>/ whose readable reproduce.json satisfies `accept(meta)`."""
+    best = None
+    for path in sorted((results / "reproduce" / paper).glob("*/reproduce.json")):
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if accept(meta):
+            best = path.parent
+    return best
+
+
 def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")

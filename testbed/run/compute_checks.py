@@ -28,31 +28,26 @@ def _table(found: Found, loc: tuple, spec, base_dir: Path):
     return {"table": str(path.resolve())}
 
 
+def _override_tables(found: Found, group: str, overrides: dict, base_dir: Path) -> dict:
+    """`<group>.overrides`, each override's profile table (if any) resolved as its group's own."""
+    return {n: o if o.profile is None else
+            o.model_copy(update={"profile": _table(found, (group, "overrides", n, "profile"), o.profile, base_dir)})
+            for n, o in overrides.items()}
+
+
 def check_profiles(exp, base_dir: Path) -> tuple[Found, dict, dict]:
     """Problems, the verifier's update and the drafters' update (profile tables made absolute)."""
     found: Found = []
     vupdate, dupdate = {}, {}
     if exp.verifier.profile is not None:
         vupdate["profile"] = _table(found, ("verifier", "profile"), exp.verifier.profile, base_dir)
-    voverrides = {}
-    for n, o in exp.verifier.overrides.items():
-        if exp.verifier.backend != "synthetic":
-            found.append((("verifier", "overrides", n), f"per-verifier overrides need verifier.backend synthetic "
-                                                        f"(it is {exp.verifier.backend})"))
-        if o.profile is not None:
-            o = o.model_copy(update={"profile": _table(found, ("verifier", "overrides", n, "profile"), o.profile,
-                                                       base_dir)})
-        voverrides[n] = o
-    if voverrides:
-        vupdate["overrides"] = voverrides
+    if exp.verifier.backend != "synthetic":
+        found += [(("verifier", "overrides", n), f"per-verifier overrides need verifier.backend synthetic "
+                                                 f"(it is {exp.verifier.backend})") for n in exp.verifier.overrides]
+    if exp.verifier.overrides:
+        vupdate["overrides"] = _override_tables(found, "verifier", exp.verifier.overrides, base_dir)
     if exp.drafters.profile is not None:
         dupdate["profile"] = _table(found, ("drafters", "profile"), exp.drafters.profile, base_dir)
-    overrides = {}
-    for n, o in exp.drafters.overrides.items():
-        if o.profile is not None:
-            o = o.model_copy(update={"profile": _table(found, ("drafters", "overrides", n, "profile"), o.profile,
-                                                       base_dir)})
-        overrides[n] = o
-    if overrides:
-        dupdate["overrides"] = overrides
+    if exp.drafters.overrides:
+        dupdate["overrides"] = _override_tables(found, "drafters", exp.drafters.overrides, base_dir)
     return found, vupdate, dupdate
