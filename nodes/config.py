@@ -149,19 +149,6 @@ NodeName = Annotated[str, pattern(r"[A-Za-z0-9_.:-]{1,64}", "1 to 64 letters, di
 
 # ------------------------------------------------------------------------------------------ sub-models
 
-class VerifierModel(_Strict):
-    """What the verifier verifies with."""
-    backend: Backend = "hf"          # hf: a real model; synthetic: Bernoulli(alpha) acceptance, no model
-    model: ModelName = "smollm2-135m"            # hf only: see nodes/models.py for the accepted specs
-    device: Device = "auto"          # hf only: auto (cuda if available) | cpu | cuda | cuda:N | mps
-    dtype: Dtype = "float32"         # hf only
-    threads: Threads | None = None   # torch CPU threads; null: torch's default (all cores)
-    vocab_size: VocabSize | None = None          # synthetic only; null: the drafters' (32000 on its own)
-    verify_base_ms: Ms = 0.0         # synthetic only: compute time of one verify batch ...
-    verify_per_token_ms: Ms = 0.0    # ... plus this per verified token
-    profile: Profile | None = None   # synthetic only: {device, model, dtype} roofline or {table: FILE}; replaces *_ms
-
-
 class DraftModel(_Strict):
     """What a drafter drafts with."""
     backend: DrafterBackend = "hf"   # must match the verifier's backend; ngram needs an hf verifier
@@ -174,6 +161,22 @@ class DraftModel(_Strict):
     draft_token_ms: Ms = 0.0         # synthetic only: compute time per drafted token
     profile: Profile | None = None   # synthetic only: {device, model, dtype} roofline or {table: FILE}; replaces draft_token_ms
     ngram_n: NgramN = 3              # ngram only: longest suffix looked up (n = ngram_n .. 1; nodes/backends/ngram.py)
+
+
+class VerifierModel(_Strict):
+    """What the verifier verifies with."""
+    backend: Backend = "hf"          # hf: a real model; synthetic: Bernoulli(alpha) acceptance, no model
+    model: ModelName = "smollm2-135m"            # hf only: see nodes/models.py for the accepted specs
+    device: Device = "auto"          # hf only: auto (cuda if available) | cpu | cuda | cuda:N | mps
+    dtype: Dtype = "float32"         # hf only
+    threads: Threads | None = None   # torch CPU threads; null: torch's default (all cores)
+    vocab_size: VocabSize | None = None          # synthetic only; null: the drafters' (32000 on its own)
+    verify_base_ms: Ms = 0.0         # synthetic only: compute time of one verify batch ...
+    verify_per_token_ms: Ms = 0.0    # ... plus this per verified token
+    profile: Profile | None = None   # synthetic only: {device, model, dtype} roofline or {table: FILE}; replaces *_ms
+    # the draft model co-located with the target (DSD's fused mode: speculation.mode fused or hybrid): rounds the
+    # verifier drafts itself, on its own device, between its verify passes; same backend as this model
+    draft: DraftModel | None = None
 
 
 DRAFTER_SETTINGS = tuple(DraftModel.model_fields)
@@ -208,6 +211,11 @@ class Speculation(_Strict):
     payload: Payload = "ids"                    # what a draft carries: ids | topk:K | full
     proactive: bool = True                      # draft the next window while the verdict is in flight
     policy: Annotated[Any, AfterValidator(_speculation_policy)] = "static"   # next window per session (verifier)
+    # who drafts (DSD): distributed: the drafter, over the network; fused: the verifier's co-located draft model
+    # (verifier.draft) for every round after the prefill; hybrid: fused while the policy's window is 1 (DSD's AWC:
+    # gamma = 1 means fused), back to the drafter after `fused_dwell` more rounds with a window above 1
+    mode: Literal["distributed", "fused", "hybrid"] = "distributed"
+    fused_dwell: int = Field(1, ge=0, le=1000)
 
 
 class Scheduling(_Strict):

@@ -19,7 +19,7 @@ import time
 import zmq
 
 from nodes import protocol as P
-from nodes.config import DrafterConfig
+from nodes.config import DraftModel, DrafterConfig
 from nodes.core.drafter import DrafterCore, DrafterError
 from nodes.events import EventLog
 from nodes.events import Verdict as VerdictEvent
@@ -68,11 +68,16 @@ def load_trace(config: DrafterConfig):
 
 def make_backend(config: DrafterConfig, clock=time.monotonic):
     """The drafter's model; `clock` drives a synthetic alpha schedule (a simulator passes its own)."""
-    m = config.model
+    return draft_backend(config.model, config.seed, clock)
+
+
+def draft_backend(m: DraftModel, seed: int, clock=time.monotonic):
+    """A draft model (a drafter's, or the one beside a fused verifier's target); `seed` keys a synthetic draft's
+    draws."""
     if m.backend == "synthetic":
         from nodes.backends.synthetic import ComputeProfile, SyntheticDraft, parse_alpha
         return SyntheticDraft(m.vocab_size, parse_alpha(m.alpha), ComputeProfile(draft_token_s=m.draft_token_ms / 1e3),
-                              seed=config.seed, cost=cost_model(m.profile), clock=clock)
+                              seed=seed, cost=cost_model(m.profile), clock=clock)
     if m.backend == "ngram":
         from nodes.backends.ngram import NgramDraft
         return NgramDraft.for_model(m.model, m.ngram_n)

@@ -78,6 +78,7 @@ class Verdict(Event, tag="verdict"):
     bytes_in: int = 0
     done: bool = False
     tokens: int = 0
+    fused: bool = False           # the verifier drafted this round (DSD's fused mode); gamma: its window
 
 
 class Finish(Event, tag="finish"):
@@ -151,6 +152,9 @@ class Verify(Event, tag="verify"):
     bytes_in: int = 0
     bytes_out: int = 0
     next_gamma: int = 0
+    fused: bool = False           # this round's window was drafted here, by the co-located draft model
+    fused_next: bool = False      # ... and so is the next one (the drafter was told not to draft)
+    draft_s: float = 0.0          # the window's drafting time (the drafter's telemetry, or here when fused)
 
 
 class Plan(Event, tag="plan"):

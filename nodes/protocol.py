@@ -56,7 +56,7 @@ import numpy as np
 
 from nodes.backends import DraftToken, lacks_q
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_FRAME = 64 * 1024 * 1024
 MAX_GAMMA = 64
 MAX_TOPK = 1024
@@ -477,10 +477,22 @@ class Verdict(_Message):
     verify_s: float
     batch: int
     load: int = 0                    # sessions open at this verifier after the batch (for drafters' routing)
+    # DSD's fused mode: the window of this round as the verifier drafted it with its co-located draft model (None:
+    # the drafter's own window), and whether the verifier drafts the next round too (the drafter then sends none)
+    drafted: np.ndarray | None = None
+    fused: bool = False
     TYPE: ClassVar[str] = "verdict"
+    ARRAYS: ClassVar[dict] = dict(drafted="<i4?")
     SPEC: ClassVar[dict] = dict(session=_SID, round=_ROUND, accepted=_int(0, MAX_GAMMA), token=_int(0, INT32_MAX),
                                 next_gamma=_int(0, MAX_GAMMA), done=_bool, t_send=_TIME, queue_s=_TIME,
-                                verify_s=_TIME, batch=_int(1, INT32_MAX), load=_int(0, INT32_MAX))
+                                verify_s=_TIME, batch=_int(1, INT32_MAX), load=_int(0, INT32_MAX),
+                                drafted=_opt(_array("i")), fused=_bool)
+
+    def _check(self) -> None:
+        d = self.drafted
+        if d is not None and (d.ndim != 1 or len(d) > MAX_GAMMA or self.accepted > len(d)):
+            _fail("verdict.drafted", f"need a window of 0..{MAX_GAMMA} tokens holding the {self.accepted} accepted, "
+                                     f"got shape {d.shape}")
 
 
 @dataclass(frozen=True, eq=False)

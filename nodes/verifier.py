@@ -23,16 +23,28 @@ from nodes.events import Crash, EventLog
 from nodes.shell import LinkView, Shell, cost_model, exit_on_sigterm, log_error, node_config
 
 
-def make_backend(config: VerifierConfig):
+def make_backend(config: VerifierConfig, clock=time.monotonic):
+    """The verifier's model, and beside it its co-located draft model (model.draft: fused rounds) when it has
+    one; `clock` drives that draft's synthetic alpha schedule (a simulator passes its own)."""
     m = config.model
     if m.backend == "synthetic":
         from nodes.backends.synthetic import ComputeProfile, SyntheticTarget
         vocab = m.vocab_size or DraftModel().vocab_size     # null: the drafters' vocabulary
-        return SyntheticTarget(vocab, ComputeProfile(verify_base_s=m.verify_base_ms / 1e3,
-                                                     verify_per_token_s=m.verify_per_token_ms / 1e3),
-                               cost=cost_model(m.profile))
-    from nodes.backends.hf import HfTarget
-    return HfTarget(m.model, m.device, m.dtype, m.threads)
+        target = SyntheticTarget(vocab, ComputeProfile(verify_base_s=m.verify_base_ms / 1e3,
+                                                       verify_per_token_s=m.verify_per_token_ms / 1e3),
+                                 cost=cost_model(m.profile))
+    else:
+        from nodes.backends.hf import HfTarget
+        target = HfTarget(m.model, m.device, m.dtype, m.threads)
+    if m.draft is None:
+        return target
+    from nodes.backends.fused import Colocated
+    from nodes.drafter import draft_backend
+    try:
+        return Colocated(target, draft_backend(m.draft, config.seed, clock))
+    except ValueError as e:
+        print(f"{config.name}: model.draft: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 class VerifierShell(Shell):

@@ -212,12 +212,12 @@ SPECIALS = [
     b"\xc6\xff\xff\xff\xff",                                 # bin32 declaring 4 GiB
     b"\xdf\xff\xff\xff\xff",                                 # map32 declaring 4 G entries
     msgpack.packb({f"k{i}": i for i in range(33)}),          # more keys than any frame has
-    msgpack.packb({"v": 1, "type": "hello", "model": "m" * 9000}),
+    msgpack.packb({"v": P.PROTOCOL_VERSION, "type": "hello", "model": "m" * 9000}),
     msgpack.packb([1, 2, 3]), msgpack.packb(1), msgpack.packb(None), msgpack.packb("hello"),
-    msgpack.packb({"v": 1, "type": "hello"}) + b"\x00",     # trailing garbage
-    msgpack.packb({"v": 2, "type": "hello"}), msgpack.packb({"v": True, "type": "hello"}),
-    msgpack.packb({"v": 1.0, "type": "hello"}), msgpack.packb({"type": "hello"}),
-    msgpack.packb({"v": 1, "type": "HELLO"}), msgpack.packb({"v": 1}), msgpack.packb({"v": 1, "type": b"hello"}),
+    msgpack.packb({"v": P.PROTOCOL_VERSION, "type": "hello"}) + b"\x00",     # trailing garbage
+    msgpack.packb({"v": 99, "type": "hello"}), msgpack.packb({"v": True, "type": "hello"}),
+    msgpack.packb({"v": float(P.PROTOCOL_VERSION), "type": "hello"}), msgpack.packb({"type": "hello"}),
+    msgpack.packb({"v": P.PROTOCOL_VERSION, "type": "HELLO"}), msgpack.packb({"v": P.PROTOCOL_VERSION}), msgpack.packb({"v": P.PROTOCOL_VERSION, "type": b"hello"}),
     b"\x80\x04\x95" + b"cos\nsystem\n" + b".",            # a pickle is never unpickled
 ]
 

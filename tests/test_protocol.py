@@ -135,7 +135,7 @@ def test_wire_uses_raw_little_endian_buffers():
     d = msgpack.unpackb(encode(SAMPLES["draft_topk"]), raw=False)
     assert isinstance(d["tokens"], bytes) and isinstance(d["q_ids"], bytes) and isinstance(d["q_probs"], bytes)
     assert np.frombuffer(d["tokens"], "<i4").tolist() == SAMPLES["draft_topk"].tokens.tolist()
-    assert len(d["q_probs"]) == 5 * 4 * 4 and d["v"] == 1 and d["type"] == "draft" and d["k"] == 4
+    assert len(d["q_probs"]) == 5 * 4 * 4 and d["v"] == P.PROTOCOL_VERSION and d["type"] == "draft" and d["k"] == 4
     assert msgpack.unpackb(encode(SAMPLES["draft_ids"]), raw=False)["q_probs"] is None
 
 
@@ -175,12 +175,12 @@ def test_constructor_copies_caller_arrays():
     (msgpack.packb([1, 2]), "bad_frame", "map"),
     (msgpack.packb("hello"), "bad_frame", "map"),
     (msgpack.packb({1: 2}), "bad_frame", "msgpack"),                  # int keys (strict_map_key)
-    (msgpack.packb({"v": 1, "type": "end", "session": "s", "reason": "x", "e": msgpack.ExtType(5, b"ab")}),
+    (msgpack.packb({"v": P.PROTOCOL_VERSION, "type": "end", "session": "s", "reason": "x", "e": msgpack.ExtType(5, b"ab")}),
      "bad_frame", "max_ext_len"),
     ("not bytes", "bad_frame", "bytes"),
     (None, "bad_frame", "bytes"),
     (frame_with("end", v=DELETE), "bad_version", "v"),
-    (frame_with("end", v=2), "bad_version", "got 2"),
+    (frame_with("end", v=99), "bad_version", "got 99"),
     (frame_with("end", v=True), "bad_version", "True"),
     (frame_with("end", v="1"), "bad_version", "v"),
     (frame_with("end", v=1.0), "bad_version", "v"),
@@ -219,7 +219,7 @@ def test_keys_in_any_order_and_repeated_keys_decode_as_any_msgpack_map():
 def test_the_first_rule_broken_in_the_spec_order_names_the_error():
     # framing, then v, then type, then keys, then each field (byte lengths before values), then cross-field
     rejects(frame_with("draft_topk", k=5) + b"\x00", "bad_frame", "ExtraData")
-    rejects(frame_with("draft_topk", k=5, v=DELETE), "bad_version", "v: expected 1, got None")
+    rejects(frame_with("draft_topk", k=5, v=DELETE), "bad_version", "v: expected 2, got None")
     rejects(frame_with("draft_topk", k=True, type="drift"), "bad_type", "'drift'")
     rejects(frame_with("draft_topk", k=5, rtt_s=DELETE, zz=1), "bad_field", "draft: missing field(s) rtt_s")
     rejects(frame_with("draft_topk", k=5, zz=1), "bad_field", "draft: unknown field(s) 'zz'")
@@ -439,7 +439,7 @@ def test_from_tokens_validates_against_the_vocabulary_and_payload():
 
 def test_encode_rejects_non_messages_and_oversized_frames():
     with pytest.raises(TypeError):
-        encode({"v": 1, "type": "end"})
+        encode({"v": P.PROTOCOL_VERSION, "type": "end"})
     # 64 rows of a 300k vocabulary in float32 = 73 MiB > MAX_FRAME
     big = np.full((64, 300_000), 1 / 300_000, dtype=np.float32)
     msg = Draft("s", 0, 1, np.zeros(64, np.int32), None, big, 0, 0.0)
@@ -481,7 +481,7 @@ def test_decoding_never_unpickles(monkeypatch):
         monkeypatch.setattr(pickle, name, boom)
     monkeypatch.setattr(np, "load", boom)
     assert "pickle" not in vars(P)
-    payloads = [SAMPLES["end"], SAMPLES["end"].to_wire(), {"v": 1, "type": "end"}, np.arange(4)]
+    payloads = [SAMPLES["end"], SAMPLES["end"].to_wire(), {"v": P.PROTOCOL_VERSION, "type": "end"}, np.arange(4)]
     for obj in payloads:
         for proto in range(pickle.HIGHEST_PROTOCOL + 1):
             rejects(pickle.dumps(obj, protocol=proto), "bad_frame")

@@ -13,6 +13,11 @@ Pipelining, both switchable and logged:
   once, else those drafts are discarded (counted as wasted);
 - several sessions interleaved: while one session waits for its verdict, the model drafts for another.
 
+In DSD's fused mode (speculation.mode fused or hybrid) the verifier drafts some rounds itself, with a draft model
+beside its target: their verdicts carry the window it drafted, which this drafter's model commits like its own so
+that it can take the session back (hybrid) from exactly the committed tokens; while a verdict says `fused`, the
+session is the verifier's and this drafter sends it no window and drafts nothing ahead for it.
+
 The order of work is the old single-threaded loop's: start the sessions that may start; take the verdicts that
 arrived; send a window for every session that has none in flight (drafting what it lacks); only when there was
 nothing of that, draft one token ahead for the first session that can use it; else wait for a frame, the next
@@ -63,6 +68,8 @@ class ClientSession:
     pre_drafted: int | None = None     # tokens of the window being prepared that were drafted ahead
     max_new: int = 0                   # this session's output length (workload.output_len, or the trace's)
     request: str | None = None         # the trace's request_id (arrivals trace)
+    fused: bool = False                # the verifier drafts this session's rounds now (DSD's fused mode)
+    fused_rounds: int = 0
 
 
 class DrafterCore:
@@ -221,7 +228,7 @@ class DrafterCore:
                 continue
             if self.config.speculation.proactive:
                 for s in self.sessions.values():
-                    if s.in_flight is not None and \
+                    if s.in_flight is not None and not s.fused and \
                             len(self.backend.chain(s.sid)) < s.in_flight + 1 + s.gamma:
                         return out + [self._compute(s, "ahead", 1)]
             if not self._more(now) and not self.sessions:
@@ -341,10 +348,12 @@ class DrafterCore:
 
     def _on_verdict(self, v: P.Verdict, nbytes: int, via: str, now: float) -> list[Action]:
         s = self.sessions.get(v.session)
-        if s is None or v.round != s.round or via != s.via:
+        if s is None or v.round != s.round + s.fused or via != s.via or (v.drafted is not None) != s.fused:
             raise DrafterError(f"verdict for unknown session/round {v.session}/{v.round} (from {via})")
         self.load[via] = v.load
         s.reported = True
+        if v.drafted is not None:
+            return self._on_fused_verdict(s, v, nbytes, via, now)
         window = s.in_flight or 0
         chain = self.backend.chain(s.sid)
         hit = int(v.accepted == window and len(chain) > window and chain[window].token == v.token)
@@ -357,13 +366,39 @@ class DrafterCore:
         fresh = len(cut_output(new, s.max_new - s.delivered, self.backend.eos_token_id)[0])
         s.delivered += fresh
         s.generated += new
-        s.in_flight = None
+        s.in_flight = 0 if v.fused else None
+        s.fused = v.fused
         s.gamma = v.next_gamma
         s.last_rtt_s = max(0.0, now - s.sent_at)
         out: list[Action] = [self._rec(E.Verdict, now, session=s.sid, round=v.round, gamma=window,
                                        accepted=v.accepted, token=v.token, rtt_s=now - s.sent_at, queue_s=v.queue_s,
                                        verify_s=v.verify_s, batch=v.batch, one_way_s=now - v.t_send, hit=hit,
                                        kept=kept, wasted=wasted, bytes_in=nbytes, done=v.done, tokens=fresh)]
+        s.sent_at = now if v.fused else s.sent_at    # a fused session's next verdict is timed from this one
+        if v.done:
+            out += self._finish(s, now)
+        return out
+
+    def _on_fused_verdict(self, s: ClientSession, v: P.Verdict, nbytes: int, via: str, now: float) -> list[Action]:
+        """A round the verifier drafted: its accepted window and token are committed here too (one token at a time,
+        which keeps any draft of ours that guessed them), so the session can come back to this drafter."""
+        new = [int(t) for t in v.drafted[:v.accepted]] + [v.token]
+        for t in new:
+            self.backend.commit(s.sid, 0, t, 0)
+        s.accepted += v.accepted
+        s.fused_rounds += 1
+        fresh = len(cut_output(new, s.max_new - s.delivered, self.backend.eos_token_id)[0])
+        s.delivered += fresh
+        s.generated += new
+        s.round = v.round
+        s.in_flight = 0 if v.fused else None
+        s.fused = v.fused
+        s.gamma = v.next_gamma
+        out: list[Action] = [self._rec(E.Verdict, now, session=s.sid, round=v.round, gamma=len(v.drafted),
+                                       accepted=v.accepted, token=v.token, rtt_s=now - s.sent_at, queue_s=v.queue_s,
+                                       verify_s=v.verify_s, batch=v.batch, one_way_s=now - v.t_send,
+                                       bytes_in=nbytes, done=v.done, tokens=fresh, fused=True)]
+        s.sent_at = now
         if v.done:
             out += self._finish(s, now)
         return out

@@ -9,6 +9,13 @@ gets an ERROR reply and the verifier carries on serving everyone else. After its
 that arrived, `decide` asks the batching policy what to verify now (a Compute) or when to ask again (WakeAt).
 Frames that arrive while a batch is being verified wait until it is done. Peers are opaque (ZeroMQ identities
 in the shell, names in a simulator); a session belongs to the peer that opened it.
+
+DSD's fused mode (speculation.mode fused or hybrid, with a co-located draft model: nodes/backends/fused.py): the
+verifier drafts a fused session's windows itself, one DraftWork at a time on its own device between its batches,
+and streams each round's verdict with the window it drafted (`drafted`) to the drafter, which sends no DRAFT while
+`fused` says the verifier drafts the next round too. Hybrid switches a session to fused when its policy's window is
+1 (DSD's AWC: gamma = 1 means fused) and back after `fused_dwell` more rounds above 1; each switch brings the
+draft model's copy of the session up to its committed tokens, so no token is lost or repeated either way.
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ from nodes import events as E
 from nodes import protocol as P
 from nodes.backends import DraftToken, Sampling, VerifyRequest
 from nodes.config import VerifierConfig
-from nodes.core.actions import Action, Compute, Record, Send, VerifyWork, WakeAt
+from nodes.core.actions import Action, Compute, DraftWork, Record, Send, VerifyWork, WakeAt
 from nodes.core.control import WindowControl
 from nodes.verification import cut_output
 from testbed.policies.batching import Pending as PendingView
@@ -40,6 +47,11 @@ class Session:
     committed: int                # prompt + generated tokens, as the drafter must also count them
     generated: list[int] = field(default_factory=list)
     round: int = 0
+    prompt: list[int] = field(default_factory=list)   # kept only where a co-located draft model may draft for it
+    fused: bool = False           # the verifier drafts this session's next round (fused mode)
+    gamma: int = 1                # the window of that round
+    synced: int | None = None     # generated tokens the co-located draft model has committed (None: not open)
+    dwell: int = 0                # hybrid: fused rounds left after the policy's window left 1
 
 
 @dataclass
@@ -52,6 +64,7 @@ class Pending:
     bytes_in: int
     draft_s: float = 0.0          # telemetry from the DRAFT frame
     rtt_s: float = 0.0
+    here_s: float | None = None   # drafted here (fused): the draft's compute time; None: the drafter's window
     view: PendingView | None = None   # what batching sees; fixed while pending (the session changes only on
                                       # its verdict), so built once, not at every decision over all pending
 
@@ -75,6 +88,14 @@ class VerifierCore:
         self.batch: tuple[list[Pending], float] | None = None    # being verified, and when it started
         self.planned: dict[str, int] = {}     # next windows the batching rule chose for the batch's sessions
         self.batches = 0
+        sp = config.speculation
+        self.mode, self.fused_dwell = sp.mode, sp.fused_dwell
+        self.drafts = getattr(backend, "draft", None)      # the co-located draft model (Colocated), if any
+        if self.mode != "distributed" and self.drafts is None:
+            raise ValueError(f"speculation.mode {self.mode} drafts at the verifier: give it a co-located draft model "
+                             "(model.draft)")
+        self.to_draft: list[Session] = []  # fused sessions waiting for their window to be drafted here
+        self.drafting: Session | None = None
 
     def on_ready(self, endpoint: str, now: float) -> list[Action]:
         return [self._rec(E.Ready, now, endpoint=endpoint, model=self.backend.model_id, batching=self.batching.name)]
@@ -84,7 +105,7 @@ class VerifierCore:
 
     # -- frames --------------------------------------------------------------------------------------
     def on_frame(self, peer: Hashable, frame: bytes, now: float) -> list[Action]:
-        if self.batch is not None:
+        if self.batch is not None or self.drafting is not None:
             self.inbox.append((peer, frame))
             return []
         return self._handle(peer, frame, now)
@@ -136,7 +157,7 @@ class VerifierCore:
             raise P.ProtocolError("bad_field", f"prompt token ids must be in [0, {self.backend.vocab_size})", msg.session)
         rng = np.random.default_rng(np.random.SeedSequence([msg.seed, *key.encode()]))
         s = Session(key, peer, drafter, msg.session, msg.max_new, Sampling(msg.temperature, msg.payload, msg.seed),
-                    rng, len(msg.prompt))
+                    rng, len(msg.prompt), prompt=msg.prompt.tolist() if self.drafts is not None else [])
         self.sessions[key] = s
         self.backend.open(key, msg.prompt.tolist())
         self.control.open(key, drafter, msg.payload, self.backend.vocab_size, msg.gamma)
@@ -149,6 +170,9 @@ class VerifierCore:
         s = self.sessions.get(key)
         if s is None or s.peer != peer:   # drafter names are self-declared; peers are not
             raise P.ProtocolError("bad_session", f"no open session {msg.session}", msg.session)
+        if s.fused:
+            raise P.ProtocolError("bad_round", f"session {msg.session} is fused: the verifier drafts its rounds",
+                                  msg.session)
         if key in self.queued:
             raise P.ProtocolError("bad_round", f"session {msg.session} already has a draft being verified", msg.session)
         if msg.round != s.round + 1 or msg.base != s.committed:
@@ -176,6 +200,7 @@ class VerifierCore:
         the backend after close()."""
         self.sessions.pop(s.key, None)
         self.pending = [p for p in self.pending if p.session is not s]
+        self.to_draft = [f for f in self.to_draft if f is not s]
         self.queued.discard(s.key)
         self.backend.close(s.key)
         self.control.close(s.key)
@@ -183,8 +208,14 @@ class VerifierCore:
 
     # -- batches -------------------------------------------------------------------------------------
     def decide(self, now: float) -> list[Action]:
-        """The verifier is free and has seen every frame that arrived: verify a batch now, or wait."""
-        if self.batch is not None or not self.pending:
+        """The verifier is free and has seen every frame that arrived: draft a fused session's window (before any
+        batch, so it can join it), verify a batch now, or wait."""
+        if self.batch is not None or self.drafting is not None:
+            return []
+        if self.to_draft:
+            s = self.drafting = self.to_draft.pop(0)
+            return [Compute(DraftWork(s.key, s.gamma))]
+        if not self.pending:
             return []
         views = [p.view for p in self.pending]
         sel = self.batching.select(views, now, len(self.sessions))
@@ -204,6 +235,8 @@ class VerifierCore:
         return out + [Compute(VerifyWork(reqs))]
 
     def on_compute_done(self, results, verify_s: float, now: float) -> list[Action]:
+        if self.drafting is not None:
+            return self._drafted(verify_s, now)
         if self.batch is None:
             raise RuntimeError("a compute finished but no batch was being verified")
         (batch, started), self.batch = self.batch, None
@@ -215,6 +248,9 @@ class VerifierCore:
             s.generated += new
             s.committed += len(new)
             s.round = p.round
+            if p.here_s is not None:      # the co-located draft model learns the verdict on its own window
+                self.drafts.commit(s.key, r.accepted, r.token, len(p.draft))
+                s.synced += r.accepted + 1
             if p.round:                   # round 0 is the prefill: nothing drafted, nothing to learn
                 self.control.observe(s.key, len(p.draft), r.accepted, now, rtt_s=p.rtt_s, draft_s=p.draft_s,
                                      queue_s=started - p.arrived, verify_s=verify_s, bytes_in=p.bytes_in,
@@ -230,19 +266,66 @@ class VerifierCore:
         for p, r, (new, done) in zip(batch, results, outcomes):
             s = p.session
             gamma = windows[s.key]
+            fused = not done and self._fused_next(s, gamma)
+            drafted = None if p.here_s is None else np.array([d.token for d in p.draft], dtype=np.int32)
             frame = P.encode(P.Verdict(s.session, p.round, r.accepted, r.token, gamma, done, now,
-                                       started - p.arrived, verify_s, len(batch), len(self.sessions) - done))
+                                       started - p.arrived, verify_s, len(batch), len(self.sessions) - done,
+                                       drafted, fused))
             out += [Send(s.peer, frame),
                     self._rec(E.Verify, now, drafter=s.drafter, session=s.session, round=p.round, gamma=len(p.draft),
                               accepted=r.accepted, tokens=len(new), done=done, t_draft_sent=p.sent,
                               t_arrived=p.arrived, queue_s=started - p.arrived, verify_s=verify_s, batch=len(batch),
-                              batch_id=self.batches, bytes_in=p.bytes_in, bytes_out=len(frame), next_gamma=gamma)]
+                              batch_id=self.batches, bytes_in=p.bytes_in, bytes_out=len(frame), next_gamma=gamma,
+                              fused=p.here_s is not None, fused_next=fused,
+                              draft_s=p.draft_s if p.here_s is None else p.here_s)]
             if done:
                 self._close(s)
-        while self.inbox:                 # what arrived during the batch, in order
+        return out + self._take_inbox(now)
+
+    def _take_inbox(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        while self.inbox:                 # what arrived during the compute, in order
             peer, frame = self.inbox.pop(0)
             out += self._handle(peer, frame, now)
         return out
+
+    # -- fused mode ----------------------------------------------------------------------------------
+    def _fused_next(self, s: Session, gamma: int) -> bool:
+        """Whether the verifier drafts session s's next round (its window `gamma` as the policy chose it); if so,
+        the session is queued for its draft, its draft model's copy brought up to the committed tokens first."""
+        if self.mode == "fused":
+            fused, s.gamma = True, max(1, gamma)
+        elif self.mode == "hybrid":
+            if gamma <= 1:
+                s.dwell = self.fused_dwell
+                fused = True
+            elif s.fused and s.dwell > 0:      # DSD's dwell: stay fused a while after the window left 1
+                s.dwell -= 1
+                fused = True
+            else:
+                fused = False
+            s.gamma = 1                        # hybrid drafts one token when fused, as DSD's gamma = 1 means
+        else:
+            fused = False
+        s.fused = fused
+        if fused:
+            if s.synced is None:
+                self.drafts.open(s.key, s.prompt, s.sampling)
+                s.synced = 0
+            for t in s.generated[s.synced:]:   # committed while the drafter drafted: the draft model catches up
+                self.drafts.commit(s.key, 0, t, 0)
+            s.synced = len(s.generated)
+            self.to_draft.append(s)
+        return fused
+
+    def _drafted(self, draft_s: float, now: float) -> list[Action]:
+        """A fused session's window is drafted: it waits for a batch like a DRAFT that just arrived."""
+        s, self.drafting = self.drafting, None
+        if s.key in self.sessions:
+            window = self.drafts.chain(s.key)[:s.gamma]
+            self.pending.append(Pending(s, window, now, now, s.round + 1, 0, here_s=draft_s))
+            self.queued.add(s.key)
+        return self._take_inbox(now)
 
     def _rec(self, kind: type[E.Event], now: float, **fields) -> Record:
         return Record(kind(t=now, node=self.name, **fields))

@@ -17,7 +17,7 @@ import yaml
 from testbed.common.errors import ConfigError, Problem
 from testbed.common.yamlconf import Loc, format_loc, load_document
 from testbed.net.topology import check_trace_files
-from testbed.run.compute_checks import check_profiles
+from testbed.run.compute_checks import check_fused, check_profiles
 from testbed.run.checks import (Found, apply_links, check_budget, check_control, check_drafters, check_label,
                                 check_nodes, check_scale, check_workload, load_topology_ref, pydantic_found)
 from testbed.run.schema import Experiment
@@ -60,6 +60,15 @@ def _build(data: Any, base_dir: Path, file: str, cache: dict) -> tuple[Experimen
             found += check_budget(exp, dnodes)
     pfound, pv_update, pd_update = check_profiles(exp, base_dir)
     found += pfound
+    vhosts = None if topo is None else (list(exp.routing.verifiers or [n for n in topo.hosts()
+                                                                         if topo.nodes[n].role == "verifier"])
+                                        if exp.routing.policy else [exp.verifier.node])
+    ffound, fv_update = check_fused(exp, base_dir, vhosts)
+    found += ffound
+    if "overrides" in fv_update and "overrides" in pv_update:   # both touched the overrides: merge per host
+        fv_update["overrides"] = {n: o.model_copy(update={"profile": pv_update["overrides"][n].profile})
+                                  for n, o in fv_update["overrides"].items()}
+    pv_update = {**pv_update, **fv_update}
     if found or foreign or topo is None:
         return None, found, foreign
     v = exp.verifier

@@ -56,7 +56,9 @@ Sums and counts are per drafter; the `total` row pools every drafter's events (n
 | sum_log_goodput (total) | Σ ln x_i (natural log of tokens/s); none if some x_i = 0                                    |
 | verifier_batches        | distinct verify `batch_id`s                                                                  |
 | verifier_mean_batch     | mean of `batch` over distinct batch_ids                                                      |
-| verifier_busy_fraction  | Σ verify_s over distinct batches / (last verify t − min(first start t, first batch start)), mean per verifier |
+| verifier_busy_fraction  | (Σ verify_s over distinct batches + Σ draft_s of the windows drafted at the verifier, fused |
+|                         | mode) / (last verify t − min(first start t, first batch start)), mean per verifier           |
+| verifier_fused_rounds   | verify events whose window the verifier drafted itself (DSD's fused mode)                    |
 | verifier_tokens         | Σ verify `tokens` (a cross-check: equals `tokens` in a complete run)                         |
 | pace_p50, pace_p95      | compute pacing: realised/profile of profiled compute steps (testbed/run/pacing.py); total:   |
 |                         | every node's steps; none for real models. metrics.json `pacing` has the rest                 |
@@ -104,6 +106,7 @@ COLUMNS = [
     "bytes_out", "bytes_in", "bytes_per_token", "hits", "hit_rate", "wasted",
     "mu", "t_round_s", "bound_session_tps", "concurrency", "bound_tps", "measured_over_bound",
     "jain", "sum_log_goodput", "verifier_batches", "verifier_mean_batch", "verifier_busy_fraction",
+    "verifier_fused_rounds",
     "verifier_tokens", "pace_p50", "pace_p95", "cpu_busy_mean",
 ]
 
@@ -303,9 +306,10 @@ def _verifier(events: list[Event], t_first) -> dict:
     n_verifiers = max(1, len({e.node for e in verifies}))
     out = {"verifier_batches": len(batches), "verifier_tokens": sum(e.tokens for e in verifies),
            "verifier_mean_batch": _mean([e.batch for e in batches.values()]),
-           "verifier_busy_fraction": None}
+           "verifier_busy_fraction": None, "verifier_fused_rounds": sum(1 for e in verifies if e.fused)}
     if batches:
-        busy = sum(e.verify_s for e in batches.values())
+        # the co-located draft model shares the verifier's device: its drafting is busy time too
+        busy = sum(e.verify_s for e in batches.values()) + sum(e.draft_s for e in verifies if e.fused)
         begin = min(e.t - e.verify_s for e in batches.values())
         if t_first is not None:
             begin = min(begin, t_first)

@@ -32,6 +32,7 @@ ROWS = [  # (row label, total key, scale, format)
     ("bytes per token", "bytes_per_token", 1, ".4g"),
     ("verifier mean batch", "verifier_mean_batch", 1, ".3g"),
     ("verifier busy fraction", "verifier_busy_fraction", 1, ".3f"),
+    ("rounds drafted at the verifier (fused)", "verifier_fused_rounds", 1, ".4g"),
     ("measured / bound", "measured_over_bound", 1, ".3f"),
     ("complete", "complete", 1, "b"),
 ]

@@ -69,6 +69,7 @@ class VerifierOverride(_Strict):
     profile: Profile | None = None   # {device, model, dtype} roofline or {table: FILE} (relative to this file)
     verify_base_ms: Ms | None = None
     verify_per_token_ms: Ms | None = None
+    draft: DraftModel | None = None  # its co-located draft model (fused rounds); replaces verifier.draft whole
 
 
 class VerifierSpec(VerifierModel):

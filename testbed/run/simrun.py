@@ -111,7 +111,7 @@ class SimRun:
         for vhost, vname in vnames.items():
             endpoint = f"sim://{vhost}:{exp.verifier.port}"
             config = verifier_config(exp, vname, endpoint, here, None)
-            backend = verify_backend(config)
+            backend = verify_backend(config, clock=lambda: self.env.now)
             node = _Node(vname, vhost, VerifierCore(config, backend), backend, EventLog(config.log, vname, True))
             self.nodes[vname] = node
             self.endpoint_of[endpoint] = vname

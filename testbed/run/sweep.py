@@ -24,8 +24,12 @@ NOT_SWEEPABLE = ("sweep", "label", "name")
 # ------------------------------------------------------------------------------------------ field paths
 
 def _submodel(ann: Any) -> type[BaseModel] | None:
+    """The model of a field typed Model or Model | None (verifier.draft)."""
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return ann
+    models = [a for a in get_args(ann) if a is not type(None)]
+    if len(models) == 1 and len(get_args(ann)) == 2 and isinstance(models[0], type) and issubclass(models[0], BaseModel):
+        return models[0]
     return None
 
 
