@@ -204,15 +204,22 @@ def test_effect_sizes_hold_within_half_to_double_with_the_papers_sign():
 
 
 def test_dsd_points_cover_the_stacks_rtts_and_seeds_and_mininet_refuses_them():
-    from testbed.reproduce import dsd
+    from testbed.reproduce import dsd, dsd_fused
     quick, full = dsd.points(True), dsd.points(False)
-    assert len(quick) == len(dsd.STACKS) * 2 and len({p.key for p in quick}) == len(quick)
-    assert len(full) == len(dsd.STACKS) * 2 * 3 + 2
+    xq, xf = len(dsd_fused.QUICK_RTTS) * 2, len(dsd_fused.RTTS) * 2      # fused and distributed at each RTT
+    assert len(quick) == len(dsd.STACKS) * 2 + xq and len({p.key for p in quick}) == len(quick)
+    assert len(full) == len(dsd.STACKS) * 2 * 3 + xf + 2
     assert sum(p.drafters == 800 for p in full) == 2
     assert all(any(s.startswith("workload.duration_s=") for s in p.sets) for p in quick)
     sweep = json.loads(next(s for s in full[-1].sets if s.startswith("sweep=")).removeprefix("sweep="))
     assert sweep["routing.policy"] == ["jsq"] and sweep["speculation.policy"] == ["awc"]
     assert "topology=fleet-800x20.yaml" in full[-1].sets
+    modes = {json.loads(next(s for s in p.sets if s.startswith("sweep=")).removeprefix("sweep=")).get(
+        "speculation.mode", ["distributed"])[0] for p in full}
+    assert modes == {"distributed", "fused", "hybrid"}
+    xover = [p for p in full if p.key.startswith("xover/")]
+    delays = sorted({json.loads(p.sets[0].removeprefix("sweep="))["links.wan.delay_ms"][0] for p in xover})
+    assert delays == [r / 2 - 0.5 for r in dsd_fused.RTTS]          # RTT = 2 x (0.5 ms edge + WAN delay)
     with pytest.raises(ReproduceError, match=r"point 80x20/random\+fifo\+static/rtt10/seed0 .* 80 drafters"):
         suite.check_backend(dsd.points(True, "mininet"), "mininet")
 
@@ -246,7 +253,7 @@ def test_dsd_claims_and_figures_from_run_metrics(tmp_path):
     assert by["AWC lowers TPOT by 11 % (vs the same stack with a static window)"].holds is True   # -11 %
     jsq = [c for c in claims if c.claim.startswith("JSQ serves about 2x")]
     assert [c.holds for c in jsq] == [True, True]                                                 # 1.9x
-    assert by[next(k for k in by if k.startswith("fused mode"))].holds is None
+    assert by[next(k for k in by if k.startswith("fused mode"))].holds is None      # no RTT sweep ran
     cell = numbers["cells"]["80x20/random+fifo+static/rtt10"]
     assert cell["seeds"] == 2 and cell["goodput_tps"]["min"] == 1000 and cell["goodput_tps"]["max"] == 1020
     assert (tmp_path / "fig_stacks.png").stat().st_size > 5000
@@ -255,6 +262,31 @@ def test_dsd_claims_and_figures_from_run_metrics(tmp_path):
     runs2["80x20/jsq+length+awc/rtt10/seed0"] = _dsd_run(tmp_path / "r2", "x", 990, 0.05, 20.0, 100)
     by = {c.claim: c for c in dsd.analyse(runs2, tmp_path, quick=True)[0]}
     assert by["+9.7 % throughput of the full DSD stack over the SD baseline"].holds is False
+
+
+def test_dsd_fused_crossover_is_interpolated_and_its_direction_judged(tmp_path):
+    from testbed.reproduce import dsd
+    runs = {}
+    # distributed TPOT grows with RTT, fused stays flat: they cross half way between 10 and 30 ms (at 20)
+    for mode, tpots in (("distributed", {2: 0.040, 10: 0.045, 30: 0.055, 60: 0.070}),
+                        ("fused", {2: 0.050, 10: 0.050, 30: 0.050, 60: 0.050})):
+        for rtt, tpot in tpots.items():
+            key = f"xover/{mode}/rtt{rtt}/seed0"
+            runs[key] = _dsd_run(tmp_path / "runs", key, 1000, tpot, 20.0, 100)
+    claims, numbers = dsd.analyse(runs, tmp_path, quick=False)
+    (c,) = [c for c in claims if c.claim.startswith("fused mode")]
+    assert "crosses at RTT ≈ 20 ms" in c.measured and "faster above it" in c.measured
+    assert c.holds is False and "long RTTs" in c.why            # the paper says below; measured: above
+    assert (tmp_path / "fig_fused.png").stat().st_size > 5000
+    # fused better at short RTTs: the paper's direction holds
+    flip = {k.replace("distributed", "tmp").replace("fused", "distributed").replace("tmp", "fused"): v
+            for k, v in runs.items()}
+    (c,) = [c for c in dsd.analyse(flip, tmp_path, quick=False)[0] if c.claim.startswith("fused mode")]
+    assert c.holds is True and "faster below it" in c.measured
+    # never crossing: no crossover in the swept range
+    flat = {k: v for k, v in runs.items() if "rtt60" not in k and "rtt30" not in k}
+    (c,) = [c for c in dsd.analyse(flat, tmp_path, quick=False)[0] if c.claim.startswith("fused mode")]
+    assert c.holds is False and "no crossover between RTT 2 and 10 ms" in c.measured
 
 
 def test_zhu_analytic_suite_orders_the_schemes_and_writes_its_figures(tmp_path):

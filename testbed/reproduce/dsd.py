@@ -1,6 +1,8 @@
 """DSD (arXiv 2511.21669) at DSD-Sim's scale on the simulator: 80 edge drafters in device tiers and 20 cloud targets
 of four kinds (experiments/papers/dsd/fleet.yaml), DSD's policy stacks built up one piece at a time, RTT 10 and
-30 ms, 3 seeds (1 with --quick); plus the 800-drafter point (fleet-800x20.yaml) for random vs the full stack.
+30 ms, 3 seeds (1 with --quick); plus the 800-drafter point (fleet-800x20.yaml) for random vs the full stack; plus
+AWC's switch to fused mode (JSQ+LAB+AWC+fused: hybrid mode, gamma = 1 means fused) and the fused-vs-distributed
+RTT sweep (dsd_fused.py).
 
 Each point is one point of fleet.yaml's sweep, run as `testbed run experiments/papers/dsd/fleet.yaml --set ...`.
 Claims come from ../shared/research/papers.md §3. A claim of an effect size "holds" when the effect measured here
@@ -13,16 +15,20 @@ import json
 import statistics
 from pathlib import Path
 
+from testbed.reproduce import dsd_fused
 from testbed.reproduce.suite import PAPERS_DIR, Claim, Point, effect_holds
 
 FILE = PAPERS_DIR / "dsd" / "fleet.yaml"
 LARGE_TOPOLOGY = "fleet-800x20.yaml"
 STACKS = (("random", "fifo", "static"), ("round-robin", "fifo", "static"), ("jsq", "fifo", "static"),
-          ("jsq", "length", "static"), ("jsq", "length", "backoff"), ("jsq", "length", "awc"))
+          ("jsq", "length", "static"), ("jsq", "length", "backoff"), ("jsq", "length", "awc"),
+          ("jsq", "length", "awc", "hybrid"))
 NAMES = {"random+fifo+static": "Random+FIFO+static", "round-robin+fifo+static": "RR+FIFO+static",
          "jsq+fifo+static": "JSQ+FIFO+static", "jsq+length+static": "JSQ+LAB+static",
-         "jsq+length+backoff": "JSQ+LAB+dynamic", "jsq+length+awc": "JSQ+LAB+AWC"}
+         "jsq+length+backoff": "JSQ+LAB+dynamic", "jsq+length+awc": "JSQ+LAB+AWC",
+         "jsq+length+awc+hybrid": "JSQ+LAB+AWC+fused"}
 BASELINE, FULL, LAB_STATIC, JSQ_ONLY = "random+fifo+static", "jsq+length+awc", "jsq+length+static", "jsq+fifo+static"
+HYBRID = "jsq+length+awc+hybrid"
 WAN_DELAY_MS = {10: 4.5, 30: 14.5}          # RTT = 2 x (0.5 ms edge + WAN delay)
 SEEDS, QUICK_SEEDS = (0, 1, 2), (0,)
 QUICK_DURATION_S = 12                       # --quick: seconds of sessions started (fleet.yaml: 60)
@@ -31,8 +37,10 @@ MODELLED = ("compute from roofline profiles (nodes/compute) of named substitutes
             "fleet.yaml header lists them); acceptance replayed from SmolLM2-135M traces recorded here (HumanEval, "
             "MT-Bench: none is published for DSD-Sim's pairs; GSM8K and CNN/DailyMail have no offline package); "
             "edge rates a placeholder; routing decided by each drafter on the loads its verdicts report (DSD-Sim's "
-            "router is central); fused mode is not built (AWC's gamma = 1 is a one-token window); simulated "
-            "(backend sim)")
+            "router is central); fused mode: the draft model beside each target (DSD-Sim's pairing, substitutes) drafts on "
+            "the target's GPU, time-shared with verification and unbatched (DSD-Sim runs it beside the batches, "
+            "uncontended); only JSQ+LAB+AWC+fused switches to it (elsewhere AWC's gamma = 1 is a one-token "
+            "window); simulated (backend sim)")
 
 
 def stack_key(stack: tuple[str, str, str]) -> str:
@@ -48,8 +56,9 @@ def points(quick: bool, backend: str = "sim") -> list[Point]:
             for seed in seeds:
                 out.append(Point(f"80x20/{stack_key(stack)}/rtt{rtt}/seed{seed}", FILE,
                                  (_sweep(stack, delay, seed), *duration), DRAFTERS, backend))
+    out += dsd_fused.points(FILE, quick, backend, duration, DRAFTERS)
     if not quick:        # the large point: minutes per run, so only the two ends of the stack at RTT 10
-        for stack in (STACKS[0], STACKS[-1]):
+        for stack in (STACKS[0], STACKS[-2]):
             out.append(Point(f"800x20/{stack_key(stack)}/rtt10/seed0", FILE,
                              (_sweep(stack, WAN_DELAY_MS[10], 0), f"topology={LARGE_TOPOLOGY}"),
                              LARGE_DRAFTERS, backend))
@@ -71,9 +80,10 @@ def crosscheck_points(quick: bool) -> list[Point]:
 
 
 def _sweep(stack, delay: float, seed: int) -> str:
-    routing, batching, policy = stack
+    routing, batching, policy, *mode = stack
     return "sweep=" + json.dumps({"routing.policy": [routing], "batching.rule": [batching],
-                                  "speculation.policy": [policy], "links.wan.delay_ms": [delay], "seed": [seed]})
+                                  "speculation.policy": [policy], "links.wan.delay_ms": [delay], "seed": [seed],
+                                  **({"speculation.mode": mode} if mode else {})})
 
 
 def _split(key: str) -> tuple[str, str, int, int]:
@@ -88,7 +98,7 @@ def point_numbers(run_dir: Path) -> dict:
             "e2e_mean_s": t["e2e_mean_s"], "slo_attainment": t["slo_attainment"],
             "conversations_per_s": t["requests_completed"] / window if window else None,
             "requests_completed": t["requests_completed"], "verifier_busy": t["verifier_busy_fraction"],
-            "mean_batch": t.get("verifier_mean_batch")}
+            "mean_batch": t.get("verifier_mean_batch"), "fused_rounds": t.get("verifier_fused_rounds")}
 
 
 def analyse(runs: dict[str, Path], out: Path, quick: bool) -> tuple[list[Claim], dict]:
@@ -97,6 +107,8 @@ def analyse(runs: dict[str, Path], out: Path, quick: bool) -> tuple[list[Claim],
     figures = [_fig_stacks(cells, out / "fig_stacks.png")]
     if any(k.startswith("800x20/") for k in cells):
         figures.append(_fig_large(cells, out / "fig_800x20.png"))
+    if any(k.startswith("xover/") for k in cells):
+        figures.append(dsd_fused.figure(cells, out / "fig_fused.png"))
     return claims(cells, quick), {"figures": [f.name for f in figures], "points_numbers": per_point,
                                   "cells": cells}
 
@@ -146,16 +158,18 @@ def claims(cells: dict, quick: bool) -> list[Claim]:
                              f"mean end-to-end latency per conversation {x:.2f}x shorter with JSQ+LAB+AWC than "
                              f"Random+FIFO+static ({full:.1f} vs {base:.1f} s) {rule}", effect_holds(x - 1, 0.1),
                              config(rtt)))
-        lab, awc = (_mean(cells, "80x20", s, rtt, "tpot_p50_s") for s in (LAB_STATIC, FULL))
-        if lab and awc:
-            d = awc / lab - 1
-            out.append(Claim("AWC lowers TPOT by 11 % (vs the same stack with a static window)",
-                             "secondary source (papers.md §3)",
-                             f"TPOT p50 {d:+.1%} with AWC vs JSQ+LAB+static ({1e3 * awc:.1f} vs {1e3 * lab:.1f} ms) "
-                             + rule, effect_holds(d, -0.11), config(rtt),
-                             "" if effect_holds(d, -0.11) else "AWC's weights here are trained on this testbed's "
-                             "own simulated sweeps (experiments/train_awc.py), not DSD's; gamma = 1 is a "
-                             "one-token window, not fused mode"))
+        lab = _mean(cells, "80x20", LAB_STATIC, rtt, "tpot_p50_s")
+        for stack, how in ((FULL, "gamma = 1 is a one-token window there (no switch to fused)"),
+                           (HYBRID, "with AWC's switch to fused mode")):
+            awc = _mean(cells, "80x20", stack, rtt, "tpot_p50_s")
+            if lab and awc:
+                d = awc / lab - 1
+                out.append(Claim("AWC lowers TPOT by 11 % (vs the same stack with a static window)",
+                                 "secondary source (papers.md §3)",
+                                 f"TPOT p50 {d:+.1%} with {NAMES[stack]} vs JSQ+LAB+static ({1e3 * awc:.1f} vs "
+                                 f"{1e3 * lab:.1f} ms) " + rule, effect_holds(d, -0.11), config(rtt),
+                                 how + ("" if effect_holds(d, -0.11) else "; AWC's weights here are trained on this "
+                                        "testbed's own simulated sweeps (experiments/train_awc.py), not DSD's")))
         jsq = _mean(cells, "80x20", JSQ_ONLY, rtt, "conversations_per_s")
         for other in (BASELINE, "round-robin+fifo+static"):
             o = _mean(cells, "80x20", other, rtt, "conversations_per_s")
@@ -174,9 +188,18 @@ def claims(cells: dict, quick: bool) -> list[Claim]:
                          f"JSQ+LAB+AWC {g:+.1%} goodput vs Random+FIFO+static at 800 drafters ({full:.0f} vs "
                          f"{base:.0f} tok/s)", g > 0, "800 drafters x 20 targets (fleet-800x20.yaml), RTT 10 ms, "
                          "seed 0"))
-    out.append(Claim("fused mode (draft beside the target) beats distributed SD below some RTT; the crossover",
-                     "§IV (AWC's switch to fused)", "–", None, "–",
-                     "fused mode and AWC's switch to it are not built yet: no crossover can be measured"))
+    for rtt in rtts:
+        awc, hyb = (_mean(cells, "80x20", s, rtt, "goodput_tps") for s in (FULL, HYBRID))
+        tpot_awc, tpot_hyb = (_mean(cells, "80x20", s, rtt, "tpot_p50_s") for s in (FULL, HYBRID))
+        fused = _mean(cells, "80x20", HYBRID, rtt, "fused_rounds")
+        if awc and hyb:
+            out.append(Claim("AWC switches a session to fused mode when its window is 1", "§IV (AWC)",
+                             f"JSQ+LAB+AWC+fused {hyb / awc - 1:+.1%} goodput, TPOT p50 {tpot_hyb / tpot_awc - 1:+.1%} "
+                             f"vs JSQ+LAB+AWC without the switch ({hyb:.0f} vs {awc:.0f} tok/s)"
+                             + (f"; {fused:.0f} rounds drafted at the targets" if fused is not None else ""),
+                             None, config(rtt), "DSD gives no number for the switch alone: reported, not judged; "
+                             "one step of dwell (fused_dwell 1) as in DSD's code"))
+    out += dsd_fused.claims(cells, quick)
     return out
 
 

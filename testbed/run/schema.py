@@ -85,7 +85,7 @@ class VerifierSpec(VerifierModel):
         o = self.overrides.get(host) if host else None
         if o is None:
             return base
-        return base.model_copy(update={k: v for k, v in o.model_dump().items() if v is not None})
+        return base.model_copy(update={k: getattr(o, k) for k in type(o).model_fields if getattr(o, k) is not None})
 
 
 class DrafterOverride(_Strict):
