@@ -289,8 +289,21 @@ def test_wait_ready_reads_the_verifiers_log(tmp_path):
     with pytest.raises(runner.RunFailed, match="verifier v1 was not ready within 0.3 s"):
         runner._wait_ready(Nodes(), Proc(), log, 0.3, "v1")
     log.write_bytes(encode(Ready(t=1.0, node="v1", endpoint="tcp://10.0.0.1:5555")))
-    runner._wait_ready(Nodes(), Proc(), log, 5, "v1")
+    assert runner._wait_ready(Nodes(), Proc(), log, 5, "v1") == "tcp://10.0.0.1:5555"   # where drafters connect
     dead = Proc()
     dead.returncode = 3
     with pytest.raises(runner.RunFailed, match=r"the verifier exited \(3\) before it was ready"):
         runner._wait_ready(Nodes(), dead, tmp_path / "none.jsonl", 5)
+
+
+def test_several_verifiers_on_the_local_backend_each_take_a_port(tmp_path):
+    """Without Mininet every verifier is on this machine's loopback: two of them on the configured port collided
+    (the second failed to bind and the run completed nothing); each now binds a free port of its own."""
+    r = subprocess.run(TESTBED + ["run", "experiments/routing.yaml", "--set", "backend=local", "--set", "sweep=null",
+                                  "--set", "workload.requests=1", "--results", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    (d,) = run_dirs(tmp_path, "routing")
+    ready = [e for f in sorted((d / "events").glob("v*.jsonl")) for e in events(f) if e["event"] == "ready"]
+    assert len(ready) == 2 and ready[0]["endpoint"] != ready[1]["endpoint"]
+    assert json.loads((d / "metrics.json").read_text())["complete"]

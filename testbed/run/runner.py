@@ -199,11 +199,13 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
         vnames = {h: (h if exp.routing.policy else "verifier") for h in exp.verifier_nodes()}
         endpoints = []
         for vhost, vname in vnames.items():
-            endpoint = f"tcp://{nodes.address(vhost)}:{exp.verifier.port}"
+            # local: every verifier is on this machine's loopback, so each takes a free port of its own (the one
+            # it bound is in its Ready event); in Mininet each host has its own address and the configured port
+            endpoint = f"tcp://{nodes.address(vhost)}:{exp.verifier.port if emu else '*'}"
             config = verifier_config(exp, vname, endpoint, here, link_state and link_state.resolve())
             v = nodes.start(vname, vhost, write_node_config(config, here))
-            _wait_ready(nodes, v, run_dir / "events" / f"{vname}.jsonl", exp.limits.ready_timeout_s, vname)
-            endpoints.append(endpoint)
+            endpoints.append(_wait_ready(nodes, v, run_dir / "events" / f"{vname}.jsonl", exp.limits.ready_timeout_s,
+                                         vname) if not emu else endpoint)
         drafters = exp.drafter_nodes()
         for i, node in enumerate(drafters):
             start_gate(here, node).parent.mkdir(exist_ok=True)
@@ -276,15 +278,17 @@ def _open_gates(nodes: _Nodes, drafters: list[str], run_dir: Path, progress: _Pr
             start_gate(run_dir, d).unlink(missing_ok=True)
 
 
-def _wait_ready(nodes: _Nodes, proc, log: Path, timeout: float, name: str = "verifier") -> None:
+def _wait_ready(nodes: _Nodes, proc, log: Path, timeout: float, name: str = "verifier") -> str:
+    """The endpoint the verifier bound, once it says it is ready."""
     deadline = time.monotonic() + timeout
     what = "the verifier" if name == "verifier" else f"verifier {name}"
     tail = EventTail({name: log})
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RunFailed(f"{what} exited ({proc.returncode}) before it was ready:\n{nodes.tail(name)}")
-        if any(isinstance(e, Ready) for _, e in tail.new_events()):
-            return
+        for _, e in tail.new_events():
+            if isinstance(e, Ready):
+                return e.endpoint
         time.sleep(0.1)
     raise RunFailed(f"{what} was not ready within {timeout:g} s (limits.ready_timeout_s):\n{nodes.tail(name)}")
 
