@@ -10,11 +10,13 @@ Datasets (each row: the features AWC's Telemetry computes after one round → th
                 previous γ are simulated (iid Bernoulli(α) acceptance, ±10 % timing noise) and replayed
                 through Telemetry, exactly as the runtime would see them; label = best_gamma(α, true costs).
   --runs DIR... logged γ sweeps (a run dir, or any dir above run dirs). Runs are grouped by their resolved
-                config with speculation.gamma and the run's names (name, description, label, sweep) removed,
-                so a group is "the same conditions at several γ". For each group with ≥ 2 distinct γ and each
+                config with speculation.gamma, speculation.mode and the run's names (name, description, label,
+                sweep) removed, so a group is "the same conditions at several γ" (γ = 1 run in fused mode is
+                DSD's fused action: AWC's 1 switches a hybrid session to fused). For each group with ≥ 2 distinct γ and each
                 drafter, label = the γ whose run gave that drafter the best goodput (metrics.compute; repeats
                 of a γ are averaged; ties → smaller γ); every round of that drafter in every run of the group
-                (replayed per session, as one policy per session would) → that label. The drafter's uplink
+                (replayed per session, as one policy per session would) → that label, except the rounds the
+                verifier drafted (fused): AWC decides from a drafter's own rounds. The drafter's uplink
                 comes from its access link (the topology link it ends), from events/links.jsonl at the round's
                 time, else the topology's rate; bytes per drafted token = the draft event's bytes_out / γ.
 Training: Smooth-L1 (Huber, δ = 1 γ) regression on γ, tanh MLP, Adam, mini-batches, fixed seed, early stopping
@@ -101,6 +103,7 @@ def group_key(config: dict) -> str:
     """The config hash with γ and the run's names left out: runs with equal keys differ only in γ."""
     c = json.loads(json.dumps(config))
     c.get("speculation", {}).pop("gamma", None)
+    c.get("speculation", {}).pop("mode", None)      # fused at gamma 1 is one of the oracle's actions
     for k in ("name", "description", "label", "sweep"):
         c.pop(k, None)
     return hashlib.sha256(json.dumps(c, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
@@ -132,7 +135,7 @@ def drafter_rows(run_dir: Path, config: dict, drafter: str, events: list[Event],
     drafts = {(e.session, e.round): e for e in of_type(events, Draft)}
     sessions: dict[str, list[Verdict]] = {}
     for v in of_type(events, Verdict):
-        if v.round >= 1:
+        if v.round >= 1 and not v.fused:
             sessions.setdefault(v.session, []).append(v)
     rows = []
     for vs in sessions.values():

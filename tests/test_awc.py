@@ -225,8 +225,9 @@ def out_size_ok() -> bool:
 T0 = 1_000_000.0
 
 
-def _events(node: str, gamma: int, round_s: float, accepted: int) -> list[dict]:
-    """Two sessions of 3 rounds each, back to back; every round takes round_s and accepts `accepted`."""
+def _events(node: str, gamma: int, round_s: float, accepted: int, fused: bool = False) -> list[dict]:
+    """Two sessions of 3 rounds each, back to back; every round takes round_s and accepts `accepted` (fused: the
+    verifier drafted rounds 1-3, so the drafter logged verdicts and no drafts)."""
     ev, t = [{"t": T0, "node": node, "event": "welcome", "verifier": "verifier"}], T0
     for s in range(2):
         sid = f"{node}-s{s}"
@@ -235,29 +236,30 @@ def _events(node: str, gamma: int, round_s: float, accepted: int) -> list[dict]:
         ev.append({"t": t, "node": node, "event": "verdict", "session": sid, "round": 0, "gamma": 0,
                    "accepted": 0, "tokens": 1, "rtt_s": 0.1, "queue_s": 0.0, "verify_s": 0.02, "bytes_in": 130})
         for k in range(1, 4):
-            ev.append({"t": t + 0.01, "node": node, "event": "draft", "session": sid, "round": k, "gamma": gamma,
-                       "draft_s": 0.002 * gamma, "bytes_out": 10 * gamma + 40})
+            if not fused:
+                ev.append({"t": t + 0.01, "node": node, "event": "draft", "session": sid, "round": k, "gamma": gamma,
+                           "draft_s": 0.002 * gamma, "bytes_out": 10 * gamma + 40})
             t += round_s
             ev.append({"t": t, "node": node, "event": "verdict", "session": sid, "round": k, "gamma": gamma,
                        "accepted": accepted, "tokens": accepted + 1, "rtt_s": round_s - 0.002 * gamma,
-                       "queue_s": 0.004, "verify_s": 0.02, "bytes_in": 130})
+                       "queue_s": 0.004, "verify_s": 0.02, "bytes_in": 130, "fused": fused})
         ev.append({"t": t, "node": node, "event": "finish", "session": sid})
     ev.append({"t": t, "node": node, "event": "done"})
     return ev
 
 
-def _run(root: Path, gamma: int, seed: int, plan: dict[str, tuple[float, int]]) -> Path:
-    d = root / f"run-g{gamma}-s{seed}"
+def _run(root: Path, gamma: int, seed: int, plan: dict[str, tuple[float, int]], mode: str = "distributed") -> Path:
+    d = root / f"run-g{gamma}-s{seed}-{mode}"
     (d / "events").mkdir(parents=True)
     config = {"name": "sweep", "label": f"gamma={gamma}", "seed": seed,
-              "speculation": {"gamma": gamma, "payload": "ids", "proactive": True},
+              "speculation": {"gamma": gamma, "payload": "ids", "proactive": True, "mode": mode},
               "topology": {"links": [
                   {"a": "d1", "b": "ap1", "name": "d1-ap1", "rate_up_mbps": 10.0, "rate_down_mbps": 20.0},
                   {"a": "ap1", "b": "d2", "name": "ap1-d2", "rate_up_mbps": 30.0, "rate_down_mbps": 7.0}]}}
     (d / "manifest.json").write_text(json.dumps({"label": config["label"], "config": config}))
     for node, (round_s, accepted) in plan.items():
         (d / "events" / f"{node}.jsonl").write_text(
-            "".join(json.dumps(e) + "\n" for e in _events(node, gamma, round_s, accepted)))
+            "".join(json.dumps(e) + "\n" for e in _events(node, gamma, round_s, accepted, mode == "fused")))
     (d / "events" / "links.jsonl").write_text(json.dumps(
         {"t": T0 - 1, "node": "runner", "event": "link", "link": "d1-ap1", "rate_up_mbps": 5.0,
          "rate_down_mbps": 20.0, "delay_ms": 0, "jitter_ms": 0, "loss_pct": 0}) + "\n")
@@ -284,3 +286,15 @@ def test_runs_mode_builds_the_expected_labels(tmp_path):
     out = tmp_path / "w.json"
     assert train.main(["--runs", str(tmp_path / "results"), "--epochs", "5", "--out", str(out)]) == 0
     assert load_weights(out).training["source"].startswith("runs ")
+
+
+def test_runs_mode_counts_fused_gamma_1_as_an_action_but_learns_from_the_drafters_own_rounds(tmp_path):
+    """DSD's oracle: gamma 1 in fused mode is one of the actions (same group as the distributed windows, since
+    the mode is left out of the group key); its rounds were drafted by the verifier, so they give no rows."""
+    root = tmp_path / "results" / "sweep"
+    _run(root, 1, 0, {"d1": (0.03, 1), "d2": (0.10, 0)}, mode="fused")      # d1: 2 tokens per 30 ms: the best
+    _run(root, 4, 0, {"d1": (0.11, 3), "d2": (0.20, 0)})
+    x, y, labels = _trainer().runs_dataset([tmp_path / "results"], DEFAULT_ALLOWED, log=lambda _: None)
+    (group,) = labels.values()
+    assert {d: v["label"] for d, v in group.items()} == {"d1": 1, "d2": 1}
+    assert x.shape == (12, len(FEATURES))                # only the gamma-4 run's 2 drafters x 2 sessions x 3 rounds
