@@ -102,6 +102,12 @@ POLICY_CHOICES = {
            "of completion times; first planned batch (or its first half) verified",
     "routing": "a session stays on its verifier (affinity); load = sessions open at a verifier (from its last "
                "verdict) plus this drafter's placements since",
+    "fused": "DSD's fused mode: the verifier's co-located draft model drafts on the verifier's device one window at "
+             "a time, between its verification batches (time-shared, drafts not batched; DSD-Sim runs them beside "
+             "the batches, uncontended); every round after the prefill is drafted there",
+    "hybrid": "DSD's AWC switch: a session is fused while its policy's window is 1 (drafting one token there), and "
+              "goes back to its drafter after speculation.fused_dwell more rounds above 1; each switch brings the "
+              "taking side's draft model up to the committed tokens (a profiled draft model does not charge that catch-up)",
 }
 
 
@@ -115,6 +121,8 @@ def policy_choices(exp) -> dict:
     used.append(exp.batching.rule)
     if exp.routing.policy:
         used.append("routing")
+    if exp.speculation.mode != "distributed":
+        used += ["fused"] + (["hybrid"] if exp.speculation.mode == "hybrid" else [])
     return {name: POLICY_CHOICES[name] for name in used if name in POLICY_CHOICES}
 
 
