@@ -166,3 +166,41 @@ def test_a_verdict_must_hold_its_accepted_tokens():
         P.Verdict(*args, np.array([1, 2], np.int32), True)
     v = P.Verdict(*args, np.array([1, 2, 3, 4], np.int32), True)
     assert P.decode(P.encode(v)) == v
+
+
+class ScriptedWindows:
+    """A speculation policy whose windows are given in advance (one per verified round)."""
+    def __init__(self, windows):
+        self.windows = list(windows)
+
+    def next_window(self, now, net=None):
+        return self.windows.pop(0) if self.windows else 3
+
+    def observe(self, r):
+        pass
+
+
+def test_hybrid_stays_fused_for_the_dwell_after_the_window_leaves_1():
+    """DSD's hysteresis: a window of 1 moves the session to the verifier (drafting 1 token), and it stays there for
+    fused_dwell more rounds whatever the policy says, then goes back to the drafter."""
+    cfg = VerifierConfig(model={"backend": "synthetic", "vocab_size": 100, "draft": {"backend": "synthetic",
+                                                                                      "vocab_size": 100}},
+                         speculation={"gamma": 3, "mode": "hybrid", "fused_dwell": 2})
+    core = VerifierCore(cfg, Colocated(SyntheticTarget(100), SyntheticDraft(100, 0.8)))
+    script = [1, 4, 4, 4, 4]                  # after the prefill: fused (1), dwell, dwell, back to the drafter
+    core.control.policy_for = lambda requested: ScriptedWindows(script)
+    fused_next, now = [], 0.1
+    acts = open_session(core)
+    while True:
+        (v,) = [P.decode(a.frame) for a in acts if isinstance(a, Send)]
+        fused_next.append(v.fused)
+        if not v.fused:
+            break
+        (draft,) = core.decide(now)
+        assert draft.work.tokens == 1                          # hybrid drafts one token when fused
+        run_compute(core, draft, now)
+        (batch,) = [a for a in core.decide(now) if isinstance(a, Compute)]
+        now += 0.1
+        acts = run_compute(core, batch, now)
+    assert fused_next == [True, True, True, False]
+    assert core.sessions["d0/s"].synced == len(core.sessions["d0/s"].generated)
