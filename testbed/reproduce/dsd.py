@@ -29,7 +29,18 @@ NAMES = {"random+fifo+static": "Random+FIFO+static", "round-robin+fifo+static": 
          "jsq+length+awc+hybrid": "JSQ+LAB+AWC+fused"}
 BASELINE, FULL, LAB_STATIC, JSQ_ONLY = "random+fifo+static", "jsq+length+awc", "jsq+length+static", "jsq+fifo+static"
 HYBRID = "jsq+length+awc+hybrid"
+AWC_WEIGHTS = {
+    "jsq+length+awc": "AWC's generic weights: trained on samples of the closed-form model (experiments/train_awc.py "
+                      "--generate), not on DSD's data",
+    "jsq+length+awc+hybrid": "AWC trained on an oracle's labels from simulated sweeps of an 8 x 2 cut of this fleet "
+                             "(awc-oracle.yaml: per drafter the window of most goodput, not DSD's per-arrival lowest "
+                             "latency within the SLOs), not on DSD's data"}
 WAN_DELAY_MS = {10: 4.5, 30: 14.5}          # RTT = 2 x (0.5 ms edge + WAN delay)
+# AWC as DSD trains it, for the stack that switches to fused mode: on an oracle's labels from simulator sweeps in
+# which gamma = 1 is fused (experiments/papers/dsd/awc-oracle.yaml has the sweep and the command that rebuilds the
+# file). The stack without the switch keeps the policy's generic weights: to it a 1 is a one-token window, which the
+# oracle's 1 is not.
+AWC_ORACLE = {"policy": "awc", "weights_path": "experiments/papers/dsd/awc_oracle.json"}
 SEEDS, QUICK_SEEDS = (0, 1, 2), (0,)
 QUICK_DURATION_S = 12                       # --quick: seconds of sessions started (fleet.yaml: 60)
 LARGE_DRAFTERS, DRAFTERS = 800, 80
@@ -40,7 +51,9 @@ MODELLED = ("compute from roofline profiles (nodes/compute) of named substitutes
             "router is central); fused mode: the draft model beside each target (DSD-Sim's pairing, substitutes) drafts on "
             "the target's GPU, time-shared with verification and unbatched (DSD-Sim runs it beside the batches, "
             "uncontended); only JSQ+LAB+AWC+fused switches to it (elsewhere AWC's gamma = 1 is a one-token "
-            "window); simulated (backend sim)")
+            "window); AWC's weights: with the switch, trained on an oracle's labels from simulated sweeps of an 8 x 2 "
+            "cut of the fleet (awc-oracle.yaml); without it, the policy's generic weights (trained on the closed-form "
+            "model's samples, experiments/train_awc.py --generate); simulated (backend sim)")
 
 
 def stack_key(stack: tuple[str, str, str]) -> str:
@@ -82,7 +95,9 @@ def crosscheck_points(quick: bool) -> list[Point]:
 def _sweep(stack, delay: float, seed: int) -> str:
     routing, batching, policy, *mode = stack
     return "sweep=" + json.dumps({"routing.policy": [routing], "batching.rule": [batching],
-                                  "speculation.policy": [policy], "links.wan.delay_ms": [delay], "seed": [seed],
+                                  "speculation.policy": [AWC_ORACLE if (policy, mode) == ("awc", ["hybrid"])
+                                                         else policy],
+                                  "links.wan.delay_ms": [delay], "seed": [seed],
                                   **({"speculation.mode": mode} if mode else {})})
 
 
@@ -168,8 +183,7 @@ def claims(cells: dict, quick: bool) -> list[Claim]:
                                  "secondary source (papers.md §3)",
                                  f"TPOT p50 {d:+.1%} with {NAMES[stack]} vs JSQ+LAB+static ({1e3 * awc:.1f} vs "
                                  f"{1e3 * lab:.1f} ms) " + rule, effect_holds(d, -0.11), config(rtt),
-                                 how + ("" if effect_holds(d, -0.11) else "; AWC's weights here are trained on this "
-                                        "testbed's own simulated sweeps (experiments/train_awc.py), not DSD's")))
+                                 how + ("" if effect_holds(d, -0.11) else "; " + AWC_WEIGHTS[stack])))
         jsq = _mean(cells, "80x20", JSQ_ONLY, rtt, "conversations_per_s")
         for other in (BASELINE, "round-robin+fifo+static"):
             o = _mean(cells, "80x20", other, rtt, "conversations_per_s")
