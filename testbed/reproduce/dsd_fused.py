@@ -60,14 +60,14 @@ def claims(cells: dict, quick: bool) -> list[Claim]:
         return [Claim("fused mode (draft beside the target) beats distributed SD below some RTT; the crossover",
                       "§IV (AWC's switch to fused); DSD-Sim's fused-vs-distributed RTT sweep", "–", None, "–",
                       "fewer than two RTTs ran both modes")]
-    g_rel, _ = crossover(cells, "goodput_tps")
+    g_rel, g_cross = crossover(cells, "goodput_tps")
     by_rtt = "; ".join(f"RTT {r} ms: TPOT {d:+.0%}" + (f", goodput {g:+.0%}" if g is not None else "")
                        for (r, d), g in zip(rel, [dict(g_rel).get(r) for r, _ in rel]))
     fused_wins_low = rel[0][1] < 0
     if cross:
         side = "below" if fused_wins_low else "above"
         measured = (f"TPOT p50 of fused vs distributed crosses at RTT ≈ {cross[0]:.0f} ms; fused is faster {side} "
-                    f"it ({by_rtt})")
+                    f"it" + (f"; goodput crosses at ≈ {g_cross[0]:.0f} ms" if g_cross else "") + f" ({by_rtt})")
         holds = fused_wins_low
         why = "" if holds else ("fused is faster at long RTTs here, not short ones: it takes the network out of every "
                                 "round, which saves more the longer the RTT, while its drafts take the target's GPU "
