@@ -82,6 +82,8 @@ def test_every_mode_gives_the_same_tokens_and_hybrid_moves_sessions_both_ways(tm
     later = [e for e in ev if e["round"] > 0]
     assert later and all(e["fused"] for e in later)                    # every round after the prefill drafted there
     assert not any(e.get("fused") for e in verifies(dist))
+    rows = [json.loads(line) for f in (fused / "outputs").glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert all(r["fused_rounds"] == r["rounds"] and r["accepted"] <= r["proposed"] for r in rows if r["rounds"])
     into, back = switches(verifies(hybrid))
     assert into > 20 and back > 20, (into, back)
 

@@ -385,6 +385,7 @@ class DrafterCore:
         new = [int(t) for t in v.drafted[:v.accepted]] + [v.token]
         for t in new:
             self.backend.commit(s.sid, 0, t, 0)
+        s.proposed += len(v.drafted)          # drafted by the verifier's model: counted with its acceptance
         s.accepted += v.accepted
         s.fused_rounds += 1
         fresh = len(cut_output(new, s.max_new - s.delivered, self.backend.eos_token_id)[0])
@@ -418,7 +419,8 @@ class DrafterCore:
         result = {"drafter": self.name, "session": s.sid, "prompt": s.prompt, "prompt_tokens": s.prompt_ids,
                   "tokens": tokens, "text": self.backend.decode(tokens), "rounds": s.round, "proposed": s.proposed,
                   "accepted": s.accepted, "proactive_hits": s.hits, "wasted": s.wasted, "max_new": s.max_new,
-                  **({"request": s.request} if s.request is not None else {})}
+                  **({"request": s.request} if s.request is not None else {}),
+                  **({"fused_rounds": s.fused_rounds} if s.fused_rounds else {})}   # rounds the verifier drafted
         return [Output(result), self._rec(E.Finish, now, session=s.sid, tokens=len(tokens), rounds=s.round,
                                           proposed=s.proposed, accepted=s.accepted, hits=s.hits, wasted=s.wasted)]
 
