@@ -25,32 +25,15 @@ from nodes.core.drafter import DrafterCore
 from nodes.core.verifier import VerifierCore
 from nodes.events import EventLog, Link, Verify
 from testbed.run.node_configs import drafter_config, verifier_config
+from testbed.sim.frames import FrameCosts, ReceiveStage
 
 
 class SimFailed(RuntimeError):
     pass
 
 
-# What a frame costs beyond the network model on the emulator this simulator is checked against, one way: ZeroMQ's
-# I/O threads and the veth/namespace stack (a bare pyzmq 100 B echo across two Mininet hosts: 0.56 ms at zero
-# delay, ../shared/research/netemu.md section 5), the NFQUEUE delay element's netlink round and wake-up (~0.2 ms
-# per element, ibid. section 4) and the nodes' own receive, decode, validation and logging. Measured end to end
-# by `testbed validate` (scenario rtt5-1: a drafter's round trip minus queueing and verification, p50, emulator
-# 6.42 ms, network model alone 5.00 ms, on 2026-12-02 here): 1.42 ms per round trip, 0.71 ms per frame. Of that,
-# the sender's own work (encode, log, hand to ZeroMQ) is serialized on its CPU: the emulator's verifier sends a
-# batch's verdicts 0.244-0.260 ms apart (p50, validate goodspeed-8 and rtt20-8, read from the drafters' one-way
-# times); so is a verifier's handling of what it receives: it takes a queued DRAFT 0.032-0.054 ms after the
-# previous one (goodspeed-8's second sync batch), and decides on a batch only once none is waiting, so frames that
-# arrive while it handles one join the same batch. The rest is a latency that overlaps with other frames.
-FRAME_SEND_S = 0.00025
-FRAME_RECV_S = 0.00005
-FRAME_OVERHEAD_S = 0.00071 - FRAME_SEND_S - FRAME_RECV_S
-# ... and per byte of the frame: the sender's and receiver's copies, packing and array checks, and the delay
-# element's per-packet netlink round (a 64 KB frame is 45 packets). Measured the same way on scenario full-q-1
-# (64,136 B drafts, 139 B verdicts): round trip 28.60 ms on the emulator, 25.75 ms modelled with the constant
-# above: 2.85 ms for 64 KB, 44 ns per byte. These constants come from three scenarios of `testbed validate`
-# (rtt5-1, full-q-1, goodspeed-8); the other eight test them out of sample.
-FRAME_OVERHEAD_PER_BYTE_S = 44e-9
+# What a frame costs beyond the network model (the emulator host's frame handling): testbed/sim/frames.py, where
+# the constants and their measurements are.
 
 
 def run_sim(exp, run_dir: Path) -> dict:
@@ -85,6 +68,8 @@ class SimRun:
         from testbed.net.netplan import NetPlan
         self.exp, self.run_dir, self.net, self.plan = exp, Path(run_dir), network, plan
         self.last_at: dict[tuple[str, str], float] = {}   # (sender, receiver) -> its last frame's delivery
+        self.costs = FrameCosts()                          # beyond the network: this host's frame handling
+        self.receiving = ReceiveStage()                    # the receiving hosts' per-byte work, a frame at a time
         topo = exp.topology_obj()
         self.net_plan = NetPlan(topo, "sim")
         self.states = {l.link_name: l.state() for l in topo.links}   # as applied: the link view reads them
@@ -163,8 +148,7 @@ class SimRun:
         return {"simulated_s": round(self.env.now, 6), "wall_s": round(wall, 3),
                 "speed_x": round(self.env.now / wall, 2) if wall > 0 else None, "frames": self.frames,
                 "verified_rounds": self.rounds,
-                "frame_costs_s": {"send": FRAME_SEND_S, "verifier_receive": FRAME_RECV_S, "latency": FRAME_OVERHEAD_S,
-                                  "per_byte": FRAME_OVERHEAD_PER_BYTE_S},
+                "frame_costs": self.costs.manifest(),
                 "rounds_per_wall_s": round(self.rounds / wall, 1) if wall > 0 else None,
                 "computes": self.computes, "unfinished": unfinished, "network": self.net.stats()}
 
@@ -180,11 +164,13 @@ class SimRun:
         self.frames += 1
         now = self.env.now
         # the sender's CPU sends one frame at a time; the network sees the frame at `now` (the wait is added
-        # after it, which only differs where the frame would have queued behind another sender's at a shared hop)
-        src.cpu_free = max(now, src.cpu_free) + FRAME_SEND_S
-        recv = 0.0 if isinstance(dst.core, VerifierCore) else FRAME_RECV_S   # a drafter's: latency (_arrive)
-        at = self.net.deliver_at(src.host, dst.host, len(frame), now) + (src.cpu_free - now) + recv \
-            + FRAME_OVERHEAD_S + FRAME_OVERHEAD_PER_BYTE_S * len(frame)
+        # after it, which only differs where the frame would have queued behind another sender's at a shared hop);
+        # the receiving host then does the frame's per-byte work, one frame at a time (testbed/sim/frames.py)
+        costs = self.costs
+        src.cpu_free = max(now, src.cpu_free) + costs.send_s
+        recv = 0.0 if isinstance(dst.core, VerifierCore) else costs.recv_s   # a drafter's: latency (_arrive)
+        ready = self.net.deliver_at(src.host, dst.host, len(frame), now) + (src.cpu_free - now)
+        at = self.receiving.admit(dst.host, ready, costs.work_s(len(frame)), now) + recv + costs.latency_s
         key = (src.name, dst.name)
         at = max(at, self.last_at.get(key, 0.0))       # one connection, one byte stream: in order
         self.last_at[key] = at
@@ -192,9 +178,9 @@ class SimRun:
 
     def _arrive(self, sender: str, node: _Node, frame: bytes) -> None:
         now = self.env.now
-        if isinstance(node.core, VerifierCore):      # its CPU takes frames one at a time (FRAME_RECV_S)
+        if isinstance(node.core, VerifierCore):      # its CPU takes frames one at a time (costs.recv_s)
             node.inq += 1
-            node.cpu_free = max(now, node.cpu_free) + FRAME_RECV_S
+            node.cpu_free = max(now, node.cpu_free) + self.costs.recv_s
             self._at(node.cpu_free, lambda: self._take(sender, node, frame))
             return
         core = node.core
