@@ -462,6 +462,10 @@ SUMMARY_COLUMNS = [  # (header, key, unit scale)
 ]
 
 
+_FRAME_COSTS = {"emulator": "this host's emulator (testbed/sim/frames.py; sim.frame_costs emulator)",
+                "none": "none, the network model alone (sim.frame_costs none)"}
+
+
 def write_summary(run_dir: str | Path, manifest: dict | None, metrics: dict, plots: list[str] = ()) -> Path:
     """summary.md: settings, a table per drafter + total, fairness and verifier figures, and links to `plots`
     (file names under RUN/plots/: the runner passes plots.plot_names, so the summary may be written first)."""
@@ -479,7 +483,8 @@ def write_summary(run_dir: str | Path, manifest: dict | None, metrics: dict, plo
         sim = manifest.get("sim") or {}
         lines.append(f"- **simulated** (backend sim): network model and compute on a simulated clock; compute from the "
                      f"nodes' latency profiles (a real model: the time its compute took here); "
-                     f"{sim.get('simulated_s', '?')} s simulated in {sim.get('wall_s', '?')} s")
+                     f"{sim.get('simulated_s', '?')} s simulated in {sim.get('wall_s', '?')} s; frame costs beyond the "
+                     f"network: {_FRAME_COSTS.get((sim.get('frame_costs') or {}).get('modelled'), 'not recorded')}")
     elif metrics.get("pacing"):
         lines += pacing_mod.summary_lines(metrics["pacing"])
     # The topology is summarised by its name and file; its every node and link are in manifest.json.

@@ -31,7 +31,7 @@ from testbed.net.topology import Topology
 from testbed.run.workload_files import prompt_sets
 
 __all__ = ["Experiment", "LinkOverride", "VerifierSpec", "DrafterOverride", "DrafterDefaults", "Routing", "Limits",
-           "Workload", "Speculation", "Batching", "Scheduling"]
+           "SimOptions", "Workload", "Speculation", "Batching", "Scheduling"]
 
 
 class _Strict(BaseModel):
@@ -129,6 +129,16 @@ class SLO(_Strict):
     tpot_ms: float = Field(35.0, gt=0, le=3_600_000)    # time per output token after the first
 
 
+class SimOptions(_Strict):
+    """`sim.*`: what the simulator (backend sim) models beyond the network; ignored by the other backends."""
+    # frame_costs: emulator (default): each frame also costs what this 2-core host's emulator measurably adds
+    # (ZeroMQ, the veth stack, the delay element, the nodes' packing and checks: testbed/sim/frames.py), so the
+    # simulator matches `testbed validate` here; none: the network model alone (testbed/sim/network.py), for
+    # paper-scale runs whose hosts (GPU servers on a real LAN) would not pay this host's costs. Recorded in the
+    # run's manifest (sim.frame_costs) and summary.
+    frame_costs: Literal["emulator", "none"] = "emulator"
+
+
 class Limits(_Strict):
     ready_timeout_s: float = Field(120, gt=0, le=3600)          # nodes must be up (models loaded) by then
     run_timeout_s: float = Field(900, gt=0, le=7 * 86_400)      # the whole run is stopped after this
@@ -150,6 +160,7 @@ class Experiment(_Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)     # drafter i gets seed * 1000 + i; channels and delays too
     channel_interval_ms: float = Field(100.0, ge=10, le=60_000)   # channel models step this often (testbed/channels/plan.py)
     limits: Limits = Limits()
+    sim: SimOptions = SimOptions()               # backend sim only: frame_costs emulator | none (SimOptions above)
     slo: SLO = SLO()                             # thresholds for the slo_* metrics (testbed/run/metrics.py)
     sweep: dict[str, Any] | None = None          # {field.path: [values]} grid, and/or zip: {path: [...], ...}
     label: str | None = Field(None, max_length=200)   # run label; "{field.path}" is replaced by its value
@@ -235,6 +246,7 @@ class Experiment(_Strict):
             "seed": self.seed,
             "channel_interval_ms": self.channel_interval_ms,
             "limits": self.limits.model_dump(mode="json"),
+            "sim": self.sim.model_dump(mode="json"),
             "label": self.label,
         }
         if self.sweep:

@@ -32,8 +32,8 @@ class SimFailed(RuntimeError):
     pass
 
 
-# What a frame costs beyond the network model (the emulator host's frame handling): testbed/sim/frames.py, where
-# the constants and their measurements are.
+# What a frame costs beyond the network model (the emulator host's frame handling, or nothing with
+# sim.frame_costs none): testbed/sim/frames.py, where the constants and their measurements are.
 
 
 def run_sim(exp, run_dir: Path) -> dict:
@@ -68,7 +68,7 @@ class SimRun:
         from testbed.net.netplan import NetPlan
         self.exp, self.run_dir, self.net, self.plan = exp, Path(run_dir), network, plan
         self.last_at: dict[tuple[str, str], float] = {}   # (sender, receiver) -> its last frame's delivery
-        self.costs = FrameCosts()                          # beyond the network: this host's frame handling
+        self.costs = FrameCosts(exp.sim.frame_costs)       # beyond the network: this host's frame handling, or none
         self.receiving = ReceiveStage()                    # the receiving hosts' per-byte work, a frame at a time
         topo = exp.topology_obj()
         self.net_plan = NetPlan(topo, "sim")

@@ -1,10 +1,11 @@
 """What a frame costs beyond the network model: the emulator host's frame handling, as the simulator charges it.
 
-    costs = FrameCosts("emulator")     # or "none": the network model alone
+    costs = FrameCosts("emulator")     # or "none": the network model alone (experiment field sim.frame_costs)
     stage = ReceiveStage()             # the receiving hosts' per-byte work, one frame at a time per host
 
 testbed/run/simrun.py asks the network model (testbed/sim/network.py) when a frame's last byte reaches the other
-host, then adds what is below. The constants were read from the emulator's event logs on this 2-core host.
+host, then adds what is below. The constants were read from the emulator's event logs on this 2-core host; a
+paper-scale run whose hosts would not pay them sets `sim: {frame_costs: none}` (schema.py SimOptions).
 """
 from __future__ import annotations
 
