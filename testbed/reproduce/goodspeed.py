@@ -31,10 +31,11 @@ MODELLED = ("compute from roofline profiles (nodes/compute: the targets on h100-
             "a placeholder (1 Gbit/s LAN, the paper's is unstated: lan-4.yaml, lan-8.yaml); acceptance a stand-in "
             "(alpha 0.9 ... 0.4 per server for 'one dataset per server': none is published for these pairs); "
             "sampling at temperature 1 with the `full` q payload; simulated (backend sim), and the simulator mirrors "
-            "the emulator on this 2-core host, whose frame handling it charges (testbed/run/simrun.py: 0.25 ms per "
-            "frame sent, 44 ns per byte, calibrated on 64 KB frames): about 160 ms per 3.6 MB `full` draft, which "
-            "a GPU server on a real LAN would not pay, and more than the emulator itself measured at that size "
-            "(see the cross-check)")
+            "the emulator on this 2-core host, whose frame handling it charges (testbed/sim/frames.py: 0.25 ms per "
+            "frame sent, 44 ns per byte up to 64 KB and 7.6 ns beyond, the per-byte work queued at the verifier): "
+            "about 31 ms per 3.6 MB `full` draft, one draft after another at the verifier (the fourth of four that "
+            "arrive together is done ~120 ms later), which a GPU server on a real LAN would not pay (sim.frame_costs "
+            "none leaves them out)")
 
 
 def _file(config: str) -> Path:
