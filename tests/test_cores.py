@@ -203,3 +203,24 @@ def test_drafters_that_see_no_load_spread_their_first_placements(policy):
         again.on_welcome(f"sim://{t}", P.encode(P.Welcome(t, "synthetic", "synthetic", V)), 0.0)
     assert [a.event.verifier for a in again.begin(0.0) if isinstance(a, Record)
             and isinstance(a.event, E.Route)][0] == first["d0"]          # seeded: the same run places the same
+
+
+def test_a_timed_drafter_does_not_wake_at_the_same_instant_forever_at_its_end():
+    """workload.duration_s: the end's wake-up is at t0 + duration; there `now - t0 < duration` could still hold in
+    floating point (0.7 + 0.1 - 0.7 < 0.1), so the drafter asked to be woken at that same instant again and a
+    simulated clock never moved on (a simulator run hung at the end of its duration)."""
+    cfg = DrafterConfig(name="d0", model={"backend": "synthetic", "vocab_size": V},
+                        workload={"duration_s": 0.1, "sessions": 1, "max_new": 8}, prompt_texts=PROMPTS,
+                        speculation={"gamma": GAMMA, "proactive": False})
+    core = DrafterCore(cfg, SyntheticDraft(V, parse_alpha(0.8)), [(p, [1, 2, 3]) for p in PROMPTS])
+    core.on_welcome("sim://v", _welcome(), 0.0)
+    core.begin(0.7)
+    end = 0.7 + 0.1
+    assert end - 0.7 < 0.1                   # the float case itself
+    wakes = [a.t for a in core.on_timer(end) if isinstance(a, WakeAt)]
+    assert wakes and all(t > end for t in wakes), wakes
+
+
+def _welcome() -> bytes:
+    from nodes import protocol as P
+    return P.encode(P.Welcome("v", "synthetic", SyntheticDraft(V).fingerprint, V))

@@ -180,9 +180,12 @@ class DrafterCore:
         w = self.config.workload
         if w.arrivals == "trace":
             return self.started < len(self.trace) and (w.requests is None or self.started < w.requests) and \
-                (w.duration_s is None or now - self.t0 < w.duration_s)
+                (w.duration_s is None or now < self.t0 + w.duration_s)
         if w.duration_s is not None:
-            return now - self.t0 < w.duration_s
+            # the very sum the end's wake-up is set to (below): `now - t0 < duration` can stay true at
+            # now == t0 + duration in floating point (0.7 + 0.1 - 0.7 < 0.1), which woke the drafter at the same
+            # instant forever on a simulated clock
+            return now < self.t0 + w.duration_s
         return self.started < w.requests
 
     def _due(self, now: float) -> float:
