@@ -307,3 +307,32 @@ def test_several_verifiers_on_the_local_backend_each_take_a_port(tmp_path):
     ready = [e for f in sorted((d / "events").glob("v*.jsonl")) for e in events(f) if e["event"] == "ready"]
     assert len(ready) == 2 and ready[0]["endpoint"] != ready[1]["endpoint"]
     assert json.loads((d / "metrics.json").read_text())["complete"]
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("mininet", marks=root)])
+def test_drafters_start_only_after_every_verifier_is_ready(tmp_path, monkeypatch, backend):
+    """The runner starts the drafters once each verifier has said Ready (its model loaded): a drafter started
+    earlier loaded its model beside the verifier's, and on a fresh clone all three converted the same packaged
+    model at once (the demo's real-model part failed so)."""
+    from testbed.run.experiment import load_experiment
+    order = []
+    real_wait, real_start = runner._wait_ready, runner._Nodes.start
+
+    def wait(nodes, proc, log, timeout, name="verifier"):
+        bound = real_wait(nodes, proc, log, timeout, name)
+        order.append(("ready", name))
+        return bound
+
+    def start(self, name, host, argv):
+        order.append(("start", name))
+        return real_start(self, name, host, argv)
+
+    monkeypatch.setattr(runner, "_wait_ready", wait)
+    monkeypatch.setattr(runner._Nodes, "start", start)
+    exp = load_experiment(REPO / "experiments/routing.yaml",
+                          [f"backend={backend}", "sweep=null", "workload.requests=1"]).points()[0]
+    result = runner.run_point(exp, tmp_path)
+    assert result.status == "complete", result.message
+    verifiers = [n for kind, n in order if kind == "ready"]
+    first_drafter = next(i for i, (kind, n) in enumerate(order) if kind == "start" and n not in verifiers)
+    assert len(verifiers) == 2 and all(order.index(("ready", v)) < first_drafter for v in verifiers), order

@@ -204,8 +204,8 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
             endpoint = f"tcp://{nodes.address(vhost)}:{exp.verifier.port if emu else '*'}"
             config = verifier_config(exp, vname, endpoint, here, link_state and link_state.resolve())
             v = nodes.start(vname, vhost, write_node_config(config, here))
-            endpoints.append(_wait_ready(nodes, v, run_dir / "events" / f"{vname}.jsonl", exp.limits.ready_timeout_s,
-                                         vname) if not emu else endpoint)
+            bound = _wait_ready(nodes, v, run_dir / "events" / f"{vname}.jsonl", exp.limits.ready_timeout_s, vname)
+            endpoints.append(endpoint if emu else bound)
         drafters = exp.drafter_nodes()
         for i, node in enumerate(drafters):
             start_gate(here, node).parent.mkdir(exist_ok=True)
