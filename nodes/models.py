@@ -82,6 +82,18 @@ def _converted(name: str) -> Path:
     out = cache_dir() / name
     if (out / "model.safetensors").exists():
         return out
+    import fcntl
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # one conversion at a time: nodes of two runs started together on a fresh machine would all convert, and all
+    # but the first rename would fail on the finished directory; the others wait and use it
+    with open(out.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / "model.safetensors").exists():
+            return out
+        return _convert(name, out)
+
+
+def _convert(name: str, out: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     gguf = _gguf_path(name)
