@@ -80,6 +80,14 @@ def settle(chain: list[DraftToken], accepted: int, token: int, window: int) -> t
     return [d.token for d in chain[:accepted]] + [int(token)], (beyond[1:] if hit else [])
 
 
+def catch_up(backend, session: str, tokens) -> None:
+    """Commit tokens some other model drafted (and the verifier settled) into this draft model's copy of a session,
+    one at a time: a draft of ours that guessed one survives as a proactive hit (DSD's fused mode: whichever side
+    drafts next starts from exactly the committed tokens)."""
+    for t in tokens:
+        backend.commit(session, 0, int(t), 0)
+
+
 def position_rng(seed: int, session: str, position: int) -> np.random.Generator:
     """Randomness for drafting the token at `position` of a session, independent of how many drafts came before.
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from nodes import events as E
 from nodes import protocol as P
-from nodes.backends import Sampling
+from nodes.backends import Sampling, catch_up
 from nodes.config import DrafterConfig
 from nodes.core.actions import Action, Compute, DraftWork, Output, Record, Send, WakeAt
 from nodes.verification import cut_output
@@ -386,8 +386,7 @@ class DrafterCore:
         """A round the verifier drafted: its accepted window and token are committed here too (one token at a time,
         which keeps any draft of ours that guessed them), so the session can come back to this drafter."""
         new = [int(t) for t in v.drafted[:v.accepted]] + [v.token]
-        for t in new:
-            self.backend.commit(s.sid, 0, t, 0)
+        catch_up(self.backend, s.sid, new)
         s.proposed += len(v.drafted)          # drafted by the verifier's model: counted with its acceptance
         s.accepted += v.accepted
         s.fused_rounds += 1

@@ -26,7 +26,7 @@ import numpy as np
 
 from nodes import events as E
 from nodes import protocol as P
-from nodes.backends import DraftToken, Sampling, VerifyRequest
+from nodes.backends import DraftToken, Sampling, VerifyRequest, catch_up
 from nodes.config import VerifierConfig
 from nodes.core.actions import Action, Compute, DraftWork, Record, Send, VerifyWork, WakeAt
 from nodes.core.control import WindowControl
@@ -312,8 +312,7 @@ class VerifierCore:
             if s.synced is None:
                 self.drafts.open(s.key, s.prompt, s.sampling)
                 s.synced = 0
-            for t in s.generated[s.synced:]:   # committed while the drafter drafted: the draft model catches up
-                self.drafts.commit(s.key, 0, t, 0)
+            catch_up(self.drafts, s.key, s.generated[s.synced:])   # committed while the drafter drafted
             s.synced = len(s.generated)
             self.to_draft.append(s)
         return fused
