@@ -184,7 +184,9 @@ DRAFTER_SETTINGS = tuple(DraftModel.model_fields)
 
 class Workload(_Strict):
     prompts: str = "builtin"         # "builtin", a dataset (nodes/workloads/datasets.py) or a JSONL file (relative to the experiment file)
-    arrivals: Literal["closed", "poisson", "trace"] = "closed"   # closed: `sessions` back to back; poisson, trace: open loop
+    # closed: `sessions` back to back; poisson, trace: open loop; clients: a session per request of the users' clients
+    # (the experiment's `clients:` section; `requests` is then the number this drafter serves)
+    arrivals: Literal["closed", "poisson", "trace", "clients"] = "closed"
     rate_per_s: float | None = Field(None, gt=0, le=10_000)   # poisson only: session arrivals/s per drafter
     trace: str | None = None         # trace only: DSD-Sim JSONL (nodes/workloads/trace.py), relative to the experiment file
     requests: int | None = Field(None, ge=1, le=1_000_000)    # sessions per drafter; or duration_s (one of two)
@@ -216,6 +218,17 @@ class Speculation(_Strict):
     # gamma = 1 means fused), back to the drafter after `fused_dwell` more rounds with a window above 1
     mode: Literal["distributed", "fused", "hybrid"] = "distributed"
     fused_dwell: int = Field(1, ge=0, le=1000)
+    # a drafter serving several sessions drafts every ready session's missing window tokens in one compute, one
+    # batched forward pass per token step (an edge draft server batching its users), not one session after another
+    batch_drafting: bool = False
+
+    @model_validator(mode="after")
+    def _batch_without_stop_rule(self) -> "Speculation":
+        if self.batch_drafting and split_speculation(self.policy)[1] is not None:
+            raise ValueError("batch_drafting: not with a stop rule (speculation.policy threshold ends each "
+                             "session's window token by token while it drafts; a batch drafts whole windows): "
+                             "turn one of them off")
+        return self
 
 
 class Scheduling(_Strict):
@@ -237,6 +250,17 @@ class Batching(_Strict):
     max_batch: int = Field(8, ge=1, le=1024)            # drafts verified together at most
     window_ms: float = Field(5.0, ge=0, le=10_000)      # window only: wait this long for more drafts
     max_tokens: int = Field(64, ge=1, le=1_000_000)     # length only: batch size x longest window at most
+    # zhu only: the speculation lengths its DP chooses from (default 1-8); [4]: Zhu et al.'s fixed-length baseline,
+    # [0]: their AD baseline (the DP batches autoregressive steps)
+    lengths: list[Annotated[int, Field(ge=0, le=MAX_GAMMA)]] | None = Field(None, min_length=1, max_length=MAX_GAMMA + 1)
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "Batching":
+        if self.lengths is not None and self.rule != "zhu":
+            raise ValueError(f"lengths: only with rule zhu (its DP's choices), not {self.rule}")
+        if self.lengths is not None and len(set(self.lengths)) != len(self.lengths):
+            raise ValueError(f"lengths: expected distinct values, got {self.lengths}")
+        return self
 
 
 class Routing(_Strict):
@@ -272,9 +296,12 @@ class DrafterConfig(_Strict):
     out: str | None = None                       # each session's output as a JSON line (else stdout)
     record_acceptance: str | None = None         # append each round's (gamma, accepted) as a replay file
     start_gate: str | None = None                # a FIFO: once connected, wait for the runner to close it, then start
+    clients_bind: str | None = None              # arrivals clients: where the users' clients send their requests
 
     @model_validator(mode="after")
     def _cross(self) -> "DrafterConfig":
+        if (self.workload.arrivals == "clients") != (self.clients_bind is not None):
+            raise ValueError("clients_bind: needed with workload.arrivals clients, and only then")
         problem = temperature_problem(self.workload.temperature, self.speculation.payload)
         if problem:
             raise ValueError(f"workload.temperature: {problem}")
@@ -303,6 +330,35 @@ class VerifierConfig(_Strict):
     def window_policy_spec(self):
         """The verifier's share of the speculation policy (a threshold rule's cap, for instance)."""
         return split_speculation(self.speculation.policy)[0]
+
+
+class ClientRequest(_Strict):
+    """One request of a user's client: sent at `at_s` after the start, its prompt `prompt_tokens` long."""
+    request: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+    at_s: float = Field(0.0, ge=0, le=86_400)
+    prompt_tokens: int = Field(..., ge=1, le=32768)
+    max_new: int = Field(..., ge=1, le=8192)
+
+
+class ClientConfig(_Strict):
+    """A user's client (nodes/client.py): sends its requests to the drafter that serves it, waits for the answers."""
+    name: NodeName = "user"
+    connect: str = "tcp://127.0.0.1:5600"        # the drafter's clients_bind
+    prompts: str = "builtin"                     # where the prompt texts come from (cut or repeated to length)
+    prompt_offset: int = Field(0, ge=0)
+    chars_per_token: int = Field(4, ge=1, le=64)  # the text uploaded per prompt token
+    requests: list[ClientRequest] = Field(..., min_length=1, max_length=100_000)
+    timeout_s: float = Field(120.0, gt=0, le=86_400)   # no answer for this long: give up
+    log: str | None = None
+    out: str | None = None
+    start_gate: str | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> "ClientConfig":
+        ids = [r.request for r in self.requests]
+        if len(set(ids)) != len(ids):
+            raise ValueError("requests: request ids must be unique")
+        return self
 
 
 # ------------------------------------------------------------------------------------------ files

@@ -20,6 +20,7 @@ import zmq
 
 from nodes import protocol as P
 from nodes.config import DraftModel, DrafterConfig
+from nodes.core.actions import ClientAddr
 from nodes.core.drafter import DrafterCore, DrafterError
 from nodes.events import EventLog
 from nodes.events import Verdict as VerdictEvent
@@ -98,6 +99,16 @@ class DrafterShell(Shell):
             self.recorder = AcceptanceRecorder(config.record_acceptance)
         self.socks: dict[str, zmq.Socket] = {}
         self.poller = zmq.Poller()
+        self.clients: zmq.Socket | None = None       # arrivals clients: a ROUTER the users' clients send to
+
+    def bind_clients(self) -> None:
+        """Listen for the users' requests (before connecting to the verifiers, so no client finds it closed)."""
+        if self.config.clients_bind:
+            self.clients = zmq.Context.instance().socket(zmq.ROUTER)
+            self.clients.setsockopt(zmq.LINGER, 2000)      # the last ANSWERs go out before the process ends
+            self.clients.setsockopt(zmq.MAXMSGSIZE, P.MAX_FRAME)
+            self.clients.bind(self.config.clients_bind)
+            self.poller.register(self.clients, zmq.POLLIN)
 
     def connect(self) -> None:
         timeout_ms = int(self.config.timeout_s * 1e3)
@@ -120,12 +131,18 @@ class DrafterShell(Shell):
             timeout = None if wake is None else max(0.0, wake - time.time())
             self.poller.poll(None if timeout is None else int(timeout * 1e3))
             frames = [(name, frame) for name, sock in self.socks.items() for frame in _drain(sock)]
-            actions = core.on_frames(frames, time.time()) if frames else core.on_timer(time.time())
+            asks = _drain_router(self.clients) if self.clients is not None else []
+            actions = core.on_client_frames(asks, time.time()) if asks else []
+            if frames or not asks:
+                actions += core.on_frames(frames, time.time()) if frames else core.on_timer(time.time())
             wake, _ = self.execute(actions)      # an idle core always asks for a wake-up (its timeout)
         return self.results
 
-    def send(self, to: str, frame: bytes) -> None:
-        self.socks[to].send(frame)
+    def send(self, to, frame: bytes) -> None:
+        if isinstance(to, ClientAddr):
+            self.clients.send_multipart([to.name.encode("latin-1"), frame])
+        else:
+            self.socks[to].send(frame)
 
     def record(self, event) -> None:
         self.log.write(event)
@@ -144,6 +161,18 @@ def _drain(sock: zmq.Socket) -> list[bytes]:
             out.append(sock.recv(zmq.NOBLOCK))
         except zmq.Again:
             return out
+
+
+def _drain_router(sock: zmq.Socket) -> list[tuple[str, bytes]]:
+    """Every (client, frame) waiting on a ROUTER; a message that is not [identity, frame] is dropped."""
+    out = []
+    while True:
+        try:
+            parts = sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return out
+        if len(parts) == 2:
+            out.append((parts[0].decode("latin-1"), parts[1]))   # any identity, and back unchanged
 
 
 def flags(argv=None) -> argparse.Namespace:
@@ -251,6 +280,7 @@ def main(argv=None) -> int:
     try:
         backend = make_backend(config)
         shell = DrafterShell(config, backend, log, load_prompts(config, backend), trace)
+        shell.bind_clients()
         shell.connect()
         if config.start_gate and os.path.exists(config.start_gate):   # all drafters start their sessions at
             with open(config.start_gate, "rb") as gate:                 # once, not as each process comes up

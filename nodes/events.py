@@ -103,6 +103,30 @@ class Crash(Event, tag="crash"):
     error: str = ""
 
 
+# ---------------------------------------------------------------------------------------------- client (user)
+
+class Connect(Event, tag="connect"):
+    """A user's client is connected to the drafter that serves it and waits for the start."""
+    endpoint: str = ""
+    requests: int = 0
+
+
+class Ask(Event, tag="ask"):
+    """A request went out (client), or came in (drafter: t = its arrival; its session's START names the request)."""
+    request: str
+    prompt_tokens: int = 0
+    max_new: int = 0
+    bytes: int = 0
+
+
+class Answer(Event, tag="answer"):
+    """A request's answer came back: latency_s from its ASK's sending."""
+    request: str
+    tokens: int = 0
+    latency_s: float = 0.0
+    bytes_in: int = 0
+
+
 # ---------------------------------------------------------------------------------------------- verifier
 
 class Ready(Event, tag="ready"):
@@ -252,7 +276,7 @@ class ChannelLate(Event, tag="channel_late"):
 
 
 AnyEvent = Union[Welcome, Route, Start, Draft, Verdict, Finish, Done, Crash, Ready, Hello, Refused, Error, Verify,
-                 Plan, Policy, Schedule, Link, ChannelLate, Pace, Load]
+                 Plan, Policy, Schedule, Link, ChannelLate, Pace, Load, Connect, Ask, Answer]
 EVENT_TYPES: dict[str, type[Event]] = {c.__struct_config__.tag: c for c in AnyEvent.__args__}
 
 EventT = TypeVar("EventT", bound=Event)
@@ -350,6 +374,7 @@ class RunLogs:
     reading them."""
     drafters: dict[str, list[Event]] = field(default_factory=dict)
     verifiers: list[Event] = field(default_factory=list)
+    clients: dict[str, list[Event]] = field(default_factory=dict)     # users' clients (workload.arrivals clients)
     links: list[Link] = field(default_factory=list)
     load: list[Load] = field(default_factory=list)
     issues: list[str] = field(default_factory=list)
@@ -357,7 +382,8 @@ class RunLogs:
 
 def load_run(run_dir: str | Path) -> RunLogs:
     """Read every log of a run. A log is a verifier's when it is verifier.jsonl or has an event only verifiers
-    write (with routing, verifiers are named after their hosts); any other log but links.jsonl is a drafter's."""
+    write (with routing, verifiers are named after their hosts); a log with a `connect` is a user's client; any
+    other log but links.jsonl is a drafter's."""
     ev_dir = Path(run_dir) / "events"
     run = RunLogs()
     if not ev_dir.is_dir():
@@ -372,10 +398,12 @@ def load_run(run_dir: str | Path) -> RunLogs:
             run.load += of_type(events, Load)
         elif path.stem == "verifier" or any(isinstance(e, VERIFIER_EVENTS) for e in events):
             run.verifiers += events
+        elif any(isinstance(e, Connect) for e in events):
+            run.clients.setdefault(next((e.node for e in events if e.node), path.stem), []).extend(events)
         else:
             name = next((e.node for e in events if e.node), path.stem)
             run.drafters.setdefault(name, []).extend(events)
-    for events in [*run.drafters.values(), run.verifiers, run.links, run.load]:
+    for events in [*run.drafters.values(), *run.clients.values(), run.verifiers, run.links, run.load]:
         events.sort(key=lambda e: e.t)
     return run
 

@@ -23,6 +23,9 @@ objects (loading those from the network is remote code execution). Frames over M
                  next_gamma (int 0..64), done (bool), t_send, queue_s, verify_s (float >= 0), batch (int >= 1),
                  load (int >= 0: sessions open at the verifier)
   end      both  session (sid), reason (id)
+  ask      U->D  request (id), prompt (UTF-8 bytes, 1..MAX_TEXT), prompt_tokens (int 1..32768),
+                 max_new (int 1..100000), t_send (float >= 0)            [a user's client -> its drafter]
+  answer   D->U  request (id), tokens (<i4 bytes, 0..100000), text (UTF-8 bytes, 0..MAX_TEXT), t_send
   error    both  code (id), message (text, 1..1024 chars), session (sid | nil)
 
   id      = str matching [A-Za-z0-9_.:-]{1,128};   sid = the same, at most 64 chars
@@ -62,6 +65,8 @@ MAX_GAMMA = 64
 MAX_TOPK = 1024
 MAX_PROMPT = 32768
 MAX_VOCAB = 10_000_000
+MAX_TEXT = 1 << 20               # a client's prompt or answer text, bytes
+MAX_ANSWER = 100_000
 ROW_SUM_TOL = 1e-3
 INT32_MAX = 2**31 - 1
 
@@ -225,6 +230,21 @@ def _array(kind: str) -> Check:
         out = np.array(a, dtype="<i4" if kind == "i" else "<f4")   # a copy, owned
         out.setflags(write=False)
         return out
+    return check
+
+
+def _text(lo: int) -> Check:
+    """A prompt or an answer as UTF-8 bytes (any characters, newlines too: it is data, never logged as is)."""
+    def check(x: Any, where: str) -> bytes:
+        if type(x) is not bytes:
+            _fail(where, f"expected UTF-8 bytes, got {_tn(x)}")
+        if not lo <= len(x) <= MAX_TEXT:
+            _fail(where, f"length {len(x)} not in {lo}..{MAX_TEXT}")
+        try:
+            x.decode("utf-8")
+        except UnicodeDecodeError:
+            _fail(where, "is not valid UTF-8")
+        return x
     return check
 
 
@@ -512,8 +532,38 @@ class Error(_Message):
     SPEC: ClassVar[dict] = dict(code=_ID, message=_str(1024), session=_opt(_SID))
 
 
-Message = Union[Hello, Welcome, Start, Draft, Verdict, End, Error]
-MESSAGE_TYPES: dict[str, type] = {c.TYPE: c for c in (Hello, Welcome, Start, Draft, Verdict, End, Error)}
+@dataclass(frozen=True, eq=False)
+class Ask(_Message):
+    """A user's request to the drafter that serves it (Zhu et al.'s upload): its prompt as text, sized by the
+    client; the drafter encodes it and cuts or repeats the ids to exactly `prompt_tokens`."""
+    request: str
+    prompt: bytes
+    prompt_tokens: int
+    max_new: int
+    t_send: float
+    TYPE: ClassVar[str] = "ask"
+    SPEC: ClassVar[dict] = dict(request=_ID, prompt=_text(1), prompt_tokens=_int(1, MAX_PROMPT),
+                                max_new=_int(1, 100_000), t_send=_TIME)
+
+
+@dataclass(frozen=True, eq=False)
+class Answer(_Message):
+    """The drafter's reply once the request's session is done: the output ids and their text."""
+    request: str
+    tokens: np.ndarray
+    text: bytes
+    t_send: float
+    TYPE: ClassVar[str] = "answer"
+    ARRAYS: ClassVar[dict] = dict(tokens="<i4")
+    SPEC: ClassVar[dict] = dict(request=_ID, tokens=_array("i"), text=_text(0), t_send=_TIME)
+
+    def _check(self) -> None:
+        if self.tokens.ndim != 1 or len(self.tokens) > MAX_ANSWER:
+            _fail("answer.tokens", f"need 0..{MAX_ANSWER} tokens, got shape {self.tokens.shape}")
+
+
+Message = Union[Hello, Welcome, Start, Draft, Verdict, End, Error, Ask, Answer]
+MESSAGE_TYPES: dict[str, type] = {c.TYPE: c for c in (Hello, Welcome, Start, Draft, Verdict, End, Error, Ask, Answer)}
 
 
 _IN_PROCESS: dict[bytes, Message] | None = None   # frames encode() made while in_process_frames() is on
@@ -604,6 +654,8 @@ def describe(msg: Message) -> str:
             x = f"{x:.6g}"
         elif isinstance(x, tuple):
             x = ",".join(x)
+        elif isinstance(x, bytes):
+            x = f"{len(x)}B"
         parts.append(f"{f.name}={x}")
     if isinstance(msg, Draft):
         parts.append(f"payload={msg.payload}")

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from nodes.config import NodeConfigError, build_config, load_config
-from nodes.core.actions import Compute, DraftWork, Output, Record, Send, VerifyWork, WakeAt, Work
+from nodes.backends import draft_batch
+from nodes.core.actions import Compute, DraftBatch, DraftWork, Output, Record, Send, VerifyWork, WakeAt, Work
 from nodes.events import Pace
 
 
@@ -54,6 +55,8 @@ def paced_work(backend, work: Work, pacer: Pacer | None = None):
     start = time.perf_counter()
     if isinstance(work, DraftWork):
         result = backend.extend(work.session, work.tokens)
+    elif isinstance(work, DraftBatch):       # several sessions, one batched pass per step by the profile
+        result = draft_batch(backend, work)
     else:
         result = backend.verify(list(work.requests))
     if cost is not None:
@@ -74,6 +77,9 @@ def run_work(backend, work: Work):
 def pace_event(node: str, work: Work, profile_s: float, realised_s: float, now: float) -> Pace:
     if isinstance(work, DraftWork):
         return Pace(t=now, node=node, work="draft", profile_s=profile_s, realised_s=realised_s, tokens=work.tokens)
+    if isinstance(work, DraftBatch):
+        return Pace(t=now, node=node, work="draft", profile_s=profile_s, realised_s=realised_s,
+                    tokens=sum(i.tokens for i in work.items), batch=len(work.items))
     return Pace(t=now, node=node, work="verify", profile_s=profile_s, realised_s=realised_s,
                 tokens=sum(len(r.draft) + 1 for r in work.requests), batch=len(work.requests))
 

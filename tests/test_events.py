@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from nodes.events import (EVENT_TYPES, ChannelLate, Load, Pace, Crash, Done, Draft, Error, EventLog, EventTail, Finish, Hello,
+from nodes.events import (EVENT_TYPES, Answer, Ask, ChannelLate, Connect, Load, Pace, Crash, Done, Draft, Error, EventLog, EventTail, Finish, Hello,
                           Link, Plan, Policy, Ready, Refused, Route, Schedule, Start, Verdict, Verify, Welcome, decode,
                           encode, load_run, of_type, read_events)
 
@@ -43,6 +43,9 @@ EXAMPLES = [
     ChannelLate(t=T, node="channel", skipped=3, tick=12),
     Pace(t=T, node="d1", work="verify", profile_s=0.02, realised_s=0.021, tokens=10, batch=2),
     Load(t=T, node="runner", cpu_busy=0.5, loadavg_1m=1.2, cpus=2),
+    Connect(t=T, node="u1", endpoint="tcp://10.0.0.3:5600", requests=2),
+    Ask(t=T, node="u1", request="u1-r0", prompt_tokens=300, max_new=128, bytes=1290),
+    Answer(t=T, node="u1", request="u1-r0", tokens=128, latency_s=3.5, bytes_in=700),
 ]
 
 

@@ -172,7 +172,7 @@ def test_set_on_an_aliased_mapping_changes_only_that_link():
 @pytest.mark.parametrize("item, message", [
     ("speculation.gamma=x", "expected a valid integer, unable to parse string as an integer, got 'x'"),
     ("speculation.gamma=65", "expected a number less than or equal to 64, got 65"),
-    ("speculation.gama=1", "unknown field 'gama' in speculation (fields: gamma, payload, proactive, policy, mode, fused_dwell)"),
+    ("speculation.gama=1", "unknown field 'gama' in speculation (fields: gamma, payload, proactive, policy, mode, fused_dwell, batch_drafting)"),
     ("gamma", "expected PATH=VALUE, e.g. speculation.gamma=8"),
     ("workload.temperature=0.7", "temperature 0.7 needs speculation.payload 'topk:K' or 'full' (sampling is "
                                  "verified against the draft's probabilities); payload is 'ids'"),

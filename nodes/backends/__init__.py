@@ -4,6 +4,7 @@ Both sides keep per-session state (token history and, for real models, a KV cach
     drafter side:  DraftBackend.open / extend / commit / close
     verifier side: TargetBackend.open / verify (batched) / close
     both:          cost_s(work): how long a compute takes by the backend's profile, or None for real compute
+    drafter side, several sessions at once: draft_batch(backend, DraftBatch) (speculation.batch_drafting)
 `hf` runs real transformers models; `synthetic` draws acceptance from Bernoulli(alpha) or a replay file and
 says its compute takes what a latency profile gives, with no torch, so many drafters fit on one machine. No
 backend sleeps: the node cores describe the compute (nodes/core/actions.py) and their driver runs it.
@@ -86,6 +87,17 @@ def catch_up(backend, session: str, tokens) -> None:
     drafts next starts from exactly the committed tokens)."""
     for t in tokens:
         backend.commit(session, 0, int(t), 0)
+
+
+def draft_batch(backend, work) -> list[list[DraftToken]]:
+    """Run a DraftBatch (nodes/core/actions.py): each item's `extend`, in item order; the new tokens per item.
+
+    The drafts are those each session would get on its own (a session's tokens depend on its own chain only), so
+    batching changes when they are ready, never what they are. How long it takes is the backend's `cost_s(work)`:
+    a profiled backend charges one batched pass per token step (SyntheticDraft.cost_s). A real model (hf, ngram:
+    `cost_s` None) runs the extends here one after another and takes what that takes: the CPU models of this
+    testbed do not batch them, so with them batch_drafting only changes the order of the work."""
+    return [backend.extend(item.session, item.tokens) for item in work.items]
 
 
 def position_rng(seed: int, session: str, position: int) -> np.random.Generator:

@@ -10,12 +10,13 @@ batch exactly as long as it takes (GPU sharing as time-sharing; no overlap of th
 """
 from __future__ import annotations
 
-from nodes.core.actions import DraftWork
+from nodes.core.actions import DraftBatch, DraftWork
 
 
 class Colocated:
     """The target's backend (model_id, tokenizer, open/verify/close as the target's) that also drafts: `extend`
-    and a DraftWork's cost go to `draft`, so the shells that run a core's computes need no change."""
+    and a DraftWork's (or DraftBatch's) cost go to `draft`, so the shells that run a core's computes need no
+    change."""
 
     def __init__(self, target, draft):
         if draft.vocab_size != target.vocab_size or draft.fingerprint != target.fingerprint:
@@ -41,4 +42,4 @@ class Colocated:
         return self.draft.extend(session, k)
 
     def cost_s(self, work) -> float | None:
-        return (self.draft if isinstance(work, DraftWork) else self.target).cost_s(work)
+        return (self.draft if isinstance(work, (DraftWork, DraftBatch)) else self.target).cost_s(work)

@@ -30,7 +30,8 @@ with, so replay is exact only without proactive drafting. `AcceptanceRecorder` w
 
 Compute. A latency profile gives the time an operation takes: a nodes/compute cost model (`cost`: a roofline
 of a model on a device, or a measured table) charges each verify batch one forward pass over (context, tokens
-fed) per request, and drafting k tokens k decode passes from the session's context; without one, the linear
+fed) per request, drafting k tokens k decode passes from the session's context, and a batch of sessions drafted
+together (speculation.batch_drafting) one batched pass per token step; without one, the linear
 `ComputeProfile`: drafting k tokens = k * draft_token_s, verifying a batch = base + per_token * tokens fed +
 per_seq * batch size. A request feeds its prompt (first request: prefill) or the last committed token (later
 ones) plus its drafts. The backends do their tiny real
@@ -49,6 +50,7 @@ from typing import Callable
 import numpy as np
 
 from nodes.backends import DraftToken, Sampling, VerifyRequest, VerifyResult, settle
+from nodes.core.actions import DraftBatch
 # the acceptance sources live in alpha.py; imported here too, where the synthetic draft's users look for them
 from nodes.backends.alpha import (AcceptanceRecorder, AlphaSchedule, Curve, Replay, load_replay,  # noqa: F401
                                   parse_alpha)
@@ -193,15 +195,26 @@ class SyntheticDraft:
         probs[token] = 0.6
         return DraftToken(token, None, probs)
 
+    def _context(self, session: str) -> int:
+        s = self._sessions.get(session)
+        return 0 if s is None else s.prompt_len + len(s.committed) + len(s.chain)
+
     def cost_s(self, work) -> float:
         """Seconds drafting `work.tokens` tokens takes by the profile: a cost model (nodes/compute) charges k
         decode passes from the session's current context (prompt + committed + drafted); the linear profile
-        k x draft_token_s."""
+        k x draft_token_s. A DraftBatch (ask before running it: drafting grows the contexts): token step j is one
+        batched pass over the sessions that still draft a j-th token, each at its own context + j."""
+        if isinstance(work, DraftBatch):
+            shapes = [(self._context(item.session), item.tokens) for item in work.items]
+            steps = max((k for _, k in shapes), default=0)
+            if self.cost is None:
+                # the linear profile has no batch term: a small draft model's decode pass is memory-bound (its
+                # weights are read once per pass whatever the batch), so a step costs what one session's does
+                return self.profile.draft_s(steps)
+            return sum(self.cost.pass_s([(c + j, 1) for c, k in shapes if k > j]) for j in range(steps))
         if self.cost is None:
             return self.profile.draft_s(work.tokens)
-        s = self._sessions.get(work.session)
-        context = 0 if s is None else s.prompt_len + len(s.committed) + len(s.chain)
-        return self.cost.draft_s(context, work.tokens)
+        return self.cost.draft_s(self._context(work.session), work.tokens)
 
     def extend(self, session: str, k: int) -> list[DraftToken]:
         s = self._session(session)

@@ -21,7 +21,21 @@ class VerifyWork:
     requests: tuple[VerifyRequest, ...]
 
 
-Work = Union[DraftWork, VerifyWork]
+@dataclass(frozen=True)
+class DraftBatch:
+    """Draft several sessions together (speculation.batch_drafting): one DraftWork per session, each with its own
+    token count, drafted in one batched forward pass per token step (step j feeds every session that still lacks
+    a j-th token). Run with nodes.backends.draft_batch; the results come back in item order."""
+    items: tuple[DraftWork, ...]
+
+
+Work = Union[DraftWork, DraftBatch, VerifyWork]
+
+
+@dataclass(frozen=True)
+class ClientAddr:
+    """A user's client (by name), as a drafter's Send target: its clients socket, not a verifier's."""
+    name: str
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from nodes import events as E
 from nodes import protocol as P
 from nodes.backends import Sampling, catch_up
 from nodes.config import DrafterConfig
-from nodes.core.actions import Action, Compute, DraftWork, Output, Record, Send, WakeAt
+from nodes.core.actions import Action, ClientAddr, Compute, DraftWork, Output, Record, Send, WakeAt
 from nodes.verification import cut_output
 from nodes.workloads.lengths import OutputLengths
 from nodes.workloads.trace import TraceRequest
@@ -70,6 +70,7 @@ class ClientSession:
     request: str | None = None         # the trace's request_id (arrivals trace)
     fused: bool = False                # the verifier drafts this session's rounds now (DSD's fused mode)
     fused_rounds: int = 0
+    client: str | None = None          # arrivals clients: the user's client that asked (its ANSWER goes there)
 
 
 class DrafterCore:
@@ -108,6 +109,7 @@ class DrafterCore:
         self.busy: DraftWork | None = None
         self.busy_for: tuple[ClientSession, str] | None = None   # (session, "window" | "ahead")
         self.inbox: list[tuple[str, bytes]] = []
+        self.asks: list[tuple[str, P.Ask]] = []      # arrivals clients: (client, request) not started yet
         self.ready: list[ClientSession] | None = None   # sessions still to be sent a window this pass
         self.sent_this_pass = False
         self.idle_since: float | None = None
@@ -151,11 +153,37 @@ class DrafterCore:
         self._account_idle(now)
         return self._run(now)
 
+    def on_client_frames(self, frames: list[tuple[str, bytes]], now: float) -> list[Action]:
+        """Requests from the users' clients (arrivals clients), by client name: each becomes a session as soon as
+        the drafter is free. A bad frame is answered with ERROR and logged; the drafter carries on."""
+        out: list[Action] = []
+        for client, frame in frames:
+            try:
+                msg = P.decode(frame)
+                if not isinstance(msg, P.Ask):
+                    raise P.ProtocolError("bad_type", f"expected ASK, got {msg.TYPE}")
+            except P.ProtocolError as e:
+                out += [Send(ClientAddr(client), P.make_error_frame(e)),
+                        self._rec(E.Error, now, drafter=client, code=e.code, message=e.message[:200])]
+                continue
+            self.asks.append((client, msg))
+            out.append(self._rec(E.Ask, now, request=msg.request, prompt_tokens=msg.prompt_tokens,
+                                 max_new=msg.max_new, bytes=len(frame)))
+        if self.busy is not None or self.done:
+            return out
+        self._account_idle(now)
+        return out + self._run(now)
+
     def on_compute_done(self, result, duration_s: float, now: float) -> list[Action]:
         if self.busy is None:
             raise DrafterError("a compute finished but none was running")
         s, purpose = self.busy_for
-        self.busy = self.busy_for = None
+        work, self.busy, self.busy_for = self.busy, None, None
+        if purpose == "batch":                # each session of a batched draft waited for all of it
+            for item in work.items:
+                if item.session in self.sessions:
+                    self.sessions[item.session].draft_s += duration_s
+            return self._run(now)             # the ready sessions' chains are full now: their windows go out
         s.draft_s += duration_s
         out: list[Action] = []
         if purpose == "window":               # go on with this window: send it, or draft its next token
@@ -178,6 +206,8 @@ class DrafterCore:
     # -- the loop ------------------------------------------------------------------------------------
     def _more(self, now: float) -> bool:
         w = self.config.workload
+        if w.arrivals == "clients":
+            return self.started < w.requests
         if w.arrivals == "trace":
             return self.started < len(self.trace) and (w.requests is None or self.started < w.requests) and \
                 (w.duration_s is None or now < self.t0 + w.duration_s)
@@ -195,6 +225,8 @@ class DrafterCore:
             return self.next_at
         if w.arrivals == "trace":
             return self.t0 + self.trace[self.started].arrival_s
+        if w.arrivals == "clients":
+            return now if self.asks else float("inf")
         return min(self.free_at) if len(self.sessions) < w.sessions and self.free_at else float("inf")
 
     def _run(self, now: float) -> list[Action]:
@@ -219,6 +251,9 @@ class DrafterCore:
                 if s.sid not in self.sessions:
                     self.ready.pop(0)
                     continue
+                if self.config.speculation.batch_drafting and self.stop is None and \
+                        len(self.backend.chain(s.sid)) < s.gamma:
+                    return out + [self._draft_batch()]
                 step = self._window_step(s, now)
                 if isinstance(step, Compute):
                     return out + [step]
@@ -269,6 +304,22 @@ class DrafterCore:
         self.busy, self.busy_for = DraftWork(s.sid, k), (s, purpose)
         return Compute(self.busy)
 
+    def _draft_batch(self) -> Compute:
+        """speculation.batch_drafting: one compute drafting what every ready session lacks of its window (the
+        first ready session lacks some), in one batched pass per token step, instead of one session at a time."""
+        from nodes.core.actions import DraftBatch
+        items = []
+        for s in self.ready:
+            if s.sid not in self.sessions or s.fused:
+                continue
+            chain = len(self.backend.chain(s.sid))
+            if s.pre_drafted is None:          # as _window_step: what was drafted ahead, before this batch adds
+                s.pre_drafted = min(chain, s.gamma)
+            if chain < s.gamma:
+                items.append(DraftWork(s.sid, s.gamma - chain))
+        self.busy, self.busy_for = DraftBatch(tuple(items)), (None, "batch")
+        return Compute(self.busy)
+
     # -- sessions ------------------------------------------------------------------------------------
     def _route(self, sid: str, now: float) -> tuple[str, list[Action]]:
         """The verifier for a new session: the policy sees each verifier's last reported load plus the
@@ -279,6 +330,15 @@ class DrafterCore:
                   for v in self.verifiers}
         via = self.router.route(sid, queues, now)
         return via, [self._rec(E.Route, now, session=sid, verifier=via, queues=queues, policy=self.router.name)]
+
+    def _asked(self) -> tuple[str, list[int], int, str, str]:
+        """The next client request's prompt (its ids cut or repeated to exactly prompt_tokens), output length
+        (at most workload.max_new), request id and client."""
+        client, ask = self.asks.pop(0)
+        text = ask.prompt.decode("utf-8")
+        ids = list(self.backend.encode(text)) or [0]
+        ids = (ids * (ask.prompt_tokens // len(ids) + 1))[:ask.prompt_tokens]
+        return text, ids, min(ask.max_new, self.config.workload.max_new), ask.request, client
 
     def _pick(self) -> tuple[str, list[int], int, str | None]:
         """The next session's prompt, ids, output length and trace request id. A trace request's prompt_tokens
@@ -302,8 +362,13 @@ class DrafterCore:
 
     def _start(self, sid: str, now: float) -> list[Action]:
         c = self.config
-        prompt, prompt_ids, max_new, request = self._pick()
-        s = ClientSession(sid, prompt, prompt_ids, c.speculation.gamma, max_new=max_new, request=request)
+        client = None
+        if c.workload.arrivals == "clients":
+            prompt, prompt_ids, max_new, request, client = self._asked()
+        else:
+            prompt, prompt_ids, max_new, request = self._pick()
+        s = ClientSession(sid, prompt, prompt_ids, c.speculation.gamma, max_new=max_new, request=request,
+                          client=client)
         s.via, out = self._route(sid, now)
         self.sessions[sid] = s
         self.backend.open(sid, prompt_ids, self.sampling)
@@ -423,8 +488,13 @@ class DrafterCore:
                   "accepted": s.accepted, "proactive_hits": s.hits, "wasted": s.wasted, "max_new": s.max_new,
                   **({"request": s.request} if s.request is not None else {}),
                   **({"fused_rounds": s.fused_rounds} if s.fused_rounds else {})}   # rounds the verifier drafted
-        return [Output(result), self._rec(E.Finish, now, session=s.sid, tokens=len(tokens), rounds=s.round,
-                                          proposed=s.proposed, accepted=s.accepted, hits=s.hits, wasted=s.wasted)]
+        out: list[Action] = [Output(result)]
+        if s.client is not None:
+            answer = P.Answer(s.request, np.asarray(tokens, dtype=np.int32),
+                              result["text"].encode("utf-8", "replace")[:P.MAX_TEXT], now)
+            out.append(Send(ClientAddr(s.client), P.encode(answer)))
+        return out + [self._rec(E.Finish, now, session=s.sid, tokens=len(tokens), rounds=s.round,
+                                proposed=s.proposed, accepted=s.accepted, hits=s.hits, wasted=s.wasted)]
 
     def _rec(self, kind: type[E.Event], now: float, **fields) -> Record:
         return Record(kind(t=now, node=self.name, **fields))

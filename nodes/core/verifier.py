@@ -78,7 +78,7 @@ class VerifierCore:
     def __init__(self, config: VerifierConfig, backend):
         self.config, self.backend, self.name = config, backend, config.name
         b = config.batching
-        self.batching = make_batching(b.rule, b.max_batch, b.window_ms, max_tokens=b.max_tokens)
+        self.batching = make_batching(b.rule, b.max_batch, b.window_ms, max_tokens=b.max_tokens, lengths=b.lengths)
         self.control = WindowControl(config.window_policy_spec(), config.scheduling, config.seed, node=self.name)
         self.drafters: dict[Hashable, str] = {}
         self.sessions: dict[str, Session] = {}

@@ -194,6 +194,7 @@ class ChannelPlan:
                                                      g.loss_bad_pct / 100, seed=sub_seed(seed, name, "ge"))
         self.policies = {ap: {d: self._allocation(ap, d) for d in ("up", "down")} for ap in self.stations}
         self.last_rates: dict[tuple[str, str], float] = {}     # (link, direction) -> rate applied last tick
+        self.known_demand: dict[tuple[str, str], float] = {}   # (station, direction) -> bytes known before the run
 
     def _allocation(self, ap: str, direction: str):
         r = self.topo.nodes[ap].radio
@@ -243,6 +244,8 @@ class ChannelPlan:
         station sends (up) or receives (down); missing stations count as the mean of the known ones. stats
         (per drafter: alpha, bytes_per_token, per_token_s, rtt_s) feed a `joint` allocation."""
         t, dt = k * self.interval_s, self.interval_s
+        if self.known_demand:                 # known uploads (users' clients) count as they are; telemetry adds the rest
+            demands = {**(demands or {}), **self.known_demand}
         samples = {name: ch.sample(k, t, dt) for name, ch in self.channels.items()}
         rates = {name: {"up": s.rate_up_mbps, "down": s.rate_down_mbps} for name, s in samples.items()}
         info = {name: {"a": self.links[name].a, "b": self.links[name].b, **s.info} for name, s in samples.items()}

@@ -254,7 +254,7 @@ class ZhuBatching:
 
 
 def make_batching(rule: str, max_batch: int = 8, window_ms: float = 5.0, timeout_ms: float = 1000.0,
-                  max_tokens: int = 64) -> BatchingPolicy:
+                  max_tokens: int = 64, lengths: Sequence[int] | None = None) -> BatchingPolicy:
     if rule == "fifo":
         return FifoBatching(max_batch)
     if rule == "window":
@@ -264,5 +264,5 @@ def make_batching(rule: str, max_batch: int = 8, window_ms: float = 5.0, timeout
     if rule == "length":
         return LengthAwareBatching(max_batch, max_tokens)
     if rule == "zhu":
-        return ZhuBatching(max_batch)
+        return ZhuBatching(max_batch, lengths=tuple(sorted(lengths))) if lengths else ZhuBatching(max_batch)
     raise ValueError(f"batching rule must be fifo, window, sync, length or zhu, got {rule!r}")

@@ -22,6 +22,7 @@ from testbed.run.checks import (Found, apply_links, check_budget, check_control,
                                 check_nodes, check_scale, check_workload, load_topology_ref, pydantic_found)
 from testbed.run.schema import Experiment
 from testbed.run.workload_files import apply_override_prompts, check_sources
+from testbed.run.clients import check_clients
 from testbed.run.sweep import copy_data, fill_label, fmt_value, parse_path, parse_sweep, point_data, safe_parse, \
     set_field
 
@@ -53,6 +54,7 @@ def _build(data: Any, base_dir: Path, file: str, cache: dict) -> tuple[Experimen
     if topo is not None:
         nfound, vnode, dnodes = check_nodes(exp, topo)
         found += nfound
+        found += check_clients(exp, topo)
         if not nfound:
             found += check_scale(exp, topo, dnodes)     # mininet/local: one machine's worth of node processes
             dfound, dupdate = check_drafters(exp, dnodes, base_dir)

@@ -63,6 +63,11 @@ Sums and counts are per drafter; the `total` row pools every drafter's events (n
 | pace_p50, pace_p95      | compute pacing: realised/profile of profiled compute steps (testbed/run/pacing.py); total:   |
 |                         | every node's steps; none for real models. metrics.json `pacing` has the rest                 |
 | cpu_busy_mean (total)   | mean fraction of the host's CPUs busy during the run (the runner's Load samples)             |
+| client_requests (total) | users' clients (workload.arrivals clients): requests answered (client `answer` events)      |
+| client_latency_*_s      | per answered request: its `answer` latency_s (ANSWER arrival − ASK sending, client's clock)  |
+| client_total_latency_s  | Σ client latencies: Zhu et al.'s total latency (sum of completion times; with every request |
+|                         | sent at t = 0, the sum of their completion times)                                           |
+| upload_mean_s           | mean over requests of (the drafter's `ask` t − the client's `ask` t): the upload             |
 
 The bound is the closed-form model of speculative decoding (μ tokens per round, one round per T_round), not a
 hard ceiling: rounds faster than the median, or several sessions' rounds sharing one verifier batch, can put
@@ -89,7 +94,7 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import median
 
-from nodes.events import Crash, Done, Draft, Event, Finish, Start, Verdict, Verify, load_run, of_type
+from nodes.events import Answer, Ask, Crash, Done, Draft, Event, Finish, Start, Verdict, Verify, load_run, of_type
 from testbed.policies import acceptance
 from testbed.run import pacing as pacing_mod
 from testbed.run.pacing import pacing
@@ -108,6 +113,8 @@ COLUMNS = [
     "jain", "sum_log_goodput", "verifier_batches", "verifier_mean_batch", "verifier_busy_fraction",
     "verifier_fused_rounds",
     "verifier_tokens", "pace_p50", "pace_p95", "cpu_busy_mean",
+    "client_requests", "client_latency_mean_s", "client_latency_p50_s", "client_latency_p95_s",
+    "client_total_latency_s", "upload_mean_s",
 ]
 
 
@@ -365,9 +372,29 @@ def compute(run_dir: str | Path) -> dict:
     for name, row in drafters.items():
         row["pace_p50"], row["pace_p95"] = pace["per_drafter"][name]["p50"], pace["per_drafter"][name]["p95"]
     total["pace_p50"], total["pace_p95"], total["cpu_busy_mean"] = pace["p50"], pace["p95"], pace["cpu_busy_mean"]
+    total.update(_clients(run, issues))
+    complete = total["complete"] = not issues
     # nothing here names the run directory or the wall clock, so a simulated run's file repeats byte for byte
     return {"complete": complete, "issues": issues, "t0": t_first, "slo": slo,
             "columns": COLUMNS, "drafters": drafters, "total": total, "pacing": pace}
+
+
+def _clients(run, issues: list[str]) -> dict:
+    """The users' clients' columns (None without clients); a client without `done` or with a crash is an issue."""
+    if not run.clients:
+        return {}
+    asked = {e.request: e.t for evs in run.clients.values() for e in of_type(evs, Ask)}
+    arrived = {e.request: e.t for evs in run.drafters.values() for e in of_type(evs, Ask)}
+    lat = [e.latency_s for evs in run.clients.values() for e in of_type(evs, Answer)]
+    for name, evs in sorted(run.clients.items()):
+        if not of_type(evs, Done):
+            issues.append(f"{name}: no 'done' event (interrupted)")
+        for c in of_type(evs, Crash):
+            issues.append(f"{name}: crashed: {c.error}")
+    uploads = [arrived[r] - t for r, t in asked.items() if r in arrived]
+    return {"client_requests": len(lat), "client_latency_mean_s": _mean(lat),
+            "client_latency_p50_s": percentile(lat, 50), "client_latency_p95_s": percentile(lat, 95),
+            "client_total_latency_s": sum(lat) if lat else None, "upload_mean_s": _mean(uploads)}
 
 
 def _manifest(run_dir) -> dict:
@@ -487,6 +514,10 @@ def write_summary(run_dir: str | Path, manifest: dict | None, metrics: dict, plo
                      f"network: {_FRAME_COSTS.get((sim.get('frame_costs') or {}).get('modelled'), 'not recorded')}")
     elif metrics.get("pacing"):
         lines += pacing_mod.summary_lines(metrics["pacing"])
+    if t.get("client_requests") is not None:
+        lines.append(f"- users' clients: {t['client_requests']} requests answered; latency mean "
+                     f"{_fmt(t['client_latency_mean_s'])} s, p95 {_fmt(t['client_latency_p95_s'])} s; total latency "
+                     f"(sum) {_fmt(t['client_total_latency_s'])} s; upload mean {_fmt(t['upload_mean_s'])} s")
     # The topology is summarised by its name and file; its every node and link are in manifest.json.
     settings = [(k, v) for k, v in _flatten(manifest.get("config") or {})
                 if (not isinstance(v, (dict, list)) or v == [])

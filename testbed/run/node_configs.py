@@ -13,7 +13,8 @@ from typing import Sequence, TypeVar
 
 from pydantic import BaseModel
 
-from nodes.config import DraftModel, DrafterConfig, Routing, VerifierConfig, write_config
+from nodes.config import ClientConfig, DraftModel, DrafterConfig, Routing, VerifierConfig, write_config
+from testbed.run.clients import total_requests
 from testbed.run.workload_files import prompts_file, trace_file
 
 M = TypeVar("M", bound=BaseModel)
@@ -37,18 +38,22 @@ def verifier_config(exp, name: str, bind: str, run_dir: Path, link_state: Path |
         log=str(Path(run_dir) / "events" / f"{name}.jsonl"))
 
 
-def drafter_config(exp, node: str, index: int, endpoints: Sequence[str], run_dir: Path) -> DrafterConfig:
+def drafter_config(exp, node: str, index: int, endpoints: Sequence[str], run_dir: Path,
+                   clients_bind: str | None = None) -> DrafterConfig:
     """The `index`-th drafter (host `node`) of an experiment point, connecting to the verifiers at `endpoints`:
     its merged settings (drafters.* and drafters.overrides[node]), its prompts (and trace share) copied into the
     run (testbed/run/workload_files.py), starting at
     prompt `index`, seed `seed * 1000 + index` (sampling, arrivals, the synthetic draft, routing), giving up
-    after limits.ready_timeout_s without a verdict."""
+    after limits.ready_timeout_s without a verdict. With users' clients (workload.arrivals clients) it listens on
+    `clients_bind` and serves all their requests."""
     run_dir = Path(run_dir)
     return DrafterConfig(
         name=node, connect=list(endpoints), model=DraftModel(**exp.drafter_settings(node)),
         workload=exp.workload.model_copy(update={
             "prompts": str(prompts_file(run_dir, exp, node)),
-            **({"trace": str(trace_file(run_dir, node))} if exp.workload.arrivals == "trace" else {})}),
+            **({"trace": str(trace_file(run_dir, node))} if exp.workload.arrivals == "trace" else {}),
+            **({"requests": total_requests(exp), "duration_s": None} if exp.clients is not None else {})}),
+        clients_bind=clients_bind,
         prompt_offset=index, speculation=exp.speculation, routing=_narrow(Routing, exp.routing),
         seed=exp.seed * 1000 + index, timeout_s=exp.limits.ready_timeout_s,
         log=str(run_dir / "events" / f"{node}.jsonl"), out=str(run_dir / "outputs" / f"{node}.jsonl"),
@@ -64,12 +69,13 @@ def config_path(run_dir: Path, name: str) -> Path:
     return Path(run_dir) / "nodes" / f"{name}.json"
 
 
-def node_argv(config: VerifierConfig | DrafterConfig, path: Path) -> list[str]:
+def node_argv(config: VerifierConfig | DrafterConfig | ClientConfig, path: Path) -> list[str]:
     """The command that starts the node a config file describes."""
-    kind = "verifier" if isinstance(config, VerifierConfig) else "drafter"
+    kind = "verifier" if isinstance(config, VerifierConfig) else "client" if isinstance(config, ClientConfig) \
+        else "drafter"
     return [sys.executable, "-m", f"nodes.{kind}", "--config", str(path)]
 
 
-def write_node_config(config: VerifierConfig | DrafterConfig, run_dir: Path) -> list[str]:
+def write_node_config(config: VerifierConfig | DrafterConfig | ClientConfig, run_dir: Path) -> list[str]:
     """Write the config to RUN/nodes/<name>.json; the command that starts that node."""
     return node_argv(config, write_config(config, config_path(run_dir, config.name)))

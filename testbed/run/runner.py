@@ -26,7 +26,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from nodes.events import EventLog, EventTail, Finish, Ready, Verdict, Welcome
+from nodes.events import Connect, EventLog, EventTail, Finish, Ready, Verdict, Welcome
+from testbed.run import clients as clients_mod
 from testbed.run.hostload import HostLoad
 from testbed.run import manifest as manifest_mod
 from testbed.run.node_configs import start_gate, drafter_config, verifier_config, write_node_config
@@ -50,6 +51,7 @@ class _Nodes:
     def __init__(self, emu, run_dir: Path):
         self.emu, self.run_dir = emu, run_dir
         self.procs: dict[str, subprocess.Popen] = {}
+        self.kinds: dict[str, str] = {}         # name -> drafter | verifier | client (a user's)
         (run_dir / "logs").mkdir(exist_ok=True)
 
     def address(self, host: str) -> str:
@@ -60,6 +62,7 @@ class _Nodes:
         kw = dict(stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         p = self.emu.popen(host, argv, **kw) if self.emu else subprocess.Popen(argv, **kw)
         self.procs[name] = p
+        self.kinds[name] = "client" if "nodes.client" in argv else "drafter" if "nodes.drafter" in argv else "verifier"
         return p
 
     def tail(self, name: str, lines: int = 15) -> str:
@@ -87,8 +90,9 @@ class _Progress:
     drafters' event logs as they grow. On a terminal a live bar; in a log (CI) the same text as a plain line
     every 10 s; either way a last line at the end."""
 
-    def __init__(self, run_dir: Path, drafters: list[str], total_requests: int | None, duration: float | None):
-        self.tail = EventTail({d: run_dir / "events" / f"{d}.jsonl" for d in drafters})
+    def __init__(self, run_dir: Path, drafters: list[str], total_requests: int | None, duration: float | None,
+                 clients: list[str] = ()):
+        self.tail = EventTail({d: run_dir / "events" / f"{d}.jsonl" for d in [*drafters, *clients]})
         self.welcomed: set[str] = set()
         self.requests = self.tokens = 0
         self.timed = total_requests is None
@@ -104,7 +108,7 @@ class _Progress:
 
     def poll(self) -> None:
         for d, e in self.tail.new_events():
-            if isinstance(e, Welcome):
+            if isinstance(e, (Welcome, Connect)):     # a drafter welcomed by a verifier; a user's client connected
                 self.welcomed.add(d)
             elif isinstance(e, Verdict):
                 self.tokens += e.tokens
@@ -207,16 +211,24 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
             bound = _wait_ready(nodes, v, run_dir / "events" / f"{vname}.jsonl", exp.limits.ready_timeout_s, vname)
             endpoints.append(endpoint if emu else bound)
         drafters = exp.drafter_nodes()
+        serves = clients_mod.served_drafter(exp) if exp.clients is not None else None
         for i, node in enumerate(drafters):
             start_gate(here, node).parent.mkdir(exist_ok=True)
             os.mkfifo(start_gate(here, node))
-            nodes.start(node, node, write_node_config(drafter_config(exp, node, i, endpoints, here), here))
+            bind = f"tcp://{nodes.address(node) if emu else '127.0.0.1'}:{exp.clients.port}" if node == serves else None
+            nodes.start(node, node, write_node_config(drafter_config(exp, node, i, endpoints, here, bind), here))
+        users = clients_mod.users(exp) if exp.clients is not None else []
+        for i, user in enumerate(users):         # users' clients (workload.arrivals clients) start with the drafters
+            os.mkfifo(start_gate(here, user))
+            endpoint = f"tcp://{nodes.address(serves)}:{exp.clients.port}"
+            nodes.start(user, user, write_node_config(clients_mod.client_config(exp, user, i, endpoint, here), here))
         total = None if exp.workload.duration_s is not None else sum(trace_sessions.values()) \
-            if exp.workload.arrivals == "trace" else exp.workload.requests * len(drafters)
-        progress = _Progress(run_dir, drafters, total, exp.workload.duration_s)
+            if exp.workload.arrivals == "trace" else clients_mod.total_requests(exp) if users \
+            else exp.workload.requests * len(drafters)
+        progress = _Progress(run_dir, drafters, total, exp.workload.duration_s, users)
         load = HostLoad(run_dir / "events")          # from the start: a short run may end within one interval
-        _open_gates(nodes, drafters, here, progress, exp.limits.ready_timeout_s, load)
-        _supervise(exp, nodes, drafters, progress, driver, load)
+        _open_gates(nodes, drafters + users, here, progress, exp.limits.ready_timeout_s, load)
+        _supervise(exp, nodes, drafters + users, progress, driver, load)
         status = "complete"
     except KeyboardInterrupt:
         status, message = "interrupted", "interrupted by the user; partial results written"
@@ -258,7 +270,7 @@ def _open_gates(nodes: _Nodes, drafters: list[str], run_dir: Path, progress: _Pr
             for d in drafters:
                 rc = nodes.procs[d].poll()
                 if rc is not None:
-                    raise RunFailed(f"drafter {d} exited ({rc}) before it started:\n{nodes.tail(d)}")
+                    raise RunFailed(f"{nodes.kinds.get(d, 'drafter')} {d} exited ({rc}) before it started:\n{nodes.tail(d)}")
                 if d in held or d not in progress.welcomed:
                     continue
                 try:
@@ -268,7 +280,8 @@ def _open_gates(nodes: _Nodes, drafters: list[str], run_dir: Path, progress: _Pr
                         raise
             if time.monotonic() > deadline:
                 late = [d for d in drafters if d not in held]
-                raise RunFailed(f"drafter(s) {', '.join(late)} did not connect within {timeout:g} s "
+                raise RunFailed(f"{'node' if any(nodes.kinds.get(d) == 'client' for d in late) else 'drafter'}(s) "
+                                f"{', '.join(late)} did not connect within {timeout:g} s "
                                 f"(limits.ready_timeout_s)")
             time.sleep(0.005)
     finally:
@@ -295,7 +308,9 @@ def _wait_ready(nodes: _Nodes, proc, log: Path, timeout: float, name: str = "ver
 
 def _channel_plan(exp):
     from testbed.channels.plan import ChannelPlan
+    from testbed.run.clients import demands
     plan = ChannelPlan(exp.topology_obj(), exp.channel_interval_ms / 1e3, exp.seed)
+    plan.known_demand = demands(exp)     # users' uploads, known before the run (clients:)
     return plan if plan.driven_links() else None
 
 
@@ -341,7 +356,7 @@ def _supervise(exp, nodes: _Nodes, drafters: list[str], progress: _Progress, dri
             if rc is None:
                 running += 1
             elif rc != 0:
-                raise RunFailed(f"drafter {d} died (exit {rc}):\n{nodes.tail(d)}")
+                raise RunFailed(f"{nodes.kinds.get(d, 'drafter')} {d} died (exit {rc}):\n{nodes.tail(d)}")
         if not running:
             progress.poll()
             progress.show(final=True)

@@ -28,6 +28,7 @@ from nodes.config import Routing as NodeRouting
 from nodes.workloads.datasets import digest
 from testbed.common.distributions import parse, stream
 from testbed.net.topology import Topology
+from testbed.run.clients import ClientsSpec
 from testbed.run.workload_files import prompt_sets
 
 __all__ = ["Experiment", "LinkOverride", "VerifierSpec", "DrafterOverride", "DrafterDefaults", "Routing", "Limits",
@@ -162,6 +163,7 @@ class Experiment(_Strict):
     limits: Limits = Limits()
     sim: SimOptions = SimOptions()               # backend sim only: frame_costs emulator | none (SimOptions above)
     slo: SLO = SLO()                             # thresholds for the slo_* metrics (testbed/run/metrics.py)
+    clients: ClientsSpec | None = None           # users' clients on role: user hosts (testbed/run/clients.py)
     sweep: dict[str, Any] | None = None          # {field.path: [values]} grid, and/or zip: {path: [...], ...}
     label: str | None = Field(None, max_length=200)   # run label; "{field.path}" is replaced by its value
 
@@ -249,6 +251,8 @@ class Experiment(_Strict):
             "sim": self.sim.model_dump(mode="json"),
             "label": self.label,
         }
+        if self.clients is not None:              # only when set: older experiments keep their hashes
+            out["clients"] = self.clients.model_dump(mode="json")
         if self.sweep:
             out["sweep"] = self.sweep
         return json.loads(json.dumps(out))          # plain JSON types only (tuples → lists)

@@ -20,10 +20,13 @@ from pathlib import Path
 
 import simpy
 
-from nodes.core.actions import Compute, DraftWork, Output, Record, Send, WakeAt
+from nodes.client import prompt_texts
+from nodes.core.actions import ClientAddr, Compute, DraftWork, Output, Record, Send, WakeAt
+from nodes.core.client import ClientCore
 from nodes.core.drafter import DrafterCore
 from nodes.core.verifier import VerifierCore
-from nodes.events import EventLog, Link, Verify
+from nodes.events import Connect, EventLog, Link, Verify
+from testbed.run.clients import client_config, demands, served_drafter, users
 from testbed.run.node_configs import drafter_config, verifier_config
 from testbed.sim.frames import FrameCosts, ReceiveStage
 
@@ -41,6 +44,7 @@ def run_sim(exp, run_dir: Path) -> dict:
     from testbed.channels.plan import ChannelPlan
     from testbed.sim.network import SimNetwork
     plan = ChannelPlan(exp.topology_obj(), exp.channel_interval_ms / 1e3, exp.seed)
+    plan.known_demand = demands(exp)
     sim = SimRun(exp, run_dir, SimNetwork(exp.topology_obj(), seed=exp.seed),
                  plan if plan.driven_links() else None)
     stats = sim.run(until_s=exp.limits.run_timeout_s)
@@ -101,16 +105,26 @@ class SimRun:
             self.nodes[vname] = node
             self.endpoint_of[endpoint] = vname
             endpoints.append(endpoint)
+        serves = served_drafter(exp) if exp.clients is not None else None
         for i, d in enumerate(exp.drafter_nodes()):
-            config = drafter_config(exp, d, i, endpoints, here)
+            config = drafter_config(exp, d, i, endpoints, here,
+                                    f"sim://{d}:{exp.clients.port}" if d == serves else None)
             backend = draft_backend(config, clock=lambda: self.env.now)
             core = DrafterCore(config, backend, load_prompts(config, backend), load_trace(config))
             self.nodes[d] = _Node(d, d, core, backend, EventLog(config.log, d, True))
             self.outputs[d] = []
             self.welcomed[d] = set()
+        for i, u in enumerate(users(exp) if exp.clients is not None else []):
+            config = client_config(exp, u, i, f"sim://{serves}:{exp.clients.port}", here)
+            self.nodes[u] = _Node(u, u, ClientCore(config, prompt_texts(config.prompts)), None,
+                                  EventLog(config.log, u, True))
+            self.nodes[u].log.write(Connect(t=0.0, node=u, endpoint=config.connect, requests=len(config.requests)))
+            self.outputs[u] = []
+        self.serves = serves
         self._drafters = [n for n in self.nodes.values() if isinstance(n.core, DrafterCore)]
         self._verifiers = [n for n in self.nodes.values() if isinstance(n.core, VerifierCore)]
-        self.running = len(self._drafters)           # drafters not done yet
+        self._clients = [n for n in self.nodes.values() if isinstance(n.core, ClientCore)]
+        self.running = len(self._drafters) + len(self._clients)     # drafters and clients not done yet
         self.gated: list[_Node] = []                  # drafters connected to every verifier, waiting to begin
 
     # -- the run ---------------------------------------------------------------------------------------
@@ -144,7 +158,7 @@ class SimRun:
             with open(self.nodes[d].core.config.out, "w") as f:
                 for r in results:
                     f.write(json.dumps(r) + "\n")
-        unfinished = [d.name for d in self.drafters() if not d.core.done]
+        unfinished = [d.name for d in self.drafters() + self._clients if not d.core.done]
         return {"simulated_s": round(self.env.now, 6), "wall_s": round(wall, 3),
                 "speed_x": round(self.env.now / wall, 2) if wall > 0 else None, "frames": self.frames,
                 "verified_rounds": self.rounds,
@@ -184,6 +198,12 @@ class SimRun:
             self._at(node.cpu_free, lambda: self._take(sender, node, frame))
             return
         core = node.core
+        if isinstance(core, ClientCore):
+            self._handle(node, core.on_frames([(sender, frame)], now))
+            return
+        if isinstance(self.nodes[sender].core, ClientCore):      # a user's request to its drafter
+            self._handle(node, core.on_client_frames([(sender, frame)], now))
+            return
         if len(self.welcomed[node.name]) < len(self.endpoint_of) and sender not in self.welcomed[node.name]:
             endpoint = next(e for e, v in self.endpoint_of.items() if v == sender)
             _, actions = core.on_welcome(endpoint, frame, now)
@@ -192,7 +212,7 @@ class SimRun:
             if len(self.welcomed[node.name]) == len(self.endpoint_of):
                 self.gated.append(node)
                 if len(self.gated) == len(self._drafters):   # the emulator's start gate: all begin together
-                    for d in self.gated:
+                    for d in self.gated + self._clients:
                         self._handle(d, d.core.begin(now))
             return
         self._handle(node, core.on_frames([(sender, frame)], now))
@@ -201,7 +221,9 @@ class SimRun:
     def _handle(self, node: _Node, actions) -> None:
         for a in actions:
             if isinstance(a, Send):
-                self._send(node, a.to if isinstance(a.to, str) else str(a.to), a.frame)
+                to = a.to.name if isinstance(a.to, ClientAddr) else self.serves if isinstance(node.core, ClientCore) \
+                    else a.to if isinstance(a.to, str) else str(a.to)
+                self._send(node, to, a.frame)
             elif isinstance(a, Record):
                 node.log.write(a.event)
                 if self.telemetry is not None and isinstance(node.core, DrafterCore):
@@ -212,10 +234,12 @@ class SimRun:
                 self.outputs[node.name].append(a.result)
             elif isinstance(a, WakeAt):
                 node.wake = a.t
+                if a.t == float("inf"):         # a client with nothing to send and nothing awaited
+                    continue
                 self._at(max(a.t, self.env.now), lambda n=node, t=a.t: self._timer(n, t))
             elif isinstance(a, Compute):
                 self._compute(node, a.work)
-        if not node.finished and isinstance(node.core, DrafterCore) and node.core.done:
+        if not node.finished and isinstance(node.core, (DrafterCore, ClientCore)) and node.core.done:
             node.finished = True
             self.running -= 1
             if self.running == 0 and not self._all_done.triggered:
@@ -247,16 +271,20 @@ class SimRun:
 
     def _compute(self, node: _Node, work) -> None:
         """Run the work on the backend now (its result is known at once); the clock says it ends after its
-        profiled time, or the time it took here for a real model."""
+        profiled time, or the time it took here for a real model. A DraftBatch (speculation.batch_drafting) is
+        one compute: its cost is the batched passes' (asked before running it)."""
+        from nodes.backends import draft_batch
+        from nodes.core.actions import DraftBatch, VerifyWork
         cost = node.backend.cost_s(work)
         t = time.perf_counter()
         result = node.backend.extend(work.session, work.tokens) if isinstance(work, DraftWork) else \
+            draft_batch(node.backend, work) if isinstance(work, DraftBatch) else \
             node.backend.verify(list(work.requests))
         if cost is None:
             cost = time.perf_counter() - t
         node.computing = True
         self.computes += 1
-        if not isinstance(work, DraftWork):
+        if isinstance(work, VerifyWork):
             for r in result:
                 r.compute_s = cost / len(result)
 
