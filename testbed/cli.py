@@ -177,13 +177,22 @@ def cmd_run(args) -> int:
 def _print_node_configs(exp) -> None:
     """The first run's node commands and configs, as the runner writes them to RUN/nodes/<name>.json."""
     from pathlib import Path
+    from testbed.run import clients
     from testbed.run.node_configs import config_path, drafter_config, node_argv, verifier_config
     run = Path("RUN")
     link_state = run / "linkstate.json" if exp.backend == "mininet" else None
     endpoints = [f"tcp://<{vhost}>:{exp.verifier.port}" for vhost in exp.verifier_nodes()]
     configs = [(vhost, verifier_config(exp, vhost if exp.routing.policy else "verifier", endpoint, run, link_state))
                for vhost, endpoint in zip(exp.verifier_nodes(), endpoints)]
-    configs += [(d, drafter_config(exp, d, i, endpoints, run)) for i, d in enumerate(exp.drafter_nodes())]
+    serves = clients.served_drafter(exp) if exp.clients is not None else None
+    configs += [(d, drafter_config(exp, d, i, endpoints, run, f"tcp://<{d}>:{exp.clients.port}" if d == serves else None))
+                for i, d in enumerate(exp.drafter_nodes())]
+    if exp.clients is not None:
+        users = clients.users(exp)
+        configs += [(u, clients.client_config(exp, u, i, f"tcp://<{serves}>:{exp.clients.port}", run))
+                    for i, u in enumerate(users[:3])]
+        if len(users) > 3:
+            print(f"  (and {len(users) - 3} more users' clients like these)")
     print("node commands and configs of the first run (<host>: its address; RUN: the run directory):")
     for host, config in configs:
         print(f"  [{host}] " + " ".join(node_argv(config, config_path(run, config.name))))

@@ -169,6 +169,22 @@ def test_set_on_an_aliased_mapping_changes_only_that_link():
     assert topo.link("d1-ap1").delay_ms == 30 and topo.link("d2-ap1").delay_ms == 15
 
 
+def test_set_reaches_into_an_inline_topology():
+    zhu = Path("experiments") / "papers" / "zhu" / "system.yaml"
+    exp = load_experiment(zhu, ["topology.nodes.u.count=7", "topology.nodes.ap1.radio.band_mhz=0.5",
+                                "topology.links.0.rate_up_mbps={uniform: [0.5, 5]}"])
+    topo = exp.topology_obj()
+    users = [n for n in topo.hosts() if topo.nodes[n].role == "user"]
+    assert len(users) == 7 and topo.nodes["ap1"].radio.band_mhz == 0.5
+    assert all(0.5 <= topo.link(f"{u}-ap1").rate_up_mbps <= 5 for u in users)
+    with pytest.raises(ConfigError, match="topology.links is a list of 5: expected an index 0-4, got '9'"):
+        load_experiment(zhu, ["topology.links.9.rate_up_mbps=3"])
+    with pytest.raises(ConfigError, match="topology is a file here: setting fields inside it needs an inline topology"):
+        load_experiment(DEMO, ["topology.nodes.d1.role=user"])
+    with pytest.raises(ConfigError, match=r"--set topology.nodes.u.count=0: expected a whole number of hosts from 1"):
+        load_experiment(zhu, ["topology.nodes.u.count=0"])
+
+
 @pytest.mark.parametrize("item, message", [
     ("speculation.gamma=x", "expected a valid integer, unable to parse string as an integer, got 'x'"),
     ("speculation.gamma=65", "expected a number less than or equal to 64, got 65"),

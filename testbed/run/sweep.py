@@ -59,6 +59,10 @@ def parse_path(path: str) -> Loc:
             raise ValueError(f"unknown field {seg!r}" + (f" in {where}" if where else "") + f" (fields: {fields})")
         out.append(seg)
         i += 1
+        if model is Experiment and seg == "topology" and i < len(segs):
+            # into an inline topology (a mapping): topology.nodes.ap1.radio.band_mhz, topology.nodes.u.count; the
+            # topology's own schema checks the result when the point is built
+            return tuple(out + segs[i:])
         ann = model.model_fields[seg].annotation
         value_model = _keyed_model(ann)
         if value_model is not None:
@@ -86,12 +90,26 @@ def safe_parse(key: str) -> Loc | None:
 def set_field(data: dict, loc: Loc, value: Any) -> None:
     """Set a field in the raw mapping, creating groups on the way. Setting one of requests / duration_s
     clears the other (they are alternatives), so `--set workload.duration_s=60` just works."""
-    for key in loc[:-1]:
+    for i, key in enumerate(loc[:-1]):
+        if isinstance(data, list):          # inside an inline topology: topology.links.0.rate_up_mbps
+            if not (isinstance(key, str) and key.isdigit() and int(key) < len(data)):
+                raise ValueError(f"{'.'.join(map(str, loc[:i]))} is a list of {len(data)}: expected an index "
+                                 f"0-{len(data) - 1}, got {key!r}")
+            data = data[int(key)]
+            continue
         if data.get(key) is None:
             data[key] = {}
-        if not isinstance(data[key], dict):
+        if not isinstance(data[key], dict) and not (loc[0] == "topology" and isinstance(data[key], list)):
+            if loc[0] == "topology" and key == "topology":
+                raise ValueError("topology is a file here: setting fields inside it needs an inline topology "
+                                 "(a mapping in the experiment file)")
             raise ValueError(f"{key} is not a mapping of fields")
         data = data[key]
+    if isinstance(data, list):
+        if not (loc[-1].isdigit() and int(loc[-1]) < len(data)):
+            raise ValueError(f"{'.'.join(loc[:-1])} is a list of {len(data)}: expected an index, got {loc[-1]!r}")
+        data[int(loc[-1])] = value
+        return
     data[loc[-1]] = value
     other = {("workload", "requests"): "duration_s", ("workload", "duration_s"): "requests"}.get(tuple(loc))
     if other and value is not None:
