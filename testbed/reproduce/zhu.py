@@ -3,12 +3,13 @@ uploaded over a shared wireless band to a small cell (SBS) that drafts in batche
 total latency (the sum of completion times) vs the number of users and vs the band, for the proposed joint
 scheme and the paper's baselines (papers.md §2).
 
-What runs here is *analytic*: testbed/policies/zhu_dp.py's cost model (the DP, the two-stage pipeline) and
+Two parts. *Analytic*: testbed/policies/zhu_dp.py's cost model (the DP, the two-stage pipeline) and
 zhu_joint.py's band split, with the per-pass costs fitted from the roofline profiles of the paper's pairs on its
-GPUs (nodes/compute). No `testbed run` takes place: the emulated suite (user hosts uploading through Mininet to a
-drafting SBS, a fronthaul, the MBS verifying) is not built yet, and claims.md says so. The paper's equations and
-most of its parameters were not available (papers.md §2 [NF]); every value below marked PLACEHOLDER stands in
-for one, and the list goes into claims.md.
+GPUs (nodes/compute). *Emulated system* (zhu_system.py): the same sweeps as `testbed run`s of
+experiments/papers/zhu/system.yaml, users' clients uploading over the shared uplink to the drafting SBS, a
+fronthaul, the MBS verifying (simulated; the small subset also on Mininet with --crosscheck). The paper's
+equations and most of its parameters were not available (papers.md §2 [NF]); every value below marked
+PLACEHOLDER stands in for one, and the list goes into claims.md.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from nodes.compute.costs import RooflineCost
 from nodes.compute.profiles import get_device, get_model
 from testbed.policies.zhu_dp import CostModel, Task, evaluate, plan_dp
 from testbed.policies.zhu_joint import band_for_plan, batch_weights, plan_with_band, upload_times
+from testbed.reproduce import zhu_system
 from testbed.reproduce.suite import Claim, Point, effect_holds
 
 
@@ -48,7 +50,7 @@ SNR_DB = (0.0, 30.0)                # PLACEHOLDER: users' SNR, uniform in dB; ef
 FIXED_LENGTH = 4                    # the fixed-length baseline's l
 SCHEMES = {"proposed": "proposed (DP + joint band)", "uniform": "uniform band", "max-batch": "max batching",
            "fixed-length": f"fixed length (l = {FIXED_LENGTH})", "ad": "AD (no drafts)"}
-MODELLED = ("everything: analytic, not a run (the DP's cost model, testbed/policies/zhu_dp.py, with per-pass "
+MODELLED = (f"{zhu_system.MODELLED}; the analytic figures and claims: not a run (the DP's cost model, testbed/policies/zhu_dp.py, with per-pass "
             f"costs fitted from roofline profiles of the drafts on {SBS} and the targets on {MBS}, at a context "
             "halfway through each answer: the linear model cannot grow the KV cache within a task); the fronthaul "
             "and the target's prefill are not charged; placeholders for what the paper's text would give: "
@@ -59,7 +61,11 @@ MODELLED = ("everything: analytic, not a run (the DP's cost model, testbed/polic
 
 
 def points(quick: bool, backend: str = "sim") -> list[Point]:
-    return []           # analytic: nothing to run as `testbed run`
+    return zhu_system.points(quick, backend)
+
+
+def crosscheck_points(quick: bool) -> list[Point]:
+    return zhu_system.crosscheck_points(quick)
 
 
 def fit_costs(pair: Pair, context: int, max_batch: int = MAX_BATCH) -> CostModel:
@@ -136,9 +142,15 @@ def sweep(quick: bool) -> dict:
 
 def analyse(runs: dict[str, Path], out: Path, quick: bool) -> tuple[list[Claim], dict]:
     data = sweep(quick)
-    figures = [_fig(data, "users", "number of users", f"band {USERS_BAND_MHZ:g} MHz", out / "fig_users.png"),
+    emulated = zhu_system.latencies(runs, quick)
+    band_users = 40 if quick else zhu_system.BAND_USERS
+    figures = [zhu_system.figure(emulated, "users", "number of users", "band 1 MHz", out / "fig_users_emulated.png"),
+               zhu_system.figure(emulated, "band", "band (MHz)", f"{band_users} users", out / "fig_band_emulated.png")
+               ] if emulated else []
+    figures += [_fig(data, "users", "number of users", f"band {USERS_BAND_MHZ:g} MHz", out / "fig_users.png"),
                _fig(data, "band", "band (MHz)", f"{REQUESTS} users", out / "fig_band.png")]
-    return claims(data), {"figures": [f.name for f in figures], "latency": data}
+    return (zhu_system.claims(emulated) if emulated else []) + claims(data), {"figures": [f.name for f in figures], "latency": data,
+                                                        "emulated": emulated}
 
 
 def _best_gain(data: dict, other: str) -> tuple[float, str]:
@@ -154,26 +166,24 @@ def _best_gain(data: dict, other: str) -> tuple[float, str]:
 
 
 def claims(data: dict) -> list[Claim]:
-    cfg = "analytic (the DP's cost model); pairs " + ", ".join(f"{p.draft} -> {p.target}" for p in PAIRS)
+    cfg = "analytic (the DP's cost model; no run); pairs " + ", ".join(f"{p.draft} -> {p.target}" for p in PAIRS)
     rule = "[rule: holds within half to double the paper's effect, same sign]"
     points_ = [(lat["proposed"], lat["ad"]) for rows in data.values() for axis in ("users", "band")
                for lat in rows[axis].values()]
     worse = sum(p >= a for p, a in points_)
-    out = [Claim("SD has lower total latency than AD", "§V", f"proposed below AD at {len(points_) - worse} of "
+    out = [Claim("SD has lower total latency than AD (analytic)", "§V", f"proposed below AD at {len(points_) - worse} of "
                  f"{len(points_)} points (at most {max(p / a for p, a in points_):.2f}x AD's)", worse == 0, cfg)]
     g, where = _best_gain(data, "uniform")
-    out.append(Claim("up to 44.9 % lower total latency than the benchmark (uniform band allocation)", "abstract, §V",
+    out.append(Claim("up to 44.9 % lower total latency than the benchmark (uniform band allocation; analytic)",
+                     "abstract, §V",
                      f"up to {g:.1%} below uniform band ({where}) {rule}", effect_holds(g, 0.449), cfg,
                      "the gain grows as the band narrows (the uploads are prompts, a few kB: in wide bands they "
                      "take milliseconds beside seconds of decoding), so an 'up to' figure is set by the narrowest "
                      f"band swept, here {min(BANDS_MHZ):g} MHz, a placeholder: the match with the paper's number "
                      "is no evidence either way; the paper's payload and band are unknown"))
     g, where = _best_gain(data, "max-batch")
-    out.append(Claim("the DP up to 21.4 % below max batching", "secondary source (low confidence)",
+    out.append(Claim("the DP up to 21.4 % below max batching (analytic)", "secondary source (low confidence)",
                      f"up to {g:.1%} below max batching ({where}) {rule}", effect_holds(g, 0.214), cfg))
-    out.append(Claim("the same on an emulated system (users upload over a shared uplink, the SBS drafts, the MBS "
-                     "verifies)", "§V's setup", "–", None, "–",
-                     "the emulated Zhu suite is not built yet: these numbers are the cost model's, not a run's"))
     return out
 
 
