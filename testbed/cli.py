@@ -40,12 +40,35 @@ def cmd_doctor(args) -> int:
     return 0
 
 
+def _is_experiment(path: str) -> bool:
+    """An experiment file names a topology; a topology file never has that key. Unreadable: not one (the topology
+    loader then reports the file)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+        return any(line.startswith(b"topology:") for line in head.splitlines())
+    except OSError:
+        return False
+
+
 def cmd_check(args) -> int:
     from testbed.net.netplan import NetPlan
     from testbed.net.shaping import ShapingPlan
     from testbed.net.topology import load_topology
     from testbed.channels.plan import ChannelPlan
     from testbed.run.checks import MAX_NODE_PROCESSES
+    if _is_experiment(args.topology):        # an experiment file: check it as one (its topology with it)
+        from testbed.common.errors import ConfigError
+        from testbed.run.experiment import load_experiment
+        try:
+            exp = load_experiment(args.topology)
+        except ConfigError as e:
+            for problem in e.problems:
+                print(str(problem), file=sys.stderr)
+            return 2
+        print(f"{args.topology}: valid experiment, {len(exp.points())} point(s), backend {exp.backend}; "
+              f"`testbed run {args.topology} --dry-run` prints its points and node configs")
+        return 0
     topo = load_topology(args.topology)
     backend, reason = _backend_for_plan(args.delay_backend)
     plan = NetPlan(topo, "0000")

@@ -101,3 +101,15 @@ def test_shipped_topologies_pass(path: Path):
     assert proc.returncode == 0, stderr
     assert stdout.startswith(f"{path}: valid\n")
     assert stderr == ""
+
+
+def test_check_on_an_experiment_file_checks_it_as_an_experiment(tmp_path):
+    good = _cli("experiments/papers/zhu/system.yaml")
+    out, err = good.communicate(timeout=60)
+    assert good.returncode == 0 and "valid experiment, 1 point(s), backend sim" in out, err
+    bad = tmp_path / "exp.yaml"
+    bad.write_text("name: x\ntopology: nope.yaml\n")
+    proc = _cli(str(bad))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and out == ""
+    assert err.strip() == f"{bad}:2: topology: topology file 'nope.yaml' not found (looked for {tmp_path / 'nope.yaml'})"
