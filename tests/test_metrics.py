@@ -296,6 +296,8 @@ def test_compare_and_overlays(tmp_path):
     assert f"{16 / 1.4:.4g}" in text
     same = compare([r1, r1])
     assert "fifo-gamma4 (r1)" in same
+    # rows of features these runs do not use (fused mode, users' clients) are left out, not a row of zeros
+    assert "fused" not in text and "users' requests" not in text and "upload" not in text
     paths = overlay_plots([r1, r2], tmp_path / "cmp")
     assert [p.name for p in paths] == ["goodput_overlay.png", "e2e_cdf_overlay.png"]
     for p in paths:

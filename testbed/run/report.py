@@ -34,8 +34,14 @@ ROWS = [  # (row label, total key, scale, format)
     ("verifier busy fraction", "verifier_busy_fraction", 1, ".3f"),
     ("rounds drafted at the verifier (fused)", "verifier_fused_rounds", 1, ".4g"),
     ("measured / bound", "measured_over_bound", 1, ".3f"),
+    ("users' requests answered", "client_requests", 1, "d"),
+    ("total latency Σ completion (s)", "client_total_latency_s", 1, ".4g"),
+    ("upload mean (ms)", "upload_mean_s", 1e3, ".3g"),
     ("complete", "complete", 1, "b"),
 ]
+# rows shown only where some run has a value other than none or 0 (fused rounds in distributed runs, clients' rows
+# without clients): a column of zeros says nothing about those runs
+OPTIONAL = {"verifier_fused_rounds", "client_requests", "client_total_latency_s", "upload_mean_s"}
 
 
 def _load(run_dir: Path) -> tuple[str, dict]:
@@ -73,7 +79,8 @@ def compare(run_dirs) -> str:
     run_dirs = [Path(d) for d in run_dirs]
     labels, ms = _labels(run_dirs)
     head = ["metric", *labels]
-    body = [[name, *(_cell(m["total"].get(key), scale, fmt) for m in ms)] for name, key, scale, fmt in ROWS]
+    body = [[name, *(_cell(m["total"].get(key), scale, fmt) for m in ms)] for name, key, scale, fmt in ROWS
+            if key not in OPTIONAL or any(m["total"].get(key) for m in ms)]
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
 
     def line(cells):
