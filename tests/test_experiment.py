@@ -330,3 +330,12 @@ def test_builtin_prompts():
     assert len(lines) == 24
     assert all(set(l) == {"prompt"} and isinstance(l["prompt"], str) and l["prompt"] for l in lines)
     assert len({l["prompt"] for l in lines}) == 24
+
+
+def test_awc_weights_path_is_relative_to_the_experiment_file(tmp_path, monkeypatch):
+    fleet = Path("experiments/papers/dsd/fleet.yaml").resolve()
+    monkeypatch.chdir(tmp_path)                  # wherever testbed runs from
+    exp = load_experiment(fleet, ["speculation.policy={policy: awc, weights_path: awc_oracle.json}", "sweep=null"])
+    assert exp.speculation.policy["weights_path"] == str(fleet.parent / "awc_oracle.json")
+    with pytest.raises(ConfigError, match=f"awc weights {fleet.parent / 'nope.json'}: cannot read"):
+        load_experiment(fleet, ["speculation.policy={policy: awc, weights_path: nope.json}", "sweep=null"])

@@ -40,7 +40,7 @@ WAN_DELAY_MS = {10: 4.5, 30: 14.5}          # RTT = 2 x (0.5 ms edge + WAN delay
 # which gamma = 1 is fused (experiments/papers/dsd/awc-oracle.yaml has the sweep and the command that rebuilds the
 # file). The stack without the switch keeps the policy's generic weights: to it a 1 is a one-token window, which the
 # oracle's 1 is not.
-AWC_ORACLE = {"policy": "awc", "weights_path": "experiments/papers/dsd/awc_oracle.json"}
+AWC_ORACLE = {"policy": "awc", "weights_path": "awc_oracle.json"}     # relative to the experiment file
 SEEDS, QUICK_SEEDS = (0, 1, 2), (0,)
 QUICK_DURATION_S = 12                       # --quick: seconds of sessions started (fleet.yaml: 60)
 LARGE_DRAFTERS, DRAFTERS = 800, 80

@@ -33,7 +33,7 @@ def _build(data: Any, base_dir: Path, file: str, cache: dict) -> tuple[Experimen
     """Validate one experiment mapping (no sweep expansion). Returns the experiment, or None with the
     problems as (field path, message) in this file plus `Problem`s in other files (a bad topology file)."""
     try:
-        exp = Experiment.model_validate(data)
+        exp = Experiment.model_validate(_awc_weights_here(data, base_dir))
     except pydantic.ValidationError as e:
         return None, pydantic_found(e), []
     topo, found, foreign = load_topology_ref(exp, base_dir, file, cache)
@@ -86,6 +86,16 @@ def _build(data: Any, base_dir: Path, file: str, cache: dict) -> tuple[Experimen
     })
     exp._file, exp._base_dir, exp._data, exp._topology = file, base_dir, copy_data(data), topo
     return exp, [], []
+
+
+def _awc_weights_here(data: Any, base_dir: Path) -> Any:
+    """speculation.policy's weights_path (awc), like every path of an experiment, relative to the file."""
+    spec = data.get("speculation") if isinstance(data, dict) else None
+    policy = spec.get("policy") if isinstance(spec, dict) else None
+    path = policy.get("weights_path") if isinstance(policy, dict) else None
+    if not isinstance(path, str) or not path or Path(path).is_absolute():
+        return data
+    return {**data, "speculation": {**spec, "policy": {**policy, "weights_path": str((base_dir / path).resolve())}}}
 
 
 def _check_points(exp: Experiment, cache: dict) -> tuple[Found, list[Problem]]:
