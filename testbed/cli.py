@@ -408,7 +408,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _QuietStdout:
+    """stdout that outlives its reader: `testbed check T | head -3` or a closed terminal must not stop a command
+    (a run would tear its network down mid-way) or print a traceback. Once the pipe is gone, what would be
+    printed is dropped (the fd goes to /dev/null, so the interpreter's last flush is quiet too)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def _gone(self) -> None:
+        import os
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.stream.fileno())
+        os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if not isinstance(sys.stdout, _QuietStdout):
+        sys.stdout = _QuietStdout(sys.stdout)
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     # Ctrl-C / kill -INT stop cleanly even when started from a script's `cmd &`, which starts it with SIGINT

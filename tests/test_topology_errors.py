@@ -113,3 +113,38 @@ def test_check_on_an_experiment_file_checks_it_as_an_experiment(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and out == ""
     assert err.strip() == f"{bad}:2: topology: topology file 'nope.yaml' not found (looked for {tmp_path / 'nope.yaml'})"
+
+
+# -- hostile files (issue 14): one line, exit 2, no traceback, in bounded time ---------------------------------
+
+BOMB = "".join(f"{k}: &{k} [" + ",".join([f"*{p}"] * 10 if p else ['"x"'] * 10) + "]\n"
+               for k, p in zip("abcdefghi", [None, *"abcdefgh"]))
+
+
+@pytest.mark.parametrize("content, message", [
+    (bytes(range(256)) * 8, "not a text file: byte 128 is not UTF-8; expected YAML"),
+    (BOMB.encode(), "invalid YAML: its aliases expand to more than 1,000,000 values (an alias bomb?)"),
+    (b"nodes: {}\n" + b"#" * (16 << 20), "file is over 16 MiB: expected a YAML file of fields"),
+])
+def test_hostile_files_are_refused_in_one_line(tmp_path, content, message):
+    import time
+    from testbed.common.errors import ConfigError
+    from testbed.common.yamlconf import load_document
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(content)
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as e:
+        load_document(path)
+    assert time.perf_counter() - t0 < 1.0
+    assert [str(p) for p in e.value.problems] == [f"{path}: {message}"]
+    for cmd in (["check", str(path)], ["run", str(path), "--dry-run"]):
+        r = subprocess.run([sys.executable, "-m", "testbed.cli", *cmd], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 2 and r.stderr.strip() == f"{path}: {message}", r.stderr
+
+
+def test_a_closed_stdout_is_quiet():
+    r = subprocess.run(f"{sys.executable} -m testbed.cli check topologies/pool-1000x10.yaml | head -1", shell=True,
+                       cwd=ROOT, capture_output=True, text=True, timeout=60, executable="/bin/bash")
+    assert r.stdout == "topologies/pool-1000x10.yaml: valid\n"
+    assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr

@@ -68,14 +68,45 @@ class Document:
         return Problem(self.file, format_loc(loc), message, self.line_of(loc))
 
 
+MAX_DOCUMENT_BYTES = 16 << 20      # a topology or experiment file; pools and traces keep real ones far smaller
+MAX_EXPANDED_VALUES = 1_000_000    # values the document holds once its aliases are expanded (an alias bomb: 10^9)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values `node` stands for with every alias expanded, computed once per node (so the count itself
+    stays linear in the document, however far its aliases would expand)."""
+    size = memo.get(id(node))
+    if size is None:
+        memo[id(node)] = 1                    # a node reached again while counting it (a cycle) counts once
+        if isinstance(node, yaml.MappingNode):
+            size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(_expanded_size(v, memo) for v in node.value)
+        else:
+            size = 1
+        memo[id(node)] = size = min(size, MAX_EXPANDED_VALUES + 1)
+    return size
+
+
 def load_document(path: str | Path) -> Document:
     file = str(path)
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_DOCUMENT_BYTES + 1)
     except OSError as e:
         raise ConfigError([Problem(file, "", f"cannot read file: {e.strerror}")]) from None
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise ConfigError([Problem(file, "", f"file is over {MAX_DOCUMENT_BYTES >> 20} MiB: expected a YAML file of "
+                                             f"fields")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError([Problem(file, "", f"not a text file: byte {e.start} is not UTF-8; expected YAML")]) from None
     try:
         node = yaml.compose(text, Loader=_UniqueKeyLoader)
+        if node is not None and _expanded_size(node, {}) > MAX_EXPANDED_VALUES:
+            raise ConfigError([Problem(file, "", f"invalid YAML: its aliases expand to more than "
+                                                 f"{MAX_EXPANDED_VALUES:,} values (an alias bomb?)")])
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
