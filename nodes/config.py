@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from testbed.common.strict import StrictModel
+
 from nodes.backends import lacks_q
 from nodes.models import ModelError, ModelSpec
 from nodes.protocol import MAX_GAMMA, MAX_TOPK, valid_payload
@@ -28,7 +30,7 @@ BUILTIN_PROMPTS = Path(__file__).resolve().parent / "prompts.jsonl"   # workload
 DEFAULT_REQUESTS = 4                   # workload.requests when neither requests nor duration_s is given
 
 
-class _Strict(BaseModel):
+class _Strict(StrictModel):            # unknown fields and booleans for numbers refused (testbed/common/strict.py)
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

@@ -339,3 +339,33 @@ def test_awc_weights_path_is_relative_to_the_experiment_file(tmp_path, monkeypat
     assert exp.speculation.policy["weights_path"] == str(fleet.parent / "awc_oracle.json")
     with pytest.raises(ConfigError, match=f"awc weights {fleet.parent / 'nope.json'}: cannot read"):
         load_experiment(fleet, ["speculation.policy={policy: awc, weights_path: nope.json}", "sweep=null"])
+
+
+@pytest.mark.parametrize("item, message", [
+    ("workload.max_new=true", "workload: max_new: expected a number, got true"),
+    ("speculation.gamma=false", "speculation: gamma: expected a number, got false"),
+    ("verifier.verify_base_ms=true", "verifier: verify_base_ms: expected a number, got true"),
+    ("links.d1-ap1.rate_up_mbps=true", "links.d1-ap1: rate_up_mbps: expected a number, got true"),
+    ("limits.run_timeout_s=true", "limits: run_timeout_s: expected a number, got true"),
+    ("seed=true", "seed: expected a number, got true"),
+])
+def test_a_boolean_is_never_a_number(item, message):
+    """YAML's true is not 1 anywhere (issue 14: `rate_up_mbps: true` was a 1 Mbit/s link)."""
+    problems = check_file(DEMO, [item])
+    assert len(problems) == 1 and problems[0].endswith(message), problems
+
+
+def test_a_boolean_is_never_a_number_in_a_node_config_or_topology(tmp_path):
+    from nodes.config import ClientConfig, DrafterConfig, NodeConfigError, load_config
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"name": "d1", "timeout_s": True}))
+    with pytest.raises(NodeConfigError, match="timeout_s: expected a number, got true"):
+        load_config(DrafterConfig, path)
+    path.write_text(json.dumps({"name": "u1", "requests": [{"request": "r", "prompt_tokens": True, "max_new": 4}]}))
+    with pytest.raises(NodeConfigError, match="prompt_tokens: expected a number, got true"):
+        load_config(ClientConfig, path)
+    from testbed.net.topology import load_topology
+    topo = Path("topologies/zhu-4.yaml").read_text().replace("delay_ms: 2,", "delay_ms: false,", 1)
+    (tmp_path / "t.yaml").write_text(topo)
+    with pytest.raises(ConfigError, match="delay_ms: expected a number, got false"):
+        load_topology(tmp_path / "t.yaml")

@@ -12,6 +12,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
+from testbed.common.strict import StrictModel
+
 from testbed.common.errors import ConfigError, Problem
 from testbed.common.yamlconf import load_document, validate
 
@@ -30,7 +32,7 @@ class ProfileError(ConfigError, ValueError):
     per problem. A ConfigError, so the CLI reports it like any other bad input (exit 2)."""
 
 
-class _Strict(BaseModel):
+class _Strict(StrictModel):            # unknown fields and booleans for numbers refused (testbed/common/strict.py)
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

@@ -18,8 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from testbed.common.strict import StrictModel
 
-class OutputLen(BaseModel):
+
+class OutputLen(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dist: Literal["fixed", "uniform", "lognormal", "dataset"] = "fixed"

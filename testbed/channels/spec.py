@@ -22,11 +22,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from testbed.common.strict import StrictModel
+
 Db = Annotated[float, Field(ge=-300, le=300)]
 Prob = Annotated[float, Field(ge=0, le=1)]
 
 
-class _Strict(BaseModel):
+class _Strict(StrictModel):            # unknown fields and booleans for numbers refused (testbed/common/strict.py)
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

@@ -11,6 +11,8 @@ from typing import Annotated, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from testbed.common.strict import StrictModel
+
 from testbed.channels.spec import ChannelSpec, RadioSpec
 from testbed.common.errors import ConfigError, Problem
 from testbed.net.linkstate import MAX_RATE_MBPS, LinkState
@@ -24,7 +26,7 @@ NODE_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,9}$"
 Rate = Annotated[float, Field(gt=0, le=MAX_RATE_MBPS)]
 
 
-class _Strict(BaseModel):
+class _Strict(StrictModel):            # unknown fields and booleans for numbers refused (testbed/common/strict.py)
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

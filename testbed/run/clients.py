@@ -26,13 +26,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from testbed.common.strict import StrictModel
+
 from nodes.config import ClientConfig, ClientRequest
 from nodes.workloads.lengths import OutputLen, OutputLengths
 
 ASK_OVERHEAD_BYTES = 80          # an ASK frame besides its prompt text (msgpack keys, ids, times)
 
 
-class ClientsSpec(BaseModel):
+class ClientsSpec(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     drafter: str | None = None

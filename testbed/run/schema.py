@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
+from testbed.common.strict import StrictModel
+
 from nodes.config import (BUILTIN_PROMPTS, DRAFTER_SETTINGS, Alpha, Batching, Device, DrafterBackend, DraftModel,
                           Dtype, ModelName, Ms, NgramN, Profile, Scheduling, Speculation, Threads, VerifierModel, VocabSize,
                           Workload, pattern)
@@ -35,7 +37,7 @@ __all__ = ["Experiment", "LinkOverride", "VerifierSpec", "DrafterOverride", "Dra
            "SimOptions", "Workload", "Speculation", "Batching", "Scheduling"]
 
 
-class _Strict(BaseModel):
+class _Strict(StrictModel):            # unknown fields and booleans for numbers refused (testbed/common/strict.py)
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
