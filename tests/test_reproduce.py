@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.run.experiment import check_file
+
 from testbed.reproduce import driver, goodspeed, suite
 from testbed.reproduce.docs import write_docs
 from testbed.reproduce.rounds import iterations, settle_iteration, utility_curve
@@ -315,7 +317,10 @@ def test_zhu_emulated_points_sweep_users_band_and_schemes_and_mininet_refuses_th
     p = next(p for p in full if p.key == "1.1b-13b/band0.2/ad")
     assert "topology.nodes.ap1.radio.band_mhz=0.2" in p.sets and "topology.nodes.u.count=100" in p.sets
     assert "topology.links.0.rate_up_mbps={uniform: [0.2, 2]}" in p.sets and "speculation.gamma=0" in p.sets
-    assert "verifier.profile.model=llama-13b" in p.sets and p.drafters == 101
+    assert "verifier.profile={device: rtx-4500-ada, model: llama-13b, dtype: int8}" in p.sets and p.drafters == 101
+    for pair in zhu_system.PAIRS:         # every pair's point is a valid experiment (a --set typo fails here)
+        key = next(q for q in full if q.key.startswith(pair + "/"))
+        assert check_file(key.file, list(key.sets)) == []
     with pytest.raises(ReproduceError, match=r"point 68m-7b/users10/proposed .* 11 drafters"):
         suite.check_backend(zhu.points(True, "mininet"), "mininet")
     assert all(p.drafters <= suite.MININET_MAX_DRAFTERS for p in zhu.crosscheck_points(True))

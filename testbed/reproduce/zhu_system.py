@@ -28,8 +28,9 @@ SCHEMES = {                          # the --sets that make each scheme from sys
 }
 LABELS = {"proposed": "proposed (DP + band split)", "uniform": "uniform band", "max-batch": "max batching (l = 4)",
           "fixed-length": "fixed length (l = 4)", "ad": "AD (no drafts)"}
-PAIRS = {"68m-7b": (), "1.1b-13b": ("drafters.profile.model=tinyllama-1.1b", "drafters.alpha=0.8",
-                                    "verifier.profile.model=llama-13b", "verifier.profile.dtype=int8")}
+PAIRS = {"68m-7b": (),                # 13B in fp16 (26 GB) is over the RTX 4500's 24 GB: int8
+         "1.1b-13b": ("drafters.profile={device: rtx-3080, model: tinyllama-1.1b}", "drafters.alpha=0.8",
+                      "verifier.profile={device: rtx-4500-ada, model: llama-13b, dtype: int8}")}
 MODELLED = ("the emulated system's points are simulated (backend sim, sim.frame_costs none): compute from roofline "
             "profiles (LLaMA-68M/TinyLlama-1.1B on an RTX 3080 at the small cell, LLaMA-2-7B/LLaMA-13B int8 on an RTX "
             "4500 Ada at the macro cell), the network by the emulator's model of its shaping; users' prompts are text "
