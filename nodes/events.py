@@ -152,10 +152,12 @@ class Refused(Event, tag="refused"):
 
 
 class Error(Event, tag="error"):
-    """A frame broke the protocol; it was answered with ERROR and the verifier carried on."""
+    """A frame broke the protocol; it was answered with ERROR and the node carried on. `repeated`: errors of the
+    same peer and code that were counted, not logged, before this one (nodes/core/errorlimit.py)."""
     drafter: str | None = None
     code: str = ""
     message: str = ""
+    repeated: int = 0
 
 
 class Verify(Event, tag="verify"):

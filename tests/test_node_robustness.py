@@ -461,9 +461,14 @@ def test_hostile_barrage_gets_one_error_per_frame_while_a_real_drafter_runs(tmp_
         t_during = [e["t"] for e in events if e["event"] == "verify" and e["drafter"] == "during"]
         assert t_during and t_start <= min(t_during) and max(t_during) <= t_end
         n_refused = sum(e["event"] == "refused" for e in events)
-        n_error = sum(e["event"] == "error" for e in events)
+        errors = [e for e in events if e["event"] == "error"]
         assert n_refused == b.codes["tokenizer_mismatch"]
-        assert n_error == b.sent - b.multipart - n_refused   # multi-part frames are answered without a log line
+        # every frame was answered (above); the log holds the first 10 per peer and code per 10 s and counts the
+        # rest in the next one's `repeated` (nodes/core/errorlimit.py): bounded, and never more than were sent.
+        # Multi-part frames are answered without a log line.
+        expected = b.sent - b.multipart - n_refused
+        assert 0 < len(errors) <= expected
+        assert len(errors) + sum(e.get("repeated", 0) for e in errors) <= expected
         assert not any(e["event"] == "crash" for e in events)
         total_s = time.monotonic() - t0
         print(f"\nbarrage: {b.sent} hostile frames, {dict(b.codes)}; barrage {barrage_s:.1f} s, total {total_s:.1f} s")

@@ -34,6 +34,7 @@ from nodes import events as E
 from nodes import protocol as P
 from nodes.backends import Sampling, catch_up
 from nodes.config import DrafterConfig
+from nodes.core.errorlimit import ErrorLimiter
 from nodes.core.actions import Action, ClientAddr, Compute, DraftWork, Output, Record, Send, WakeAt
 from nodes.verification import cut_output
 from nodes.workloads.lengths import OutputLengths
@@ -110,6 +111,7 @@ class DrafterCore:
         self.busy_for: tuple[ClientSession, str] | None = None   # (session, "window" | "ahead")
         self.inbox: list[tuple[str, bytes]] = []
         self.asks: list[tuple[str, P.Ask]] = []      # arrivals clients: (client, request) not started yet
+        self.errors = ErrorLimiter()                 # clients' bad frames: a bounded log
         self.ready: list[ClientSession] | None = None   # sessions still to be sent a window this pass
         self.sent_this_pass = False
         self.idle_since: float | None = None
@@ -163,8 +165,11 @@ class DrafterCore:
                 if not isinstance(msg, P.Ask):
                     raise P.ProtocolError("bad_type", f"expected ASK, got {msg.TYPE}")
             except P.ProtocolError as e:
-                out += [Send(ClientAddr(client), P.make_error_frame(e)),
-                        self._rec(E.Error, now, drafter=client, code=e.code, message=e.message[:200])]
+                out.append(Send(ClientAddr(client), P.make_error_frame(e)))
+                repeated = self.errors.admit((client, e.code), now)     # bounded, as the verifier's
+                if repeated is not None:
+                    out.append(self._rec(E.Error, now, drafter=client[:64], code=e.code, message=e.message[:200],
+                                         repeated=repeated))
                 continue
             self.asks.append((client, msg))
             out.append(self._rec(E.Ask, now, request=msg.request, prompt_tokens=msg.prompt_tokens,

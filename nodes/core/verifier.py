@@ -30,6 +30,7 @@ from nodes.backends import DraftToken, Sampling, VerifyRequest, catch_up
 from nodes.config import VerifierConfig
 from nodes.core.actions import Action, Compute, DraftWork, Record, Send, VerifyWork, WakeAt
 from nodes.core.control import WindowControl
+from nodes.core.errorlimit import ErrorLimiter
 from nodes.verification import cut_output
 from testbed.policies.batching import Pending as PendingView
 from testbed.policies.batching import VerifiedRound, make_batching
@@ -85,6 +86,7 @@ class VerifierCore:
         self.pending: list[Pending] = []
         self.queued: set[str] = set()      # keys of the sessions in pending: a draft check in O(1), not O(pending)
         self.inbox: list[tuple[Hashable, bytes]] = []
+        self.errors = ErrorLimiter()                 # protocol errors: the first 10 per peer and code per 10 s logged
         self.batch: tuple[list[Pending], float] | None = None    # being verified, and when it started
         self.planned: dict[str, int] = {}     # next windows the batching rule chose for the batch's sessions
         self.batches = 0
@@ -115,8 +117,12 @@ class VerifierCore:
             msg = P.decode(frame)
             return self._dispatch(peer, msg, len(frame), now)
         except P.ProtocolError as e:
-            return [self._rec(E.Error, now, drafter=self.drafters.get(peer), code=e.code, message=str(e)),
-                    Send(peer, P.make_error_frame(e, e.session))]
+            reply = Send(peer, P.make_error_frame(e, e.session))
+            repeated = self.errors.admit((peer, e.code), now)      # a flood of bad frames: a bounded log
+            if repeated is None:
+                return [reply]
+            return [self._rec(E.Error, now, drafter=self.drafters.get(peer), code=e.code, message=str(e)[:300],
+                              repeated=repeated), reply]
 
     def _dispatch(self, peer: Hashable, msg, nbytes: int, now: float) -> list[Action]:
         if isinstance(msg, P.Hello):
