@@ -369,3 +369,16 @@ def test_a_boolean_is_never_a_number_in_a_node_config_or_topology(tmp_path):
     (tmp_path / "t.yaml").write_text(topo)
     with pytest.raises(ConfigError, match="delay_ms: expected a number, got false"):
         load_topology(tmp_path / "t.yaml")
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["verifier.backend=synthetic", "verifier.profile={table: FILE}"],
+     "bad table profile: FILE: not a text file: byte 0 is not UTF-8; expected a CSV table of measured passes"),
+    (["drafters.backend=synthetic", "verifier.backend=synthetic", "drafters.alpha={replay: FILE}"],
+     "bad replay file: FILE: not a text file (byte 0 is not UTF-8): expected JSON lines of gamma and accepted"),
+])
+def test_a_binary_profile_or_replay_file_is_one_line(tmp_path, sets, message):
+    path = tmp_path / "garbage.bin"
+    path.write_bytes(bytes(range(128, 256)) * 40)
+    problems = check_file(DEMO, [s.replace("FILE", str(path)) for s in sets])
+    assert len(problems) == 1 and problems[0].endswith(message.replace("FILE", str(path))), problems

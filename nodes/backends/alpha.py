@@ -45,10 +45,25 @@ def _check_alpha(a) -> float:
     return float(a)
 
 
+MAX_REPLAY_BYTES = 256 << 20
+
+
 def load_replay(path: str | Path) -> Replay:
     """Read a replay file (see module docstring); every error names the file and line."""
     records = []
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_REPLAY_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror}") from None
+    if len(raw) > MAX_REPLAY_BYTES:
+        raise ValueError(f"{path}: over {MAX_REPLAY_BYTES >> 20} MiB: expected JSON lines of gamma and accepted")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a text file (byte {e.start} is not UTF-8): expected JSON lines of gamma and "
+                         f"accepted") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

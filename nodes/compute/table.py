@@ -37,6 +37,9 @@ def _interp(xs: list[float], ys: list[float], x: float) -> float:
     return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
+MAX_TABLE_BYTES = 64 << 20
+
+
 @dataclass(frozen=True)
 class TableCost:
     points: dict[Point, float]
@@ -48,9 +51,18 @@ class TableCost:
         path = Path(path)
         file = str(path)
         try:
-            lines = path.read_text().splitlines()
+            with open(path, "rb") as f:
+                raw = f.read(MAX_TABLE_BYTES + 1)
         except OSError as e:
             raise ProfileError([Problem(file, "", f"cannot read file: {e.strerror}")]) from None
+        if len(raw) > MAX_TABLE_BYTES:
+            raise ProfileError([Problem(file, "", f"file is over {MAX_TABLE_BYTES >> 20} MiB: expected a CSV table "
+                                                  "of measured passes")])
+        try:
+            lines = raw.decode("utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise ProfileError([Problem(file, "", f"not a text file: byte {e.start} is not UTF-8; expected a CSV "
+                                                  "table of measured passes")]) from None
         metadata: dict[str, str] = {}
         problems: list[Problem] = []
         points: dict[Point, float] = {}
