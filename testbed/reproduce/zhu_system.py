@@ -65,8 +65,10 @@ def points(quick: bool, backend: str = "sim") -> list[Point]:
 
 
 def crosscheck_points(quick: bool) -> list[Point]:
-    """4 users, proposed and uniform band: small enough for the emulator here (4 clients, the SBS and the MBS)."""
-    return [Point(f"68m-7b/users4/{s}", FILE, ("topology.nodes.u.count=4", *SCHEMES[s]), 5)
+    """4 users, proposed and uniform band: small enough for the emulator here (4 clients, the SBS and the MBS).
+    The simulator charges this host's frame costs here (sim.frame_costs emulator; the suite's points leave them out,
+    as GPU servers would not pay them): the cross-check is of the simulator against this host's emulator."""
+    return [Point(f"68m-7b/users4/{s}", FILE, ("topology.nodes.u.count=4", "sim.frame_costs=emulator", *SCHEMES[s]), 5)
             for s in ("proposed", "uniform")]
 
 
@@ -91,16 +93,26 @@ def latencies(runs: dict[str, Path], quick: bool) -> dict:
     return out
 
 
-def best_gain(data: dict, other: str) -> tuple[float, str]:
-    best, where = -math.inf, ""
+def best_gain(data: dict, other: str, worst: bool = False) -> tuple[float, str]:
+    """The largest share by which `proposed` is below `other` over every point (worst: the smallest), and where."""
+    best, where = (math.inf if worst else -math.inf), ""
     for pair, rows in data.items():
         for axis in ("users", "band"):
             for x, lat in rows[axis].items():
                 if "proposed" in lat and other in lat:
                     g = 1 - lat["proposed"]["total"] / lat[other]["total"]
-                    if g > best:
+                    if (g < best) if worst else (g > best):
                         best, where = g, f"{pair}, {axis} = {x:g}"
     return best, where
+
+
+def _range(data: dict, other: str, label: str) -> tuple[float, str]:
+    g, where = best_gain(data, other)
+    w, wwhere = best_gain(data, other, worst=True)
+    text = f"up to {g:.1%} below {label} ({where})"
+    if w < 0:
+        text += f"; {-w:.1%} above it at worst ({wwhere})"
+    return g, text
 
 
 def claims(data: dict) -> list[Claim]:
@@ -123,14 +135,16 @@ def claims(data: dict) -> list[Claim]:
                      "points); the analytic model charges every byte at the user's share and finds the gain at the "
                      "narrowest bands. A radio serialises every byte: this is a limit of the emulation for uploads "
                      "this small, not evidence about the paper"))
-    g, where = best_gain(data, "max-batch")
+    g, text = _range(data, "max-batch", "max batching")
     out.append(Claim("the DP up to 21.4 % below max batching (emulated system)", "secondary source (low confidence)",
-                     f"up to {g:.1%} below max batching ({where}) {rule}", effect_holds(g, 0.214), cfg,
+                     f"{text} {rule}", effect_holds(g, 0.214), cfg,
                      "max batching here: FIFO batches of whatever is ready, up to 16, at a fixed length 4 (the "
                      "analytic baseline takes the best single length)"))
-    g, where = best_gain(data, "fixed-length")
+    g, text = _range(data, "fixed-length", "fixed length 4")
+    w, _ = best_gain(data, "fixed-length", worst=True)
     out.append(Claim("joint length control beats a fixed length (emulated system)", "§V (its fixed-length baseline)",
-                     f"up to {g:.1%} below fixed length 4 ({where})", g > 0, cfg))
+                     text, g > 0 and w >= 0, cfg, "holds only where the DP is never slower than the fixed length"
+                     if w < 0 else ""))
     return out
 
 
