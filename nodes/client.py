@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -18,8 +17,8 @@ import zmq
 from nodes import protocol as P
 from nodes.config import ClientConfig
 from nodes.core.client import ClientCore, ClientError
-from nodes.events import Connect, Crash, EventLog
-from nodes.shell import Shell, exit_on_sigterm, log_error, node_config
+from nodes.events import Connect, EventLog
+from nodes.shell import Shell, crashed, exit_on_sigterm, node_config, wait_at_gate
 
 
 class ClientShell(Shell):
@@ -91,14 +90,10 @@ def main(argv=None) -> int:
     try:
         shell = ClientShell(config, prompt_texts(config.prompts), log)
         shell.connect()
-        if config.start_gate and os.path.exists(config.start_gate):   # starts with the drafters (runner's gates)
-            with open(config.start_gate, "rb") as gate:
-                gate.read()
+        wait_at_gate(config.start_gate)          # starts with the drafters
         results = shell.run()
     except (ClientError, P.ProtocolError) as e:
-        log_error(config.name, str(e))
-        log.write(Crash(t=time.time(), node=config.name, error=str(e)))
-        return 1
+        return crashed(log, config.name, str(e))
     finally:
         log.close()
     lines = "".join(json.dumps(r) + "\n" for r in results)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -24,7 +23,7 @@ from nodes.core.actions import ClientAddr
 from nodes.core.drafter import DrafterCore, DrafterError
 from nodes.events import EventLog
 from nodes.events import Verdict as VerdictEvent
-from nodes.shell import Shell, cost_model, exit_on_sigterm, log_error, node_config
+from nodes.shell import Shell, cost_model, exit_on_sigterm, crashed, log_error, node_config, wait_at_gate
 
 
 def load_prompts(config: DrafterConfig, backend) -> list[tuple[str, list[int], int | None]]:
@@ -282,15 +281,10 @@ def main(argv=None) -> int:
         shell = DrafterShell(config, backend, log, load_prompts(config, backend), trace)
         shell.bind_clients()
         shell.connect()
-        if config.start_gate and os.path.exists(config.start_gate):   # all drafters start their sessions at
-            with open(config.start_gate, "rb") as gate:                 # once, not as each process comes up
-                gate.read()
+        wait_at_gate(config.start_gate)
         results = shell.run()
     except (DrafterError, P.ProtocolError) as e:
-        from nodes.events import Crash
-        log_error(config.name, str(e))
-        log.write(Crash(t=time.time(), node=config.name, error=str(e)))
-        return 1
+        return crashed(log, config.name, str(e))
     finally:
         log.close()
     if config.out:

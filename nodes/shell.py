@@ -182,9 +182,25 @@ def cost_model(profile: dict | None):
         raise SystemExit(2) from None
 
 
+def wait_at_gate(path: str | None) -> None:
+    """Wait at the runner's start gate (a FIFO, runner._open_gates) until it is closed: every node of a run starts
+    its work at once, not as each process comes up. No gate (a node started by hand): start now."""
+    if path and os.path.exists(path):
+        with open(path, "rb") as gate:
+            gate.read()
+
+
 def exit_on_sigterm(code: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(code))
 
 
 def log_error(node: str, message: str) -> None:
     print(f"{node}: {message}", file=sys.stderr, flush=True)
+
+
+def crashed(log, node: str, message: str) -> int:
+    """A node stopped on an error: said on stderr and as a `crash` event in its log; the exit status (1)."""
+    from nodes.events import Crash
+    log_error(node, message)
+    log.write(Crash(t=time.time(), node=node, error=message))
+    return 1

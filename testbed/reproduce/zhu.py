@@ -188,18 +188,4 @@ def claims(data: dict) -> list[Claim]:
 
 
 def _fig(data: dict, axis: str, xlabel: str, fixed: str, path: Path) -> Path:
-    from testbed.common.figures import Figure, finish_axis, save
-    fig = Figure(figsize=(6 * len(data), 4.2))
-    axes = fig.subplots(1, len(data), squeeze=False)[0]
-    for ax, (pair, rows) in zip(axes, data.items()):
-        xs = sorted(rows[axis], key=float)
-        for i, s in enumerate(SCHEMES):
-            ax.plot([float(x) for x in xs], [rows[axis][x][s] for x in xs], marker="o", color=f"C{i}",
-                    label=SCHEMES[s])
-        if axis == "band":
-            ax.set_xscale("log")
-            ax.minorticks_off()
-            ax.set_xticks([float(x) for x in xs], [f"{float(x):g}" for x in xs])
-        ax.set(title=f"{pair} ({fixed}): analytic", xlabel=xlabel, ylabel="total latency Σ completion (s)")
-        finish_axis(ax, bool(xs), loc="upper right")
-    return save(fig, path)
+    return zhu_system.figure(data, axis, xlabel, fixed, path, kind="analytic", value=lambda v: v, labels=SCHEMES)

@@ -148,20 +148,22 @@ def claims(data: dict) -> list[Claim]:
     return out
 
 
-def figure(data: dict, axis: str, xlabel: str, fixed: str, path: Path) -> Path:
+def figure(data: dict, axis: str, xlabel: str, fixed: str, path: Path, kind: str = "emulated system, simulated",
+           value=lambda v: v["total"], labels: dict[str, str] = LABELS) -> Path:
+    """Total latency vs `axis` ("users" or "band"), one panel per pair, a line per scheme (the analytic model's
+    figures too: `value` reads a point's number, `kind` says what the numbers are)."""
     from testbed.common.figures import Figure, finish_axis, save
     fig = Figure(figsize=(6 * len(data), 4.2))
     axes = fig.subplots(1, len(data), squeeze=False)[0]
     for ax, (pair, rows) in zip(axes, data.items()):
         xs = sorted(rows[axis], key=float)
-        for i, s in enumerate(SCHEMES):
-            ys = [(float(x), rows[axis][x][s]["total"]) for x in xs if s in rows[axis][x]]
-            ax.plot([x for x, _ in ys], [y for _, y in ys], marker="o", color=f"C{i}", label=LABELS[s])
+        for i, s in enumerate(labels):
+            ys = [(float(x), value(rows[axis][x][s])) for x in xs if s in rows[axis][x]]
+            ax.plot([x for x, _ in ys], [y for _, y in ys], marker="o", color=f"C{i}", label=labels[s])
         if axis == "band":
             ax.set_xscale("log")
             ax.minorticks_off()
             ax.set_xticks([float(x) for x in xs], [f"{float(x):g}" for x in xs])
-        ax.set(title=f"{pair} ({fixed}): emulated system, simulated", xlabel=xlabel,
-               ylabel="total latency Σ completion (s)")
-        finish_axis(ax, bool(xs), loc="upper left")
+        ax.set(title=f"{pair} ({fixed}): {kind}", xlabel=xlabel, ylabel="total latency Σ completion (s)")
+        finish_axis(ax, bool(xs), loc="upper left" if kind.startswith("emulated") else "upper right")
     return save(fig, path)
