@@ -23,7 +23,7 @@ CONFIGS = {"qwen3-4": "Qwen3-14B, 4 servers", "qwen3-8": "Qwen3-14B, 8 servers",
            "llama3-8": "Llama-3.1-70B-AWQ, 8 servers"}
 SCHEDULERS = ("goodspeed", "fixed", "random")
 NAMES = {"goodspeed": "GoodSpeed", "fixed": "Fixed-S", "random": "Random-S"}
-QUICK_SCALE = 0.1            # --quick: this share of each file's workload.duration_s
+QUICK_SCALE = 0.06           # --quick: this share of each file's workload.duration_s (all three papers in <= 15 min here)
 FULL_ITERATIONS = 600        # the paper's Fig. 4 axis; a full run's window must reach it
 SETTLE_BY = 400              # "stabilises by about 400 iterations"
 TRACK_TOL = 0.15             # Fig. 2 "tracks closely": mean |MA10(X) - MA10(x)| within this share of MA10(x)
