@@ -290,8 +290,12 @@ def test_rtt_follows_delay_and_runtime_set(veth):
     finally:
         final = [a.stop(), b.stop()]
     print('median RTT: %.3f ms at 2x10 ms, %.3f ms at 2x20 ms' % (rtt10, rtt20))
-    assert 20.0 <= rtt10 <= 21.5
-    assert 40.0 <= rtt20 <= 41.5
+    # Never shorter than configured; the daemon's own per-packet cost comes on top and grows with the host's load
+    # (0.3 ms idle, 1.6 ms seen in a CI run on a busy host: that is `make bench`'s business, not a pass/fail
+    # bound). The runtime set must move the RTT by exactly its 2 x 10 ms, whatever that overhead is.
+    assert 20.0 <= rtt10 <= 23.0
+    assert 40.0 <= rtt20 <= 43.0
+    assert abs((rtt20 - rtt10) - 20.0) <= 0.6
     for st in final:
         q = st['queues']['0']
         assert q['pkts'] >= 300 and q['delay_ms'] == 20.0 and q['dropped'] == 0
@@ -331,7 +335,7 @@ def test_several_queues_in_one_daemon_and_bad_set(veth):
         st = a.stats()
         assert b.stats()['queues']['0']['pkts'] >= 50
     assert set(st['queues']) == {'0', '5'} and st['queues']['5']['delay_ms'] == 50.0
-    assert 3.0 <= rtt <= 4.5
+    assert 3.0 <= rtt <= 6.0       # queue 0's 3 ms, not queue 5's 50 ms; the daemon's overhead grows with load
 
 
 @pytest.mark.root
