@@ -304,8 +304,8 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_clean(args) -> int:
-    from testbed.net.runs import clean
-    print(clean(args.run or None, include_live=bool(args.run)))
+    from testbed.run.watchdog import reap       # also marks a dead experiment run's manifest killed
+    print(reap(args.run or None, include_live=bool(args.run)))
     return 0
 
 

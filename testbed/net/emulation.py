@@ -24,7 +24,7 @@ from testbed.net.delayd import DelayDaemon
 from testbed.common.errors import ShapingError
 from testbed.net.linkstate import LinkState
 from testbed.net.netplan import NetPlan
-from testbed.net.runs import Run, links_of
+from testbed.net.runs import Run, die_with_parent, links_of
 from testbed.net.shaping import Cmd, ShapingPlan
 from testbed.net.tcbatch import TcBatch
 from testbed.net.topology import Topology
@@ -37,8 +37,9 @@ class EmulationError(RuntimeError):
 class Emulation:
     def __init__(self, topo: Topology, delay_backend: str | None = "auto",
                  delay_elements: str | Collection[str] = "needed",
-                 seed: int = 0, log: Callable[[str], None] | None = None):
+                 seed: int = 0, log: Callable[[str], None] | None = None, run: Run | None = None):
         self.topo = topo
+        self.given_run = run         # the runner's, registered with its results directory; else a new one
         self.seed = seed             # jitter and loss draws depend on this and the host name only
         self.log = log or (lambda msg: None)
         self.backend, self.backend_reason = choose_delay_backend(delay_backend)
@@ -63,7 +64,7 @@ class Emulation:
     def start(self) -> None:
         if os.geteuid() != 0:
             raise EmulationError("bringing up a topology needs root (Mininet, tc, iptables): run it with sudo")
-        self.run_info = Run.new(self.topo.name)
+        self.run_info = self.given_run or Run.new(self.topo.name)
         self.run_info.register()
         try:
             self._start()
@@ -168,8 +169,10 @@ class Emulation:
         return r
 
     def popen(self, host: str, argv: list[str], **kw) -> subprocess.Popen:
-        """Start a process in `host`; it is killed at stop() if still running."""
+        """Start a process in `host`; it is killed at stop() if still running, and gets SIGTERM if this process
+        dies first (the runner killed by SIGKILL)."""
         kw.setdefault("env", self.run_info.env())
+        kw.setdefault("preexec_fn", die_with_parent())
         p = subprocess.Popen(self.prefix(host) + argv, **kw)
         self.procs.append(p)
         return p

@@ -22,7 +22,26 @@ BRIDGE_RE = re.compile(r"^sn([0-9a-f]{4})s\d+(-eth\d+)?$")
 
 
 def registry_dir() -> Path:
-    return Path(os.environ.get("SPECNET_RUN_DIR", "/run/specnet"))
+    """Root's runs register in /run/specnet (cleared at boot); another user's (a local run) in /tmp."""
+    default = "/run/specnet" if os.geteuid() == 0 else f"/tmp/specnet-{os.geteuid()}"
+    return Path(os.environ.get("SPECNET_RUN_DIR", default))
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM):
+    """A Popen `preexec_fn`: the child gets `sig` when the process that started it dies, even by SIGKILL, so no
+    node outlives its runner. Survives exec (and mnexec, which execs). If the parent died between fork and this
+    call, the signal would never come: the child then ends itself at once."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return preexec
 
 
 def _proc_start_time(pid: int) -> str | None:
@@ -40,14 +59,15 @@ class Run:
     topology: str
     pid: int = field(default_factory=os.getpid)
     started: float = field(default_factory=time.time)
+    run_dir: str | None = None      # an experiment run's results: `clean` marks its manifest killed
 
     @classmethod
-    def new(cls, topology: str) -> "Run":
+    def new(cls, topology: str, run_dir: Path | None = None) -> "Run":
         used = set(run_ids_in_registry()) | {m.group(1) for m in map(BRIDGE_RE.match, link_names()) if m}
         while True:
             rid = secrets.token_hex(2)
             if rid not in used:
-                return cls(rid, topology)
+                return cls(rid, topology, run_dir=str(Path(run_dir).resolve()) if run_dir else None)
 
     @property
     def file(self) -> Path:
@@ -55,8 +75,10 @@ class Run:
 
     def register(self) -> None:
         registry_dir().mkdir(parents=True, exist_ok=True)
-        self.file.write_text(json.dumps({"id": self.id, "pid": self.pid, "pid_start": _proc_start_time(self.pid),
-                                         "topology": self.topology, "started": self.started}))
+        tmp = self.file.with_suffix(".tmp")        # atomic: a runner killed mid-write leaves no half entry
+        tmp.write_text(json.dumps({"id": self.id, "pid": self.pid, "pid_start": _proc_start_time(self.pid),
+                                   "topology": self.topology, "started": self.started, "run_dir": self.run_dir}))
+        tmp.replace(self.file)
 
     def unregister(self) -> None:
         self.file.unlink(missing_ok=True)
@@ -70,12 +92,20 @@ def run_ids_in_registry() -> list[str]:
     return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
 
 
-def is_live(run_id: str) -> bool:
+def registry_entry(run_id: str) -> dict:
     try:
         entry = json.loads((registry_dir() / f"{run_id}.json").read_text())
+        return entry if isinstance(entry, dict) else {}
     except (OSError, ValueError):
+        return {}
+
+
+def is_live(run_id: str) -> bool:
+    entry = registry_entry(run_id)
+    try:
+        return _proc_start_time(int(entry["pid"])) == entry.get("pid_start")
+    except (KeyError, TypeError, ValueError):
         return False
-    return _proc_start_time(int(entry["pid"])) == entry.get("pid_start")
 
 
 def link_names() -> list[str]:
@@ -108,6 +138,8 @@ class CleanReport:
     killed: list[int] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     skipped_live: list[str] = field(default_factory=list)
+    run_dirs: list[str] = field(default_factory=list)      # results of the cleaned runs (experiment runs only)
+    marked: list[str] = field(default_factory=list)        # of those, the ones whose manifest said running
 
     def __str__(self) -> str:
         if not self.runs:
@@ -115,6 +147,8 @@ class CleanReport:
             return "nothing to clean" + live
         lines = [f"cleaned run(s) {', '.join(self.runs)}: killed {len(self.killed)} process(es), "
                  f"deleted {len(self.links)} link(s)/bridge(s)"]
+        if self.marked:
+            lines.append(f"marked killed, with partial metrics: {', '.join(self.marked)}")
         if self.skipped_live:
             lines.append(f"left live run(s) alone: {', '.join(self.skipped_live)}")
         return "\n".join(lines)
@@ -161,6 +195,8 @@ def clean(run_ids: list[str] | None = None, include_live: bool = False) -> Clean
             report.skipped_live.append(rid)
             continue
         report.runs.append(rid)
+        if isinstance(run_dir := registry_entry(rid).get("run_dir"), str):
+            report.run_dirs.append(run_dir)
         report.killed += _kill(processes_of(rid))
         # Bridges first: their ports go with them or with the host namespaces that just emptied.
         for name in sorted(links_of(rid), key=lambda n: "-eth" in n):

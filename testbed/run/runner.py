@@ -30,6 +30,8 @@ from nodes.events import Connect, EventLog, EventTail, Finish, Ready, Verdict, W
 from testbed.run import clients as clients_mod
 from testbed.run.hostload import HostLoad
 from testbed.run import manifest as manifest_mod
+from testbed.net.runs import Run, die_with_parent
+from testbed.run.watchdog import Watchdog, reap
 from testbed.run.node_configs import start_gate, drafter_config, verifier_config, write_node_config
 from testbed.run.workload_files import write_run_files
 
@@ -48,8 +50,8 @@ class RunResult:
 class _Nodes:
     """Starts node processes in emulated hosts (mininet) or on this machine (local), logs to files."""
 
-    def __init__(self, emu, run_dir: Path):
-        self.emu, self.run_dir = emu, run_dir
+    def __init__(self, emu, run_dir: Path, run: Run):
+        self.emu, self.run_dir, self.run = emu, run_dir, run
         self.procs: dict[str, subprocess.Popen] = {}
         self.kinds: dict[str, str] = {}         # name -> drafter | verifier | client (a user's)
         (run_dir / "logs").mkdir(exist_ok=True)
@@ -60,7 +62,9 @@ class _Nodes:
     def start(self, name: str, host: str, argv: list[str]) -> subprocess.Popen:
         out = open(self.run_dir / "logs" / f"{name}.log", "w")
         kw = dict(stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        p = self.emu.popen(host, argv, **kw) if self.emu else subprocess.Popen(argv, **kw)
+        # local: tagged with the run's id and dying with the runner, as Emulation.popen does in Mininet's hosts
+        p = self.emu.popen(host, argv, **kw) if self.emu else subprocess.Popen(
+            argv, env=self.run.env(), preexec_fn=die_with_parent(), **kw)
         self.procs[name] = p
         self.kinds[name] = "client" if "nodes.client" in argv else "drafter" if "nodes.drafter" in argv else "verifier"
         return p
@@ -165,9 +169,17 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
     manifest_mod.write(run_dir, man)
     print(f"run {exp.label}: {run_dir}", file=sys.stderr, flush=True)
     trace_sessions = write_run_files(exp, run_dir)      # prompt sets and trace shares (testbed/run/workload_files.py)
-    emu = nodes = driver = link_state = progress = load = None
+    emu = nodes = driver = link_state = progress = load = watchdog = run = None
     status, message = "failed", ""
     try:
+        if exp.backend != "sim":        # processes and links that must not outlive this one (watchdog.py)
+            reaped = reap()
+            if reaped.runs:
+                print(f"before run {exp.label}: {reaped}", file=sys.stderr, flush=True)
+            run = Run.new(exp.topology_obj().name, run_dir)
+            (run_dir / "logs").mkdir(exist_ok=True)
+            watchdog = Watchdog(run, run_dir / "logs" / "watchdog.log")
+            run.register()
         if exp.backend == "sim":
             from testbed.run.simrun import SimFailed, run_sim
             sim_plan = _channel_plan(exp)
@@ -185,7 +197,7 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
         if exp.backend == "mininet":
             from testbed.net.emulation import Emulation
             emu = Emulation(exp.topology_obj(), seed=exp.seed, log=lambda m: print(m, file=sys.stderr, flush=True),
-                            delay_elements=plan.live_delay_links() if plan else "needed")
+                            delay_elements=plan.live_delay_links() if plan else "needed", run=run)
             emu.start()
             man["emulation"] = emu.info()
             _log_links(emu, run_dir / "events" / "links.jsonl")
@@ -197,7 +209,7 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
                 driver = _start_channels(exp, plan, emu, run_dir,
                                          lambda d: publisher.publish(emu.shaping.states, d.gamma_hints))
                 man["channels"] = _channels_manifest(plan)
-        nodes = _Nodes(emu, run_dir)
+        nodes = _Nodes(emu, run_dir, run)
         here = run_dir.resolve()           # node configs name absolute paths: a node reruns from any directory
         # one verifier, named "verifier"; with routing, one per verifier host, named after it
         vnames = {h: (h if exp.routing.policy else "verifier") for h in exp.verifier_nodes()}
@@ -238,19 +250,27 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
         message = f"{type(e).__name__}: {e}"
         raise
     finally:
-        if progress:
-            progress.bar.close()       # before the messages of the stop, whatever ended the run
-        if load:
-            load.close()
-        if nodes:
-            nodes.stop()
-        if driver:
-            man.setdefault("channels", {})["driver"] = driver.stop()
-        if emu:
-            emu.stop()
-        man = manifest_mod.final(man, status, message)
-        manifest_mod.write(run_dir, man)
-        _write_results(run_dir, man)
+        torn_down = False
+        try:
+            if progress:
+                progress.bar.close()       # before the messages of the stop, whatever ended the run
+            if load:
+                load.close()
+            if nodes:
+                nodes.stop()
+            if driver:
+                man.setdefault("channels", {})["driver"] = driver.stop()
+            if emu:
+                emu.stop()
+            if run:
+                run.unregister()
+            man = manifest_mod.final(man, status, message)
+            manifest_mod.write(run_dir, man)
+            _write_results(run_dir, man)
+            torn_down = True
+        finally:
+            if watchdog:        # a teardown that raised leaves the rest to the watchdog, now
+                watchdog.done() if torn_down else watchdog.reap_now()
     return RunResult(run_dir, status, message)
 
 
