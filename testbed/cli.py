@@ -448,6 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     # ignored (and Python then installs no handler): a run that cannot be interrupted leaves its network up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        if getattr(args, "set", None):   # every --set value bounded before anything parses it (issue 14)
+            from testbed.run.sweep import check_sets
+            if problems := check_sets(args.set):
+                raise ConfigError(problems)
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted: everything this command started has been stopped", file=sys.stderr)

@@ -8,7 +8,7 @@ from typing import Any
 from nodes.compute.costs import CostModel, RooflineCost
 from nodes.compute.profiles import ProfileError, get_device, get_model
 from nodes.compute.table import TableCost
-from testbed.common.errors import Problem
+from testbed.common.errors import Problem, shown
 
 _WHERE = "compute profile"
 
@@ -24,6 +24,8 @@ def cost_model_from_spec(spec: dict[str, Any], base_dir: Path) -> CostModel:
         if extra:
             raise ProfileError([Problem(_WHERE, k, "expected only `table` with a table profile, got this too")
                                 for k in extra])
+        if not isinstance(spec["table"], str) or not spec["table"]:    # Path(5) would be a TypeError traceback
+            raise ProfileError([Problem(_WHERE, "table", f"expected a file path, got {shown(spec['table'])}")])
         path = Path(spec["table"])
         return TableCost.load(path if path.is_absolute() else Path(base_dir) / path)
     problems = [Problem(_WHERE, k, "unknown field (expected device, model, dtype or table)")

@@ -38,6 +38,7 @@ def _interp(xs: list[float], ys: list[float], x: float) -> float:
 
 
 MAX_TABLE_BYTES = 64 << 20
+MAX_PASS_S = 3600.0      # one forward pass; past an hour a time is garbage (or in ms) and would stall a run
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,10 @@ class TableCost:
                 ok = False
             elif name != "context" and value <= 0:
                 problems.append(Problem(file, name, f"expected a number > 0, got {text!r}", number))
+                ok = False
+            elif name == "seconds" and value > MAX_PASS_S:
+                problems.append(Problem(file, name, f"expected seconds per pass <= {MAX_PASS_S:g}, got {text!r}",
+                                        number))
                 ok = False
             values[name] = value
         if not ok:

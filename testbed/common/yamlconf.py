@@ -11,7 +11,7 @@ from typing import Any, Callable, TypeVar
 import pydantic
 import yaml
 
-from testbed.common.errors import ConfigError, Problem
+from testbed.common.errors import ConfigError, Problem, UnreadableInput, read_text
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 Loc = tuple[Any, ...]
@@ -88,20 +88,80 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
     return size
 
 
+def _unparsable(e: Exception) -> str:
+    """What a RecursionError or a ValueError out of PyYAML means: nesting past Python's stack, or an integer
+    past Python's 4300-digit conversion limit (others, e.g. a date like 2024-13-01, say what they are)."""
+    if isinstance(e, RecursionError):     # block-style (indented) nesting, which _too_deep does not count
+        return "nested too deeply (mappings or lists hundreds of levels inside each other)"
+    if "integer string conversion" in str(e):
+        return "a number has more than 4300 digits"
+    return str(e)
+
+
+MAX_FLOW_DEPTH = 100          # [ and { inside each other; real files nest a handful of levels
+_BRACKETS = str.maketrans({c: None for c in map(chr, range(128)) if c not in "[]{}"})
+
+
+def _too_deep(text: str) -> bool:
+    """Whether flow brackets nest past MAX_FLOW_DEPTH. PyYAML's scanner is quadratic in flow depth (10,000
+    `[` take seconds) before its recursion fails, so this is checked first; brackets inside quoted strings
+    count too, which only makes the bound stricter for an absurd value."""
+    if text.count("[") + text.count("{") <= MAX_FLOW_DEPTH:
+        return False
+    depth = 0
+    for c in text.translate(_BRACKETS):
+        if c in "[{":
+            depth += 1
+            if depth > MAX_FLOW_DEPTH:
+                return True
+        elif c in "]}" and depth:
+            depth -= 1
+    return False
+
+
+_DEEP = f"nested too deeply (lists or mappings more than {MAX_FLOW_DEPTH} levels inside each other)"
+MAX_VALUE_CHARS = 64 << 10    # one --set value; a whole inline topology fits in far less
+
+
+def load_value(text: str) -> Any:
+    """One YAML value given on the command line (`--set PATH=VALUE`), bounded like a file: at most
+    MAX_VALUE_CHARS, text (not bytes the shell passed through undecoded), no alias bomb, not nested past the
+    stack, no number of thousands of digits. Raises ValueError with a one-line message."""
+    if len(text) > MAX_VALUE_CHARS:
+        raise ValueError(f"value is {len(text):,} characters: expected at most {MAX_VALUE_CHARS:,}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:      # argv bytes that were not UTF-8 arrive as lone surrogates
+        raise ValueError(f"not text: character {e.start} is not UTF-8") from None
+    if _too_deep(text):
+        raise ValueError(f"invalid YAML value: {_DEEP}")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_size(node, {}) > MAX_EXPANDED_VALUES:
+            raise ValueError(f"invalid YAML value: its aliases expand to more than {MAX_EXPANDED_VALUES:,} values "
+                             f"(an alias bomb?)")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"invalid YAML value: {getattr(e, 'problem', None) or e}") from None
+    except RecursionError as e:
+        raise ValueError(f"invalid YAML value: {_unparsable(e)}") from None
+    except ValueError as e:
+        if str(e).startswith("invalid YAML value"):
+            raise
+        raise ValueError(f"invalid YAML value: {_unparsable(e)}") from None
+
+
 def load_document(path: str | Path) -> Document:
     file = str(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_DOCUMENT_BYTES + 1)
-    except OSError as e:
-        raise ConfigError([Problem(file, "", f"cannot read file: {e.strerror}")]) from None
-    if len(raw) > MAX_DOCUMENT_BYTES:
-        raise ConfigError([Problem(file, "", f"file is over {MAX_DOCUMENT_BYTES >> 20} MiB: expected a YAML file of "
-                                             f"fields")])
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError([Problem(file, "", f"not a text file: byte {e.start} is not UTF-8; expected YAML")]) from None
+        text = read_text(path, MAX_DOCUMENT_BYTES, "a YAML file of fields")
+    except UnreadableInput as e:
+        why = str(e)
+        if why.startswith("not a text file"):   # the wording every bad-file message has used for a binary one
+            why = why.replace("expected a YAML file of fields", "expected YAML")
+        raise ConfigError([Problem(file, "", why)]) from None
+    if _too_deep(text):
+        raise ConfigError([Problem(file, "", f"invalid YAML: {_DEEP}")])
     try:
         node = yaml.compose(text, Loader=_UniqueKeyLoader)
         if node is not None and _expanded_size(node, {}) > MAX_EXPANDED_VALUES:
@@ -117,6 +177,8 @@ def load_document(path: str | Path) -> Document:
         raise ConfigError([Problem(file, "", f"invalid YAML: {what}", line)]) from None
     except yaml.YAMLError as e:
         raise ConfigError([Problem(file, "", f"invalid YAML: {e}")]) from None
+    except (RecursionError, ValueError) as e:
+        raise ConfigError([Problem(file, "", f"invalid YAML: {_unparsable(e)}")]) from None
     lines: dict[Loc, int] = {}
     if node is not None:
         _line_map(node, (), lines)

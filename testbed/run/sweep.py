@@ -14,7 +14,8 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
 
-from testbed.common.yamlconf import Loc
+from testbed.common.errors import Problem
+from testbed.common.yamlconf import MAX_EXPANDED_VALUES, Loc, load_value
 from testbed.run.schema import Experiment
 
 MAX_POINTS = 1000                      # a sweep expanding to more points than this is surely a mistake
@@ -87,9 +88,39 @@ def safe_parse(key: str) -> Loc | None:
         return None
 
 
+def check_sets(items: list[str]) -> list[Problem]:
+    """The `--set PATH=VALUE` items whose VALUE is not a bounded YAML value (an alias bomb, nesting past the
+    stack, a number of thousands of digits, undecodable bytes, a megabyte string), one problem each. The CLI
+    runs this before loading the experiment, which then parses the values that passed."""
+    problems = []
+    for item in items:
+        _, eq, text = item.partition("=")
+        if eq:
+            try:
+                load_value(text)
+            except ValueError as e:
+                problems.append(Problem(f"--set {item}", "", str(e)))
+    return problems
+
+
+def _size(value: Any, memo: dict[int, int]) -> int:
+    """How many values `value` holds with shared lists/mappings counted at each place (a YAML alias bomb is a
+    few shared lists that validation would walk 10^9 times); each object is counted once, so this is linear."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    n = memo.get(id(value))
+    if n is None:
+        memo[id(value)] = 1
+        items = value.values() if isinstance(value, dict) else value
+        memo[id(value)] = n = min(1 + sum(_size(v, memo) for v in items), MAX_EXPANDED_VALUES + 1)
+    return n
+
+
 def set_field(data: dict, loc: Loc, value: Any) -> None:
     """Set a field in the raw mapping, creating groups on the way. Setting one of requests / duration_s
     clears the other (they are alternatives), so `--set workload.duration_s=60` just works."""
+    if _size(value, {}) > MAX_EXPANDED_VALUES:
+        raise ValueError(f"the value expands to more than {MAX_EXPANDED_VALUES:,} values (a YAML alias bomb?)")
     for i, key in enumerate(loc[:-1]):
         if isinstance(data, list):          # inside an inline topology: topology.links.0.rate_up_mbps
             if not (isinstance(key, str) and key.isdigit() and int(key) < len(data)):
