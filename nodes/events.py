@@ -277,8 +277,26 @@ class ChannelLate(Event, tag="channel_late"):
     tick: int = 0
 
 
+class Fault(Event, tag="fault", omit_defaults=True):
+    """A link fault of the experiment's `faults:` starting or ending (testbed/run/faults.py), written with the
+    link states (events/links.jsonl) by the channel driver or the simulator at the tick it takes effect."""
+    fault: int                           # its position in `faults:`
+    repeat: int                          # which occurrence (every_s/count repeats), 0 for the first
+    kind: str                            # outage | flap | rate_collapse | loss_burst
+    link: str
+    edge: str                            # start | end
+    tick: int = 0
+    t_model_s: float = 0.0               # the channel clock's time of the edge (tick x interval)
+    duration_s: float = 0.0              # as applied: rounded to whole channel intervals
+    down_s: float | None = None
+    up_s: float | None = None
+    rate_mbps: float | None = None
+    loss_pct: float | None = None
+    direction: str | None = None
+
+
 AnyEvent = Union[Welcome, Route, Start, Draft, Verdict, Finish, Done, Crash, Ready, Hello, Refused, Error, Verify,
-                 Plan, Policy, Schedule, Link, ChannelLate, Pace, Load, Connect, Ask, Answer]
+                 Plan, Policy, Schedule, Link, ChannelLate, Pace, Load, Connect, Ask, Answer, Fault]
 EVENT_TYPES: dict[str, type[Event]] = {c.__struct_config__.tag: c for c in AnyEvent.__args__}
 
 EventT = TypeVar("EventT", bound=Event)

@@ -2,8 +2,10 @@
 
 A background thread wakes at t0 + k·interval, asks the plan for tick k's states, pushes the changed ones through
 the emulation's live-update path (a line into a persistent `tc -batch`, a line to a delay daemon) and logs
-every link's state (`events/links.jsonl`, a `Link` event of node "channel"). The states depend on k only, so
-a run that falls behind skips ticks (counted, and logged as a `ChannelLate` event) instead of stretching time.
+every link's state (`events/links.jsonl`, a `Link` event of node "channel"), and every start and end of an
+experiment's link fault (a `Fault` event, testbed/run/faults.py) once its tick's states are applied. The states
+depend on k only, so a run that falls behind skips ticks (counted, and logged as a `ChannelLate` event) instead of
+stretching time; a fault edge in a skipped tick is logged at the tick that catches up.
 
 `Telemetry` turns the drafters' own event logs into each station's demand: bytes per round, up (DRAFT frames)
 and down (VERDICT frames), smoothed; a drafter that is done demands nothing.
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from nodes.events import ChannelLate, Crash, Done, Draft, EventLog, EventTail, Link, Verdict
+from nodes.events import ChannelLate, Crash, Done, Draft, EventLog, EventTail, Fault, Link, Verdict
 from testbed.channels.plan import ChannelPlan
 from testbed.net.linkstate import LinkState
 
@@ -128,6 +130,7 @@ class ChannelDriver:
         self.applied: dict[str, LinkState] = {}
         self.gamma_hints: dict[str, int] = {}      # station -> window chosen by a joint allocation
         self.ticks = self.late = self.changes = 0
+        self.last_tick = -1                        # fault edges up to here are logged
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -180,10 +183,14 @@ class ChannelDriver:
                 self.changes += 1
             self._write(link_event("channel", a.link, a.state, tick=k, t_model_s=round(k * self.plan.interval_s, 6),
                                    **a.info))
+        from testbed.run.faults import fault_event
+        for edge in self.plan.fault_edges(self.last_tick + 1, k):
+            self._write(fault_event("channel", time.time(), edge, self.plan.interval_s))
+        self.last_tick = k
         if self.on_tick:
             self.on_tick(self)
         self.ticks += 1
 
-    def _write(self, event: Link | ChannelLate) -> None:
+    def _write(self, event: Link | ChannelLate | Fault) -> None:
         if self._log:
             self._log.write(event)

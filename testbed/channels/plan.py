@@ -10,6 +10,8 @@ Per link, one model (`links[i].channel.model`, schema in testbed/channels/spec.p
 - snr: mobility → distance → path loss + shadowing + fading → SNR per direction → spectral efficiency and
   packet loss (testbed/channels/radio.py);
 and optionally Gilbert–Elliott bursty loss on top. Loss from the channel compounds with the link's loss_pct.
+Link faults (an experiment's `faults:`, testbed/run/faults.py) are an overlay on the states of the faulted links,
+so a faulted link is driven every interval even without a channel model (a static one stands in).
 
 APs with a `radio` block split their band among their wireless stations every interval (testbed/policies/
 allocation.py): a station's channel says what rate it would get with the whole band, and it gets its share of
@@ -27,6 +29,7 @@ from testbed.channels.spec import ChannelSpec
 from testbed.net.linkstate import MAX_RATE_MBPS, LinkState
 from testbed.policies.allocation import Station, make_allocation
 from testbed.policies.joint import JointAllocation
+from testbed.run.faults import FaultSchedule
 from testbed.net.topology import LinkSpec, Topology, station_and_ap
 
 
@@ -158,15 +161,25 @@ class Applied:
     link: str
     state: LinkState
     info: dict
+    # the state without an outage's drop-everything loss: the simulator models an outage itself (as segments
+    # lost until it ends, testbed/sim/network.py), so its loss model must not also see the emulator's 99.99 %
+    sim_state: LinkState | None = None
+
+    @property
+    def state_for_sim(self) -> LinkState:
+        return self.sim_state or self.state
 
 
 class ChannelPlan:
     """Every channel-driven link of a topology, and the band split of every radio AP."""
 
-    def __init__(self, topo: Topology, interval_s: float = 0.1, seed: int = 0):
+    def __init__(self, topo: Topology, interval_s: float = 0.1, seed: int = 0, faults=()):
+        """faults: the experiment's FaultSpecs (testbed/run/faults.py), applied over the channels' states."""
         if not 0.001 <= interval_s <= 3600:
             raise ValueError(f"channel interval must be in [0.001, 3600] s, got {interval_s!r}")
         self.topo, self.interval_s, self.seed = topo, interval_s, seed
+        self.faults = FaultSchedule(list(faults), interval_s)
+        faulted = set(self.faults.links())
         self.links: dict[str, LinkSpec] = {}
         self.channels: dict[str, object] = {}
         self.ge: dict[str, radio.GilbertElliott] = {}
@@ -175,7 +188,7 @@ class ChannelPlan:
             name = link.link_name
             pair = station_and_ap(topo, link)
             radio_ap = pair is not None and topo.nodes[pair[1]].radio is not None
-            if link.channel is None and not radio_ap:
+            if link.channel is None and not radio_ap and name not in faulted:
                 continue
             self.links[name] = link
             if radio_ap:
@@ -217,9 +230,13 @@ class ChannelPlan:
                 varies = any(t.has_delay or t.has_loss for t in (ch.up, ch.down))
             else:
                 varies = isinstance(ch, SnrChannel)
-            if varies or name in self.ge:
+            if varies or name in self.ge or name in self.faults.loss_links():
                 out.append(name)
         return out
+
+    def fault_edges(self, k_from: int, k_to: int):
+        """The faults starting or ending at ticks k_from..k_to (testbed/run/faults.py Edge), for the event log."""
+        return self.faults.edges(k_from, k_to)
 
     def uses_telemetry(self) -> bool:
         return any(self.topo.nodes[ap].radio.demand == "telemetry" or self.topo.nodes[ap].radio.allocation_up ==
@@ -287,7 +304,10 @@ class ChannelPlan:
                 rate_up_mbps=_clamp_rate(rates[name]["up"], floor), rate_down_mbps=_clamp_rate(rates[name]["down"], floor),
                 delay_ms=delay, jitter_ms=min(link.jitter_ms, delay),
                 loss_pct=_clamp_loss(loss["up"]), loss_down_pct=_clamp_loss(loss["down"]))
-            out.append(Applied(name, state, info[name]))
+            sim_state = None
+            if name in self.faults.by_link:
+                state, sim_state = self.faults.overlay(name, k, state)
+            out.append(Applied(name, state, info[name], sim_state))
             self.last_rates[(name, "up")], self.last_rates[(name, "down")] = state.rate_up_mbps, state.rate_down_mbps
         return out
 

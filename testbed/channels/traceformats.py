@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from testbed.common.errors import ConfigError, Problem
+from testbed.common.errors import ConfigError, Problem, shown
 
 FORMATS = ("mahimahi", "csv", "series")
 SUFFIXES = {".mahimahi": "mahimahi", ".mm": "mahimahi", ".up": "mahimahi", ".down": "mahimahi",
@@ -26,6 +26,9 @@ SUFFIXES = {".mahimahi": "mahimahi", ".mm": "mahimahi", ".up": "mahimahi", ".dow
 CSV_COLUMNS = ("t_s", "rate_mbps", "delay_ms", "loss_pct")
 CSV_HINT = "t_s,rate_mbps[,delay_ms[,loss_pct]]"
 MAX_RATE_MBPS = 10000.0
+MAX_TRACE_S = 604_800.0     # a week, the longest run (limits.run_timeout_s): past it a time is a typo or garbage
+MAX_TRACE_MS = int(MAX_TRACE_S * 1000)   # and the replay's arrays are sized by the period, so it bounds memory
+MAX_DELAY_MS = 10_000.0     # as a link's delay_ms (testbed/net/topology.py)
 MAX_PROBLEMS = 20           # a wrong file would otherwise print one line per line of a million-line trace
 
 _INT = re.compile(r"[0-9]+")
@@ -78,24 +81,24 @@ def _data_lines(text: str) -> Iterator[tuple[int, str]]:
 def _number(text: str, name: str) -> float:
     t = text.strip()
     if t.lstrip("+-").lower() in _NONFINITE:
-        raise _Bad(f"{name}: expected a finite number, got {t!r}")
+        raise _Bad(f"{name}: expected a finite number, got {shown(t)}")
     if not _NUM.fullmatch(t):
-        raise _Bad(f"{name}: expected a number, got {t!r}")
+        raise _Bad(f"{name}: expected a number, got {shown(t)}")
     v = float(t)
     if not math.isfinite(v):   # e.g. 1e999
-        raise _Bad(f"{name}: expected a finite number, got {t!r}")
+        raise _Bad(f"{name}: expected a finite number, got {shown(t)}")
     return v
 
 
 def _in_range(text: str, name: str, lo: float, hi: float, hi_open: bool, expected: str) -> float:
     v = _number(text, name)
     if v < lo or v > hi or (hi_open and v == hi):
-        raise _Bad(f"{name}: expected {expected}, got {text.strip()!r}")
+        raise _Bad(f"{name}: expected {expected}, got {shown(text.strip())}")
     return v
 
 
 def _time(text: str) -> float:
-    return _in_range(text, "t_s", 0.0, math.inf, False, "a time in seconds >= 0")
+    return _in_range(text, "t_s", 0.0, MAX_TRACE_S, False, f"a time in seconds in [0, {MAX_TRACE_S:g}]")
 
 
 def _rate(text: str) -> float:
@@ -107,7 +110,8 @@ def _delay(text: str) -> float:
     # positional, so the delay column has to be there).
     if not text.strip():
         return math.nan
-    return _in_range(text, "delay_ms", 0.0, math.inf, False, "a delay in ms >= 0 (or empty: the link's own)")
+    return _in_range(text, "delay_ms", 0.0, MAX_DELAY_MS, False,
+                     f"a delay in ms in [0, {MAX_DELAY_MS:g}] (or empty: the link's own)")
 
 
 def _loss(text: str) -> float:
@@ -158,7 +162,7 @@ def _mahimahi_fast(text: str) -> list[int] | None:
         values = list(map(int, text.splitlines()))
     except ValueError:   # a blank line
         return None
-    if values[-1] > 0 and all(a <= b for a, b in zip(values, values[1:])):
+    if 0 < values[-1] <= MAX_TRACE_MS and all(a <= b for a, b in zip(values, values[1:])):
         return values
     return None
 
@@ -173,7 +177,10 @@ def parse_mahimahi(text: str, source: str) -> list[int]:
     last_line = 0
     for line, s in _data_lines(text):
         if not _INT.fullmatch(s):
-            probs.add(line, f"expected a millisecond timestamp (integer >= 0), got {s!r}")
+            probs.add(line, f"expected a millisecond timestamp (integer >= 0), got {shown(s)}")
+            continue
+        if len(s.lstrip("0")) > len(str(MAX_TRACE_MS)) or int(s) > MAX_TRACE_MS:   # no int() of 5000 digits
+            probs.add(line, f"expected a millisecond timestamp of at most {MAX_TRACE_MS} (a week), got {shown(s)}")
             continue
         v = int(s)
         if values and v < values[-1]:
@@ -212,7 +219,7 @@ def parse_csv(text: str, source: str) -> Steps:
             if 2 <= len(fields) <= 4 and tuple(fields) == CSV_COLUMNS[:len(fields)]:
                 ncols, ncols_from = len(fields), f"the header (line {line})"
             else:
-                probs.add(line, f"expected a header {CSV_HINT} (exactly these names) or numbers, got {s!r}")
+                probs.add(line, f"expected a header {CSV_HINT} (exactly these names) or numbers, got {shown(s)}")
             continue
         first = False
         try:

@@ -21,11 +21,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from testbed.channels import traceformats as F
-from testbed.common.errors import ConfigError, Problem
+from testbed.common.errors import ConfigError, Problem, UnreadableInput, read_text
 from testbed.channels.traceformats import FORMATS, SUFFIXES
 
 PACKET_BYTES = 1500
 BYTES_PER_S_PER_MBPS = 125_000.0
+MAX_TRACE_BYTES = 128 << 20   # an hour of 100 Mbit/s as Mahimahi lines is ~240 MB; real traces are far smaller
 _CHUNK_MS = 1_000_000       # bounds memory when turning hours of rate into ms opportunities
 _EPS_PACKETS = 1e-6         # float slack when bytes owed land exactly on a packet boundary
 
@@ -249,9 +250,9 @@ def load_trace(path: str | Path, fmt: str | None = None, loop: bool = True, inte
     interval (and a two-column series' single row's duration)."""
     fmt = _check_format(fmt, path) if fmt else infer_format(path)
     try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError([Problem(str(path), "", f"cannot read the trace: {e}")]) from None
+        text = read_text(path, MAX_TRACE_BYTES, f"a {fmt} trace")
+    except UnreadableInput as e:
+        raise ConfigError([Problem(str(path), "", str(e))]) from None
     return parse_trace(text, fmt, str(path), loop, interval_s)
 
 

@@ -81,6 +81,14 @@ acceptance α its expectation is (α + α² + … + α^γ)/γ < α (0.59 for α 
 contributed exactly one failure; rounds accepting all γ are censored (no failure seen). It is the maximum
 likelihood estimate of α under that model, consistent whatever γ is.
 
+Faults (an experiment's `faults:`, testbed/run/faults.py): metrics.json `faults` (only when the experiment has
+some) has, per occurrence logged (its `fault` start and end events in events/links.jsonl), the total goodput
+during it and over the PRE_WINDOW_S (5 s) before it (or the time since the first start, if less), `dip`
+= 1 − during/before, `recovery_s` = time from its end until the goodput over a RECOVERY_WINDOW_S (1 s) window
+starting then or at a later verdict is back to 90 % of the before mean (None if never within the run), and the
+sessions active during it (`drafter/session`). Times are seconds since the first start. Backend local applies
+no faults: `applied: false`.
+
 Partial logs (an interrupted run): an unparsable line is skipped (a truncated last line is the usual case) and
 the run is marked `complete: false` with the reason in `issues`; so is a drafter without `done`, with a
 `crash`, or with sessions started but not finished. Values that cannot be computed are None (empty in CSV).
@@ -94,7 +102,8 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import median
 
-from nodes.events import Answer, Ask, Crash, Done, Draft, Event, Finish, Start, Verdict, Verify, load_run, of_type
+from nodes.events import (LINKS_FILE, Answer, Ask, Crash, Done, Draft, Event, Fault, Finish, Start, Verdict, Verify,
+                          load_run, of_type, read_events)
 from testbed.policies import acceptance
 from testbed.run import pacing as pacing_mod
 from testbed.run.pacing import pacing
@@ -374,9 +383,34 @@ def compute(run_dir: str | Path) -> dict:
     total["pace_p50"], total["pace_p95"], total["cpu_busy_mean"] = pace["p50"], pace["p95"], pace["cpu_busy_mean"]
     total.update(_clients(run, issues))
     complete = total["complete"] = not issues
+    faults = _faults(run_dir, ds, t_first, t_last)
     # nothing here names the run directory or the wall clock, so a simulated run's file repeats byte for byte
     return {"complete": complete, "issues": issues, "t0": t_first, "slo": slo,
-            "columns": COLUMNS, "drafters": drafters, "total": total, "pacing": pace}
+            "columns": COLUMNS, "drafters": drafters, "total": total, "pacing": pace,
+            **({"faults": faults} if faults is not None else {})}
+
+
+def _faults(run_dir, ds: list[_Drafter], t_first, t_last) -> dict | None:
+    """Each logged fault's goodput dip, recovery time and sessions hit (testbed/run/faults.py impact); None
+    when the experiment has no faults."""
+    from testbed.run import faults as F
+    config = _manifest(run_dir).get("config")
+    if not isinstance(config, dict) or not config.get("faults"):
+        return None
+    if _backend(run_dir) == "local":
+        return {"applied": False, "why": "backend local has no shaped links: the faults were not applied"}
+    path = Path(run_dir) / "events" / LINKS_FILE
+    marks = of_type(read_events(path)[0], Fault) if path.exists() else []
+    ends = {(e.fault, e.repeat): e.t for e in marks if e.edge == "end"}
+    occurrences = [(e.fault, e.repeat, e.kind, e.link, e.t, ends.get((e.fault, e.repeat)))
+                   for e in sorted(marks, key=lambda e: e.t) if e.edge == "start"]
+    tokens_at = [(v.t, v.tokens) for d in ds for v in d.verdicts if v.tokens]
+    # a session is active from its start to its finish (an unfinished one: to the run's last verdict)
+    sessions = [(f"{d.name}/{sid}", st.t, d.finishes[sid].t if sid in d.finishes else max(st.t, t_last or st.t))
+                for d in ds for sid, st in d.starts.items()]
+    return {"applied": True, "pre_window_s": F.PRE_WINDOW_S, "recovery_window_s": F.RECOVERY_WINDOW_S,
+            "recovered_fraction": F.RECOVERED,
+            "occurrences": F.impact(occurrences, tokens_at, sessions, t_first, t_last)}
 
 
 def _clients(run, issues: list[str]) -> dict:
@@ -548,12 +582,34 @@ def write_summary(run_dir: str | Path, manifest: dict | None, metrics: dict, plo
               f"- air: {_fmt(t['bytes_per_token'])} bytes per generated token",
               f"- analytic bound Σ μ(γ̄, α̂)/T_round × concurrency = {_fmt(t['bound_tps'])} tokens/s; "
               f"measured/bound {_fmt(t['measured_over_bound'])}"]
+    lines += _fault_lines(metrics.get("faults"))
     if plots:
         lines += ["", "## Plots", ""] + [f"- [plots/{n}](plots/{n})" for n in plots]
     lines += ["", "Definitions: see the docstring of `testbed/run/metrics.py`; metrics.csv has every column.", ""]
     path = run_dir / "summary.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _fault_lines(faults: dict | None) -> list[str]:
+    if not faults:
+        return []
+    if not faults.get("applied"):
+        return ["", "## Faults", "", f"- not applied: {faults.get('why', '')}"]
+    lines = ["", "## Faults", "",
+             f"Goodput before (mean over up to {_fmt(faults['pre_window_s'])} s) and during each fault; recovery: "
+             f"from its end until {_fmt(faults['recovery_window_s'])} s of goodput are back to "
+             f"{_fmt(100 * faults['recovered_fraction'])} % of before (– never). Times since the first start.", "",
+             "| fault | kind | link | start s | end s | before tok/s | during tok/s | dip | recovery s | sessions |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for o in faults["occurrences"]:
+        lines.append(f"| {o['fault']}.{o['repeat']} | {o['kind']} | {o['link']} | {_fmt(o['start_s'])} | "
+                     f"{_fmt(o['end_s'])}{'' if o['ended'] else ' (run ended)'} | {_fmt(o['pre_goodput_tps'])} | "
+                     f"{_fmt(o['during_goodput_tps'])} | {_fmt(o['dip'])} | {_fmt(o['recovery_s'])} | "
+                     f"{o['sessions_affected']} |")
+    if not faults["occurrences"]:
+        lines.append("| – | no fault started during the run | | | | | | | | |")
+    return lines
 
 
 def _ms(t, m):

@@ -4,14 +4,15 @@
                             were logged), channels.png (if a channel driver ran: link rate and goodput per drafter),
                             utility.png (if a budget scheduler ran)]
 
-Time is seconds since the run's first session start (the first drafter `start` event).
+Time is seconds since the run's first session start (the first drafter `start` event). An experiment's link
+faults (testbed/run/faults.py), as logged by their `fault` start and end events, are shaded on every time axis.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from nodes.events import Link, RunLogs, Schedule, Start, Verdict, load_run, of_type
+from nodes.events import LINKS_FILE, Fault, Link, RunLogs, Schedule, Start, Verdict, load_run, of_type, read_events
 from testbed.common.figures import Figure, finish_axis, no_data, save
 from testbed.run import metrics as M
 
@@ -76,7 +77,28 @@ def _by_link(links: list[Link]) -> dict[str, list[Link]]:
     return by_link
 
 
-def plot_goodput(run: RunLogs, t0: float, path: Path) -> Path:
+def fault_spans(run_dir: str | Path, run: RunLogs) -> list[tuple[float, float, str]]:
+    """(start t, end t, label) of each fault logged in events/links.jsonl; one the run outlived ends at the
+    last event."""
+    path = Path(run_dir) / "events" / LINKS_FILE
+    marks = of_type(read_events(path)[0], Fault) if path.exists() else []
+    ends = {(e.fault, e.repeat): e.t for e in marks if e.edge == "end"}
+    ts = [e.t for evs in run.drafters.values() for e in evs] + [e.t for e in marks]
+    last = max(ts, default=0.0)
+    return [(e.t, ends.get((e.fault, e.repeat), last), f"{e.kind} {e.link}")
+            for e in sorted(marks, key=lambda e: e.t) if e.edge == "start"]
+
+
+def shade_faults(ax, faults: list[tuple[float, float, str]], t0: float) -> None:
+    """A red band per fault, labelled once per kind and link (the legend says what each band is)."""
+    seen = set()
+    for a, b, label in faults:
+        ax.axvspan(a - t0, b - t0, color="red", alpha=0.12, lw=0,
+                   label=None if label in seen else f"fault: {label}")
+        seen.add(label)
+
+
+def plot_goodput(run: RunLogs, t0: float, path: Path, faults=()) -> Path:
     fig = Figure(figsize=(9, 4.5))
     ax = fig.add_subplot()
     all_v = [v for evs in run.drafters.values() for v in of_type(evs, Verdict)]
@@ -89,13 +111,14 @@ def plot_goodput(run: RunLogs, t0: float, path: Path) -> Path:
                 label="total")
     if not all_v:
         no_data(ax)
+    shade_faults(ax, faults, t0)
     ax.set(xlabel="time since first request (s)", ylabel="goodput (tokens/s, 1 s bins)",
            title="Goodput over time per drafter")
     finish_axis(ax, bool(all_v))
     return save(fig, path)
 
 
-def plot_acceptance(run: RunLogs, t0: float, path: Path) -> Path:
+def plot_acceptance(run: RunLogs, t0: float, path: Path, faults=()) -> Path:
     fig = Figure(figsize=(9, 6))
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
     any_data = False
@@ -119,6 +142,7 @@ def plot_acceptance(run: RunLogs, t0: float, path: Path) -> Path:
     ax2.set(xlabel="time since first request (s)", ylabel="γ (draft tokens per round)",
             title="Draft window γ per round")
     for ax in (ax1, ax2):
+        shade_faults(ax, faults, t0)
         finish_axis(ax, any_data)
     return save(fig, path)
 
@@ -146,7 +170,7 @@ def plot_latency_cdfs(run: RunLogs, path: Path) -> Path:
     return save(fig, path)
 
 
-def plot_links(run: RunLogs, t0: float, path: Path) -> Path:
+def plot_links(run: RunLogs, t0: float, path: Path, faults=()) -> Path:
     fig = Figure(figsize=(9, 4.5))
     ax = fig.add_subplot()
     ts = [e.t for evs in run.drafters.values() for e in evs] + [e.t for e in run.links]
@@ -160,12 +184,13 @@ def plot_links(run: RunLogs, t0: float, path: Path) -> Path:
             ys = [y for _, y in pts] + [pts[-1][1]]
             ax.step(xs, ys, where="post", color=color, linestyle=style, linewidth=width, alpha=alpha,
                     label=f"{link} {direction}")
+    shade_faults(ax, faults, t0)
     ax.set(xlabel="time since first request (s)", ylabel="link rate (Mbit/s)", title="Link rate over time")
     finish_axis(ax, bool(by_link))
     return save(fig, path)
 
 
-def plot_channels(run: RunLogs, t0: float, path: Path) -> Path:
+def plot_channels(run: RunLogs, t0: float, path: Path, faults=()) -> Path:
     """Per drafter: the rate its link was given each interval (up solid, down dashed) and its goodput (bars,
     right axis), so a fade or a smaller band share can be seen against the tokens it cost."""
     drafters = sorted(run.drafters)
@@ -179,6 +204,7 @@ def plot_channels(run: RunLogs, t0: float, path: Path) -> Path:
             for direction, style in (("up", "-"), ("down", "--")):
                 ax.step([e.t - t0 for e in evs], [e.rate_mbps(direction) for e in evs], where="post",
                         linestyle=style, color=col.get(d, "C0"), label=f"{link} {direction} (Mbit/s)")
+        shade_faults(ax, faults, t0)
         ax.set_ylabel("link rate (Mbit/s)")
         ax.set_title(d, fontsize=10, loc="left")
         verdicts = of_type(run.drafters[d], Verdict)
@@ -228,14 +254,15 @@ def make_plots(run_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     run = load_run(run_dir)
     t0 = t0_of(run)
-    paths = [plot_goodput(run, t0, out / "goodput.png"),
-             plot_acceptance(run, t0, out / "acceptance.png"),
+    faults = fault_spans(run_dir, run)
+    paths = [plot_goodput(run, t0, out / "goodput.png", faults),
+             plot_acceptance(run, t0, out / "acceptance.png", faults),
              plot_latency_cdfs(run, out / "latency_cdf.png")]
     names = _names(run)
     if LINKS_PLOT in names:
-        paths.append(plot_links(run, t0, out / LINKS_PLOT))
+        paths.append(plot_links(run, t0, out / LINKS_PLOT, faults))
     if CHANNELS_PLOT in names:
-        paths.append(plot_channels(run, t0, out / CHANNELS_PLOT))
+        paths.append(plot_channels(run, t0, out / CHANNELS_PLOT, faults))
     if UTILITY_PLOT in names:
         paths.append(plot_utility(run, out / UTILITY_PLOT))
     return paths

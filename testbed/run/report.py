@@ -74,6 +74,20 @@ def _cell(v, scale, fmt) -> str:
     return format(v * scale, fmt)
 
 
+def _fault_rows(ms: list[dict]) -> list[list[str]]:
+    """Link faults (testbed/run/faults.py), where some run had them: the mean dip and the slowest recovery
+    over each run's faults ("never" if one did not recover within the run)."""
+    occ = [((m.get("faults") or {}).get("occurrences") or []) for m in ms]
+    if not any(occ):
+        return []
+    dips = [[o["dip"] for o in os_ if o["dip"] is not None] for os_ in occ]
+    rec = [("never" if any(o["recovery_s"] is None for o in os_) else format(max(o["recovery_s"] for o in os_), ".3g"))
+           if os_ else "–" for os_ in occ]
+    return [["faults", *(str(len(os_)) for os_ in occ)],
+            ["fault goodput dip (mean)", *(format(sum(d) / len(d), ".3f") if d else "–" for d in dips)],
+            ["fault recovery, slowest (s)", *rec]]
+
+
 def compare(run_dirs) -> str:
     """A Markdown table: a row per key metric (of the `total` row), a column per run."""
     run_dirs = [Path(d) for d in run_dirs]
@@ -81,6 +95,7 @@ def compare(run_dirs) -> str:
     head = ["metric", *labels]
     body = [[name, *(_cell(m["total"].get(key), scale, fmt) for m in ms)] for name, key, scale, fmt in ROWS
             if key not in OPTIONAL or any(m["total"].get(key) for m in ms)]
+    body += _fault_rows(ms)
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
 
     def line(cells):

@@ -43,10 +43,12 @@ def run_sim(exp, run_dir: Path) -> dict:
     """Simulate one experiment point into run_dir (events, outputs); its statistics for the manifest."""
     from testbed.channels.plan import ChannelPlan
     from testbed.sim.network import SimNetwork
-    plan = ChannelPlan(exp.topology_obj(), exp.channel_interval_ms / 1e3, exp.seed)
+    plan = ChannelPlan(exp.topology_obj(), exp.channel_interval_ms / 1e3, exp.seed, exp.faults)
     plan.known_demand = demands(exp)
-    sim = SimRun(exp, run_dir, SimNetwork(exp.topology_obj(), seed=exp.seed),
-                 plan if plan.driven_links() else None)
+    # an outage (or a flap's down phase) is a window in which the network model drops every segment, known up
+    # front: TCP's retransmissions then land after it, RTO backoff and all (testbed/sim/network.py)
+    network = SimNetwork(exp.topology_obj(), seed=exp.seed, outages=plan.faults.outage_windows())
+    sim = SimRun(exp, run_dir, network, plan if plan.driven_links() else None)
     stats = sim.run(until_s=exp.limits.run_timeout_s)
     if stats["unfinished"]:
         raise SimFailed(f"drafter(s) {', '.join(stats['unfinished'])} had not finished after "
@@ -303,8 +305,10 @@ class SimRun:
 
     # -- channels --------------------------------------------------------------------------------------
     def _channels(self):
-        """The channel plan's states at its ticks, as the emulator's driver applies them (no late ticks here)."""
+        """The channel plan's states at its ticks, as the emulator's driver applies them (no late ticks here),
+        and the link faults' starts and ends (testbed/run/faults.py) after their tick's states."""
         from testbed.channels.driver import link_view
+        from testbed.run.faults import fault_event
         k = 0
         while True:
             hints = {}
@@ -312,13 +316,15 @@ class SimRun:
             for a in self.plan.step(k, dict(tele.demand) if tele else None, tele.drafter_stats() if tele else None):
                 if "gamma_joint" in a.info:
                     hints[a.info["station"]] = a.info["gamma_joint"]
-                self.net.set_link(a.link, a.state, self.env.now)
+                self.net.set_link(a.link, a.state_for_sim, self.env.now)
                 self.states[a.link] = a.state
                 self.link_log.write(Link(t=self.env.now, node="channel", link=a.link, rate_up_mbps=a.state.rate_up_mbps,
                                          rate_down_mbps=a.state.rate_down_mbps, delay_ms=a.state.delay_ms,
                                          jitter_ms=a.state.jitter_ms, loss_pct=a.state.loss_pct,
                                          loss_down_pct=a.state.loss("down"), tick=k,
                                          t_model_s=round(k * self.plan.interval_s, 6), **a.info))
+            for edge in self.plan.fault_edges(k, k):
+                self.link_log.write(fault_event("channel", self.env.now, edge, self.plan.interval_s))
             view = link_view(self.net_plan, self.states, [d.name for d in self.drafters()],
                              self.exp.verifier.node, hints)
             for v in self.verifiers():

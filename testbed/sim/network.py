@@ -43,6 +43,11 @@ a model of exactly what the emulator builds (testbed/net/shaping.py, ../shared/r
   segments (a later message would not hasten it); a retransmission queues behind its connection's segments
   that reached a shaper before it (Linux would put it ahead of new data still held back by TCP small queues);
   a segment counts as sent when the sending host's shaper dequeues it.
+- Outages (an experiment's outage and flap faults, testbed/run/faults.py): windows of time, known up front, in
+  which a link drops every segment that reaches its delay element (where the emulator's daemon drops them). The
+  channel plan's outage state (99.99 % loss) does not reach this model (simrun passes the state without it), so
+  what an outage does here is exactly: lost until it ends, then recovered by the TCP model above, with RTO
+  backoff, so a message sent during an outage arrives after it ends, up to one backed-off RTO later.
 - Time: `now` must not go backwards between calls. A link's state applies to what is sent after a set_link;
   a segment keeps the states of the moment it was sent. The time is returned before later ticks are known, so
   a retransmission sent after the current tick is expected to end (the last set_link of the link plus its last
@@ -264,10 +269,12 @@ LossHook = Callable[[str, str, str, str, int, int], bool]
 
 class SimNetwork:
     def __init__(self, topo: Topology, states: dict[str, LinkState] | None = None, seed: int = 0, *,
-                 shaper: str = "htb", loss_hook: LossHook | None = None):
+                 shaper: str = "htb", loss_hook: LossHook | None = None,
+                 outages: dict[str, list[tuple[float, float]]] | None = None):
         """topo: the topology; states: initial LinkState per link name (default: the topology's link specs, as
         the emulator starts them); shaper: "htb" (the emulator's) or "wire" (ideal store-and-forward);
-        loss_hook(link, direction, src, dst, segment, attempt) -> bool replaces the Bernoulli draw (tests)."""
+        loss_hook(link, direction, src, dst, segment, attempt) -> bool replaces the Bernoulli draw (tests);
+        outages: per link name, [start, end) times (the driver's clock) in which the link drops everything."""
         if shaper not in SHAPERS:
             raise ValueError(f"shaper must be one of {SHAPERS}, got {shaper!r}")
         self.topo, self.seed, self.shaper, self.loss_hook = topo, seed, shaper, loss_hook
@@ -278,6 +285,16 @@ class SimNetwork:
             self.plan.link(name)            # KeyError naming the links if unknown
             self.states[name] = state
         self.shapers = {(l.name, d): _Shaper() for l in self.plan.links for d in DIRECTIONS}
+        self.outages: dict[str, tuple[list[float], list[float]]] = {}    # link -> (starts, ends), merged
+        for name, windows in (outages or {}).items():
+            self.plan.link(name)
+            merged: list[list[float]] = []
+            for a, b in sorted(windows):
+                if merged and a <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], b)
+                elif b > a:
+                    merged.append([a, b])
+            self.outages[name] = ([a for a, _ in merged], [b for _, b in merged])
         self.conns: dict[tuple[str, str], _Conn] = {}
         self._version = 0                                    # bumped by every set_link
         self._static: dict[tuple[str, str], tuple] = {}       # (link, dir) -> (bps, beta, queue, loss) at its state
@@ -341,6 +358,14 @@ class SimNetwork:
     def stats(self) -> dict:
         """Per link and direction: wire bytes and segments sent, queue drops, path losses, retransmits."""
         return {l.name: {d: dict(self.shapers[(l.name, d)].stats) for d in DIRECTIONS} for l in self.plan.links}
+
+    def is_down(self, link: str, t: float) -> bool:
+        """Whether `link` is in an outage at time t."""
+        windows = self.outages.get(link)
+        if not windows:
+            return False
+        j = bisect.bisect_right(windows[0], t) - 1
+        return j >= 0 and t < windows[1][j]
 
     # -- extras for tests and reports -----------------------------------------------------------------
     def connection_stats(self) -> dict:
@@ -441,7 +466,9 @@ class SimNetwork:
                 xmit = slot.q
             a = slot.q if self.shaper == "htb" else slot.e
         for hop in hops:   # the delay element's drop, drawn per link direction so it is counted per link
-            if self.loss_hook is not None:
+            if self.outages and self.is_down(hop.link, a):
+                lost = True
+            elif self.loss_hook is not None:
                 lost = self.loss_hook(hop.link, hop.direction, c.src, c.dst, seg, attempt)
             else:
                 p = hop.loss if t <= hop.known_until else hop.loss_later
