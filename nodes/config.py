@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from testbed.common.errors import UnreadableInput, one_line, read_text
 from testbed.common.strict import StrictModel
 
 from nodes.backends import lacks_q
@@ -369,12 +370,17 @@ class NodeConfigError(ValueError):
     """A node config that does not validate; str() is one line per problem."""
 
 
+MAX_CONFIG_BYTES = 64 << 20    # 100,000 client requests are ~15 MB; a bigger "config" is not one
+
+
 def load_config(model: type[BaseModel], path: str | Path):
-    """A node config from its JSON file; NodeConfigError with one `FILE: field.path: message` line per problem."""
+    """A node config from its JSON file; NodeConfigError with one `FILE: field.path: message` line per problem.
+    The read is bounded (size, then UTF-8); pydantic's JSON parser bounds nesting depth and number size."""
     try:
-        text = Path(path).read_bytes()
-    except OSError as e:
-        raise NodeConfigError(f"{path}: cannot read the config: {e.strerror or e}") from None
+        text = read_text(path, MAX_CONFIG_BYTES, "a JSON node config")
+    except UnreadableInput as e:
+        why = str(e).replace("cannot read file", "cannot read the config")
+        raise NodeConfigError(f"{one_line(str(path))}: {why}") from None
     try:
         return model.model_validate_json(text)
     except pydantic.ValidationError as e:
@@ -394,10 +400,10 @@ def problem_lines(e: pydantic.ValidationError, where: str) -> list[str]:
     for err in e.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         if err["type"] == "json_invalid":
-            out.append(f"{where}: not valid JSON ({err.get('ctx', {}).get('error', err['msg'])})")
+            out.append(one_line(f"{where}: not valid JSON ({err.get('ctx', {}).get('error', err['msg'])})"))
             continue
         field = format_loc(loc)
-        out.append(f"{where}: {field + ': ' if field else ''}{_describe(err)}")
+        out.append(one_line(f"{where}: {field + ': ' if field else ''}{_describe(err)}"))
     return out
 
 

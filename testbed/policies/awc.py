@@ -152,13 +152,19 @@ class AWCWeights:
         return h[:, 0]
 
 
+def _clip(value, limit: int = 80) -> str:
+    """repr() of a bad value, cut: a message names what it found without echoing a megabyte."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
 def _floats(where: str, name: str, value, n: int) -> np.ndarray:
     if not isinstance(value, list) or len(value) != n:
         got = f"{len(value)} values" if isinstance(value, list) else type(value).__name__
         raise AWCWeightsError(f"{where}: {name}: expected a list of {n} numbers, got {got}")
     for i, v in enumerate(value):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise AWCWeightsError(f"{where}: {name}[{i}]: expected a finite number, got {v!r}")
+            raise AWCWeightsError(f"{where}: {name}[{i}]: expected a finite number, got {_clip(v)}")
     arr = np.array(value, dtype=np.float64)
     arr.setflags(write=False)
     return arr
@@ -176,9 +182,9 @@ def weights_from_dict(doc, where: str = "awc weights") -> AWCWeights:
     if not isinstance(doc, dict):
         raise AWCWeightsError(f"{where}: expected a JSON object at the top, got {type(doc).__name__}")
     if _need(where, doc, "format") != FORMAT:
-        raise AWCWeightsError(f"{where}: format: expected {FORMAT!r}, got {doc['format']!r}")
-    if list(_need(where, doc, "features")) != list(FEATURES):
-        raise AWCWeightsError(f"{where}: features: expected {list(FEATURES)}, got {doc['features']!r}")
+        raise AWCWeightsError(f"{where}: format: expected {FORMAT!r}, got {_clip(doc['format'])}")
+    if _need(where, doc, "features") != list(FEATURES):
+        raise AWCWeightsError(f"{where}: features: expected {list(FEATURES)}, got {_clip(doc['features'])}")
     n = len(FEATURES)
     mean = _floats(where, "feature_mean", _need(where, doc, "feature_mean"), n)
     std = _floats(where, "feature_std", _need(where, doc, "feature_std"), n)
@@ -188,10 +194,10 @@ def weights_from_dict(doc, where: str = "awc weights") -> AWCWeights:
     if (not isinstance(allowed, list) or not allowed
             or any(isinstance(a, bool) or not isinstance(a, int) or not 1 <= a <= GAMMA_LIMIT for a in allowed)):
         raise AWCWeightsError(f"{where}: allowed: expected a non-empty list of integers in [1, {GAMMA_LIMIT}], "
-                              f"got {allowed!r}")
+                              f"got {_clip(allowed)}")
     scale = _need(where, doc, "gamma_scale")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-        raise AWCWeightsError(f"{where}: gamma_scale: expected a finite number > 0, got {scale!r}")
+        raise AWCWeightsError(f"{where}: gamma_scale: expected a finite number > 0, got {_clip(scale)}")
     raw_layers = _need(where, doc, "layers")
     if not isinstance(raw_layers, list) or not raw_layers:
         raise AWCWeightsError(f"{where}: layers: expected a non-empty list")
@@ -203,15 +209,16 @@ def weights_from_dict(doc, where: str = "awc weights") -> AWCWeights:
         shape = _need(where, layer, "shape", p + ".")
         if (not isinstance(shape, list) or len(shape) != 2
                 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape)):
-            raise AWCWeightsError(f"{where}: {p}.shape: expected [n_in, n_out] positive integers, got {shape!r}")
+            raise AWCWeightsError(f"{where}: {p}.shape: expected [n_in, n_out] positive integers, got {_clip(shape)}")
         if shape[0] != n_in:
             raise AWCWeightsError(f"{where}: {p}.shape: n_in must be {n_in} (the previous layer's output or "
                                   f"the feature count), got {shape}")
         w = _floats(where, f"{p}.weights", _need(where, layer, "weights", p + "."), shape[0] * shape[1])
         b = _floats(where, f"{p}.bias", _need(where, layer, "bias", p + "."), shape[1])
         act = _need(where, layer, "activation", p + ".")
-        if act not in ACTIVATIONS:
-            raise AWCWeightsError(f"{where}: {p}.activation: expected one of {sorted(ACTIVATIONS)}, got {act!r}")
+        if not isinstance(act, str) or act not in ACTIVATIONS:
+            raise AWCWeightsError(f"{where}: {p}.activation: expected one of {sorted(ACTIVATIONS)}, "
+                                  f"got {_clip(act)}")
         w = w.reshape(shape)
         layers.append((w, b, act))
         n_in = shape[1]
@@ -223,18 +230,31 @@ def weights_from_dict(doc, where: str = "awc weights") -> AWCWeights:
                       training if isinstance(training, dict) else {})
 
 
+MAX_WEIGHTS_BYTES = 16 << 20   # the shipped file is a few KB; a model this policy could run is far under this
+
+
 def load_weights(path: str | Path | None = None) -> AWCWeights:
-    """Reads and validates a weights file (json only: nothing in it can run code)."""
+    """Reads and validates a weights file (json only: nothing in it can run code). Bounded like every user file
+    (policies import no helpers, so the read is here): size first, then text, then JSON nested any depth."""
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     where = f"awc weights {path}"
     try:
-        data = path.read_bytes()
+        if path.stat().st_size > MAX_WEIGHTS_BYTES:    # a sparse file claims its size without a read
+            raise AWCWeightsError(f"{where}: file is over {MAX_WEIGHTS_BYTES >> 20} MiB: expected JSON weights")
+        with open(path, "rb") as f:
+            data = f.read(MAX_WEIGHTS_BYTES + 1)
     except OSError as e:
-        raise AWCWeightsError(f"{where}: cannot read: {e}") from e
+        raise AWCWeightsError(f"{where}: cannot read: {e.strerror or e}") from None
+    if len(data) > MAX_WEIGHTS_BYTES:
+        raise AWCWeightsError(f"{where}: file is over {MAX_WEIGHTS_BYTES >> 20} MiB: expected JSON weights")
     try:
         doc = json.loads(data.decode("utf-8"))
-    except ValueError as e:              # UnicodeDecodeError too: a binary file is not JSON
-        raise AWCWeightsError(f"{where}: not JSON: {e}") from e
+    except UnicodeDecodeError as e:
+        raise AWCWeightsError(f"{where}: not JSON: byte {e.start} is not UTF-8 (a binary file?)") from None
+    except ValueError as e:              # includes a number of over 4300 digits
+        raise AWCWeightsError(f"{where}: not JSON: {str(e)[:200]}") from None
+    except RecursionError:               # [[[[...]]]] 100,000 deep: json recurses per level
+        raise AWCWeightsError(f"{where}: not JSON weights: arrays or objects nested too deeply") from None
     return weights_from_dict(doc, where)
 
 
