@@ -295,6 +295,8 @@ class DrafterConfig(_Strict):
     routing: Routing = Routing()
     seed: int = Field(0, ge=0, le=2**63 - 1)     # sampling, arrivals, the synthetic draft, routing
     timeout_s: float = Field(120.0, gt=0, le=86_400)   # no verdict for this long: give up
+    # work in flight and nothing from its verifier for this long: ask it (HELLO) whether it restarted
+    probe_s: float = Field(3.0, gt=0, le=86_400)
     log: str | None = None                       # JSONL event log
     out: str | None = None                       # each session's output as a JSON line (else stdout)
     record_acceptance: str | None = None         # append each round's (gamma, accepted) as a replay file

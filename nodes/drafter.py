@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 import time
 
@@ -89,7 +90,9 @@ class DrafterShell(Shell):
     """A DEALER per verifier, the wall clock and files around one DrafterCore."""
 
     def __init__(self, config: DrafterConfig, backend, log: EventLog, prompts, trace=None):
-        super().__init__(DrafterCore(config, backend, prompts, trace), backend, log)
+        # a new number per process: a verifier that sees it change knows this drafter restarted (recovery.py)
+        super().__init__(DrafterCore(config, backend, prompts, trace, incarnation=secrets.randbits(62) + 1),
+                         backend, log)
         self.config = config
         self.results: list[dict] = []
         self.recorder = None
@@ -114,6 +117,9 @@ class DrafterShell(Shell):
         for endpoint in self.config.connect:
             sock = zmq.Context.instance().socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            # the verifier knows this drafter by the connection's identity: the name keeps it across a reconnect
+            # (a link that broke, a verifier that restarted) and across a restart of this drafter
+            sock.setsockopt(zmq.IDENTITY, self.config.name.encode())
             sock.connect(endpoint)
             sock.send(self.core.hello_frame())
             if not sock.poll(timeout_ms):

@@ -295,8 +295,23 @@ class Fault(Event, tag="fault", omit_defaults=True):
     direction: str | None = None
 
 
+class Recovery(Event, tag="recovery", omit_defaults=True):
+    """A node noticed a peer's failure or recovered from it (nodes/core/recovery.py). what:
+    probe (a drafter asked a silent verifier whether it still knows it), verifier_restarted (its WELCOME came
+    from another incarnation), resumed (a session re-started on it from its committed tokens), drafter_restarted
+    (a verifier dropped a restarted drafter's old sessions), peer_lost (a verifier answered "not registered")."""
+    what: str
+    peer: str = ""                       # the verifier (at a drafter) or the drafter (at a verifier)
+    session: str = ""
+    round: int = 0
+    committed: int = 0                   # resumed: tokens re-prefilled after the prompt
+    sessions: int = 0                    # verifier_restarted / drafter_restarted: sessions affected
+    silent_s: float = 0.0                # probe: since the verifier was last heard from
+    bytes_out: int = 0
+
+
 AnyEvent = Union[Welcome, Route, Start, Draft, Verdict, Finish, Done, Crash, Ready, Hello, Refused, Error, Verify,
-                 Plan, Policy, Schedule, Link, ChannelLate, Pace, Load, Connect, Ask, Answer, Fault]
+                 Plan, Policy, Schedule, Link, ChannelLate, Pace, Load, Connect, Ask, Answer, Fault, Recovery]
 EVENT_TYPES: dict[str, type[Event]] = {c.__struct_config__.tag: c for c in AnyEvent.__args__}
 
 EventT = TypeVar("EventT", bound=Event)

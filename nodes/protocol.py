@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, ClassVar, Iterator, Union
 
 import msgpack
@@ -59,7 +59,7 @@ import numpy as np
 
 from nodes.backends import DraftToken, lacks_q
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3     # 3: incarnations in HELLO/WELCOME, resumed sessions in START
 MAX_FRAME = 64 * 1024 * 1024
 MAX_GAMMA = 64
 MAX_TOPK = 1024
@@ -332,9 +332,12 @@ class Hello(_Message):
     vocab_size: int
     payloads: tuple[str, ...]     # given as any sequence, stored as a tuple so the message stays immutable
     proactive: bool
+    # a number drawn when the drafter process started: a HELLO under the same name with another one is a
+    # restarted drafter, whose predecessor's sessions the verifier drops (nodes/core/recovery.py)
+    incarnation: int = 0
     TYPE: ClassVar[str] = "hello"
     SPEC: ClassVar[dict] = dict(drafter=_ID, model=_NAME, tokenizer=_NAME, vocab_size=_int(1, MAX_VOCAB),
-                                payloads=_payloads, proactive=_bool)
+                                payloads=_payloads, proactive=_bool, incarnation=_int(0, 2**63 - 1))
 
 
 @dataclass(frozen=True, eq=False)
@@ -343,8 +346,10 @@ class Welcome(_Message):
     model: str
     tokenizer: str
     vocab_size: int
+    incarnation: int = 0          # the verifier's: another one than before means it restarted and lost its sessions
     TYPE: ClassVar[str] = "welcome"
-    SPEC: ClassVar[dict] = dict(verifier=_ID, model=_NAME, tokenizer=_NAME, vocab_size=_int(1, MAX_VOCAB))
+    SPEC: ClassVar[dict] = dict(verifier=_ID, model=_NAME, tokenizer=_NAME, vocab_size=_int(1, MAX_VOCAB),
+                                incarnation=_int(0, 2**63 - 1))
 
 
 @dataclass(frozen=True, eq=False)
@@ -357,15 +362,24 @@ class Start(_Message):
     seed: int
     gamma: int
     t_send: float
+    # a session resumed on a restarted verifier: the tokens already committed after the prompt (re-prefilled
+    # with it) and the round this START counts as; a new session has none and round 0
+    committed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    round: int = 0
     TYPE: ClassVar[str] = "start"
-    ARRAYS: ClassVar[dict] = dict(prompt="<i4")
+    ARRAYS: ClassVar[dict] = dict(prompt="<i4", committed="<i4")
     SPEC: ClassVar[dict] = dict(session=_SID, prompt=_array("i"), max_new=_int(1, 100_000),
                                 temperature=_float(0.0, 100.0), payload=_payload, seed=_int(0, 2**64 - 1),
-                                gamma=_int(0, MAX_GAMMA), t_send=_TIME)
+                                gamma=_int(0, MAX_GAMMA), t_send=_TIME, committed=_array("i"), round=_ROUND)
 
     def _check(self) -> None:
         if self.prompt.ndim != 1 or not 1 <= len(self.prompt) <= MAX_PROMPT:
             _fail("start.prompt", f"need 1..{MAX_PROMPT} tokens, got shape {self.prompt.shape}")
+        if self.committed.ndim != 1 or len(self.committed) >= self.max_new:
+            _fail("start.committed", f"need a list of fewer than max_new={self.max_new} tokens, "
+                                     f"got shape {self.committed.shape}")
+        if len(self.committed) and not self.round:
+            _fail("start.round", "a resumed session (committed tokens) needs the round it resumes at, >= 1")
         if lacks_q(self.temperature, self.payload):
             # ids-only drafts carry no q, so sampled verification could not be lossless.
             _fail("start.payload", "'ids' only works with temperature 0; use 'topk:K' or 'full'")

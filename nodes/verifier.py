@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 import time
 
@@ -51,7 +52,8 @@ class VerifierShell(Shell):
     """A ROUTER socket, the wall clock, the link-state file and the event log around one VerifierCore."""
 
     def __init__(self, config: VerifierConfig, backend, log: EventLog):
-        super().__init__(VerifierCore(config, backend), backend, log)
+        # a new number per process: drafters that see it change know this verifier restarted (recovery.py)
+        super().__init__(VerifierCore(config, backend, incarnation=secrets.randbits(62) + 1), backend, log)
         self.config = config
         self.links = LinkView(config.link_state)
         self.sock = None
@@ -59,6 +61,8 @@ class VerifierShell(Shell):
     def serve(self) -> None:
         self.sock = zmq.Context.instance().socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        # a drafter that reconnects under its identity (its name) takes it over from a connection not yet closed
+        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.sock.bind(self.config.bind)
         endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)   # the real port when bound to tcp://host:*
         self.execute(self.core.on_ready(endpoint, time.time()))

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from nodes.events import (EVENT_TYPES, Answer, Ask, ChannelLate, Connect, Load, Pace, Crash, Done, Draft, Error, EventLog, EventTail, Finish, Hello,
+from nodes.events import (EVENT_TYPES, Answer, Ask, ChannelLate, Connect, Fault, Recovery, Load, Pace, Crash, Done, Draft, Error, EventLog, EventTail, Finish, Hello,
                           Link, Plan, Policy, Ready, Refused, Route, Schedule, Start, Verdict, Verify, Welcome, decode,
                           encode, load_run, of_type, read_events)
 
@@ -46,6 +46,9 @@ EXAMPLES = [
     Connect(t=T, node="u1", endpoint="tcp://10.0.0.3:5600", requests=2),
     Ask(t=T, node="u1", request="u1-r0", prompt_tokens=300, max_new=128, bytes=1290),
     Answer(t=T, node="u1", request="u1-r0", tokens=128, latency_s=3.5, bytes_in=700),
+    Fault(t=T, node="channel", fault=0, repeat=0, kind="outage", link="ap1-verifier", edge="start", tick=30,
+          t_model_s=3.0, duration_s=2.0),
+    Recovery(t=T, node="d1", what="resumed", peer="verifier", session="d1-s0", round=12, committed=40, bytes_out=300),
 ]
 
 

@@ -219,7 +219,7 @@ def test_keys_in_any_order_and_repeated_keys_decode_as_any_msgpack_map():
 def test_the_first_rule_broken_in_the_spec_order_names_the_error():
     # framing, then v, then type, then keys, then each field (byte lengths before values), then cross-field
     rejects(frame_with("draft_topk", k=5) + b"\x00", "bad_frame", "ExtraData")
-    rejects(frame_with("draft_topk", k=5, v=DELETE), "bad_version", "v: expected 2, got None")
+    rejects(frame_with("draft_topk", k=5, v=DELETE), "bad_version", "v: expected 3, got None")
     rejects(frame_with("draft_topk", k=True, type="drift"), "bad_type", "'drift'")
     rejects(frame_with("draft_topk", k=5, rtt_s=DELETE, zz=1), "bad_field", "draft: missing field(s) rtt_s")
     rejects(frame_with("draft_topk", k=5, zz=1), "bad_field", "draft: unknown field(s) 'zz'")

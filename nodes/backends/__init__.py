@@ -139,7 +139,8 @@ class TargetBackend(Protocol):
     vocab_size: int
     eos_token_id: int | None
 
-    def open(self, session: str, prompt: list[int]) -> None: ...
+    def open(self, session: str, prompt: list[int], committed: list[int] = ()) -> None:
+        """committed: tokens a resumed session already had after the prompt (its first pass feeds both)."""
     def verify(self, requests: list[VerifyRequest]) -> list[VerifyResult]:
         """Verify the drafts of several sessions in one batched pass. A session's first request (empty draft)
         prefills its prompt and yields the first token; an empty draft later is an autoregressive step."""

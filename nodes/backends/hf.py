@@ -96,8 +96,9 @@ class HfTarget(_HfBase):
         super().__init__(*args, **kw)
         self.sessions: dict[str, _TargetSession] = {}
 
-    def open(self, session: str, prompt: list[int]) -> None:
-        self.sessions[session] = _TargetSession(list(prompt))
+    def open(self, session: str, prompt: list[int], committed: list[int] = ()) -> None:
+        """committed: a session resumed after a verifier restart; its first pass re-prefills prompt + committed."""
+        self.sessions[session] = _TargetSession(list(prompt) + list(committed))
 
     def close(self, session: str) -> None:
         self.sessions.pop(session, None)

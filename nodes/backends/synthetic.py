@@ -284,22 +284,25 @@ class SyntheticTarget:
         self.eos_token_id = eos_token_id
         self._sessions: dict[str, _TargetSession] = {}
 
-    def open(self, session: str, prompt: list[int]) -> None:
+    def open(self, session: str, prompt: list[int], committed: list[int] = ()) -> None:
+        """committed: a session resumed after a verifier restart, the tokens it had committed; the truth stays
+        the prompt's, from position len(committed) on (the tokens are the truth's: that is what committed means)."""
         if session in self._sessions:
             raise ValueError(f"session {session!r} is already open")
-        self._sessions[session] = _TargetSession(list(prompt))
+        self._sessions[session] = _TargetSession(list(prompt), pos=len(committed))
 
     def _fed(self, req: VerifyRequest) -> int:
-        """Tokens a request feeds: its prompt the first time (prefill), else the last committed token, plus drafts."""
+        """Tokens a request feeds: its prompt (and any resumed tokens) the first time (prefill), else the last
+        committed token, plus drafts."""
         s = self._sessions[req.session]
-        return (len(s.prompt) if s.key is None else 1) + len(req.draft)
+        return (len(s.prompt) + s.pos if s.key is None else 1) + len(req.draft)
 
     def _shape(self, req: VerifyRequest) -> tuple[int, int]:
         """(context already in the KV cache, tokens fed) of a request: the first feeds its prompt on an empty
         cache; a later one feeds the last committed token and its drafts after prompt + the tokens before it."""
         s = self._sessions[req.session]
         if s.key is None:
-            return 0, len(s.prompt) + len(req.draft)
+            return 0, len(s.prompt) + s.pos + len(req.draft)
         return len(s.prompt) + s.pos - 1, 1 + len(req.draft)
 
     def _batch_s(self, shapes: list[tuple[int, int]], batch: int) -> float:
@@ -316,6 +319,7 @@ class SyntheticTarget:
         """Greedy verification against the truth; returns (accepted, token, tokens fed)."""
         s = self._sessions[req.session]
         first = s.key is None
+        fed = (len(s.prompt) + s.pos if first else 1) + len(req.draft)
         if first:
             s.key = session_key(s.prompt, req.sampling.seed)
         n = 0
@@ -325,7 +329,7 @@ class SyntheticTarget:
         # every drafted position is an independent Bernoulli(alpha) trial here, after a rejection too
         probs = [float(int(d.token) == true_token(s.key, s.pos + j, self.vocab_size)) for j, d in enumerate(req.draft)]
         s.pos += n + 1
-        return n, token, (len(s.prompt) if first else 1) + len(req.draft), probs
+        return n, token, fed, probs
 
     def verify(self, requests: list[VerifyRequest]) -> list[VerifyResult]:
         if not requests:

@@ -35,6 +35,7 @@ from nodes import protocol as P
 from nodes.backends import Sampling, catch_up
 from nodes.config import DrafterConfig
 from nodes.core.errorlimit import ErrorLimiter
+from nodes.core.recovery import LOST_STATE_CODES, VerifierWatch
 from nodes.core.actions import Action, ClientAddr, Compute, DraftWork, Output, Record, Send, WakeAt
 from nodes.verification import cut_output
 from nodes.workloads.lengths import OutputLengths
@@ -78,7 +79,8 @@ class DrafterCore:
     """prompts: (text, ids) or (text, ids, reference_tokens) — the reference answer's length, for
     workload.output_len dataset; trace: this drafter's requests (workload.arrivals trace), by arrival time."""
 
-    def __init__(self, config: DrafterConfig, backend, prompts: list[tuple], trace: list[TraceRequest] | None = None):
+    def __init__(self, config: DrafterConfig, backend, prompts: list[tuple], trace: list[TraceRequest] | None = None,
+                 incarnation: int = 0):
         if not prompts:
             raise DrafterError("no prompts: give --prompt TEXT or --prompts FILE")
         self.config, self.backend, self.prompts = config, backend, prompts
@@ -117,12 +119,15 @@ class DrafterCore:
         self.idle_since: float | None = None
         self.idle_s = 0.0
         self.results = 0
+        self.incarnation = incarnation             # drawn at process start (nodes/drafter.py); see recovery.py
+        self.watch = VerifierWatch(config.probe_s)
+        self.lost_state: str | None = None         # the last not_registered / bad_session ERROR, for the give-up
 
     # -- handshake -----------------------------------------------------------------------------------
     def hello_frame(self) -> bytes:
         b = self.backend
         return P.encode(P.Hello(self.name, b.model_id, b.fingerprint, b.vocab_size, [self.config.speculation.payload],
-                                self.config.speculation.proactive))
+                                self.config.speculation.proactive, self.incarnation))
 
     def on_welcome(self, endpoint: str, frame: bytes, now: float) -> tuple[str, list[Action]]:
         """The verifier at `endpoint` answered HELLO; returns its name (frames from it are `via` that name)."""
@@ -135,6 +140,7 @@ class DrafterCore:
             raise DrafterError(f"two verifiers are named {msg.verifier!r}; verifier names must differ")
         self.verifiers.append(msg.verifier)
         self.load[msg.verifier] = 0
+        self.watch.welcomed(msg.verifier, msg.incarnation, now)
         return msg.verifier, [self._rec(E.Welcome, now, verifier=msg.verifier, model=msg.model, endpoint=endpoint)]
 
     def begin(self, now: float) -> list[Action]:
@@ -205,8 +211,9 @@ class DrafterCore:
             return []
         self._account_idle(now)
         if self.sessions and not self.inbox and now - self.last_activity >= self.config.timeout_s:
-            raise DrafterError(f"no verdict for {self.config.timeout_s:g} s from {', '.join(self.verifiers)}")
-        return self._run(now)
+            raise DrafterError(f"no verdict for {self.config.timeout_s:g} s from {', '.join(self.verifiers)}"
+                               + (f" (last: {self.lost_state})" if self.lost_state else ""))
+        return self._probes(now) + self._run(now)
 
     # -- the loop ------------------------------------------------------------------------------------
     def _more(self, now: float) -> bool:
@@ -278,7 +285,7 @@ class DrafterCore:
                 self.done = True
                 return out + [self._rec(E.Done, now, sessions=self.results, idle_s=self.idle_s)]
             self.idle_since = now
-            wake = self.last_activity + self.config.timeout_s
+            wake = min(self.last_activity + self.config.timeout_s, self.watch.due(self._busy_verifiers()))
             if self._more(now):
                 wake = min(wake, self._due(now))
             if w.duration_s is not None and self._more(now):    # notice the end even with nothing in flight
@@ -295,8 +302,21 @@ class DrafterCore:
         while self.inbox:
             via, frame = self.inbox.pop(0)
             msg = P.decode(frame)
+            self.watch.heard_from(via, now)
+            if isinstance(msg, P.Error) and msg.code in LOST_STATE_CODES and self.config.speculation.mode == "distributed":
+                # a restarted verifier answering what was sent to its predecessor: ask who it is (recovery.py)
+                self.lost_state = f"{msg.code}: {msg.message}"
+                out += self._probes(now, force=via)
+                continue
             if isinstance(msg, P.Error):
                 raise DrafterError(f"verifier {via} refused: {msg.code}: {msg.message}")
+            if isinstance(msg, P.Welcome):
+                if msg.verifier != via:
+                    raise DrafterError(f"verifier {via} now calls itself {msg.verifier!r}")
+                if self.watch.welcomed(via, msg.incarnation, now):
+                    out += self._resume_all(via, now)
+                    n += 1
+                continue
             if not isinstance(msg, P.Verdict):
                 raise DrafterError(f"expected VERDICT, got {type(msg).__name__}")
             out += self._on_verdict(msg, len(frame), via, now)
@@ -304,6 +324,40 @@ class DrafterCore:
         if n:
             self.last_activity = now
         return n
+
+    # -- recovery (nodes/core/recovery.py) -----------------------------------------------------------------
+    def _busy_verifiers(self) -> set[str]:
+        return {s.via for s in self.sessions.values() if s.in_flight is not None and s.via is not None}
+
+    def _probes(self, now: float, force: str | None = None) -> list[Action]:
+        out: list[Action] = []
+        for v in self.watch.to_probe(self._busy_verifiers(), now, force):
+            frame = self.hello_frame()
+            out += [Send(v, frame), self._rec(E.Recovery, now, what="probe", peer=v, bytes_out=len(frame),
+                                              silent_s=now - self.watch.heard.get(v, now))]
+        return out
+
+    def _resume_all(self, via: str, now: float) -> list[Action]:
+        """The verifier `via` restarted: every session there starts again from its committed tokens."""
+        mine = [s for s in self.sessions.values() if s.via == via]
+        if self.config.speculation.mode != "distributed" or any(s.fused for s in mine):
+            raise DrafterError(f"verifier {via} restarted and sessions drafted at the verifier (speculation.mode "
+                               f"{self.config.speculation.mode}) cannot resume")
+        c = self.config
+        out: list[Action] = [self._rec(E.Recovery, now, what="verifier_restarted", peer=via, sessions=len(mine))]
+        for s in mine:
+            s.round += 1                   # a round of its own: whatever was in flight went with the old process
+            s.in_flight = 0                # the re-prefill's verdict commits one token, as a session's first does
+            s.sent_at = now
+            s.pre_drafted = None
+            frame = P.encode(P.Start(s.sid, np.asarray(s.prompt_ids, dtype=np.int32), s.max_new, c.workload.temperature,
+                                     c.speculation.payload, c.seed, s.gamma, now,
+                                     np.asarray(s.generated, dtype=np.int32), s.round))
+            out += [Send(via, frame), self._rec(E.Recovery, now, what="resumed", peer=via, session=s.sid,
+                                                round=s.round, committed=len(s.generated), bytes_out=len(frame))]
+        self.lost_state = None
+        self.last_activity = now
+        return out
 
     def _compute(self, s: ClientSession, purpose: str, k: int) -> Compute:
         self.busy, self.busy_for = DraftWork(s.sid, k), (s, purpose)

@@ -66,18 +66,23 @@ class Pending:
     draft_s: float = 0.0          # telemetry from the DRAFT frame
     rtt_s: float = 0.0
     here_s: float | None = None   # drafted here (fused): the draft's compute time; None: the drafter's window
+    prefill: bool = False         # a START's first pass (new or resumed session): nothing drafted to learn from
     view: PendingView | None = None   # what batching sees; fixed while pending (the session changes only on
                                       # its verdict), so built once, not at every decision over all pending
 
     def __post_init__(self):
         s = self.session
         self.view = PendingView(s.key, self.arrived, len(self.draft), max(1, s.max_new - len(s.generated)),
-                                max(1, s.committed), self.round == 0)
+                                max(1, s.committed), self.prefill)
 
 
 class VerifierCore:
-    def __init__(self, config: VerifierConfig, backend):
+    def __init__(self, config: VerifierConfig, backend, incarnation: int = 0):
+        """incarnation: drawn when the process started (nodes/verifier.py), sent in every WELCOME: a drafter that
+        sees another one than before knows this verifier restarted and resumes its sessions (recovery.py)."""
         self.config, self.backend, self.name = config, backend, config.name
+        self.incarnation = incarnation
+        self.drafter_incarnations: dict[str, int] = {}   # drafter name -> the incarnation its last HELLO gave
         b = config.batching
         self.batching = make_batching(b.rule, b.max_batch, b.window_ms, max_tokens=b.max_tokens, lengths=b.lengths)
         self.control = WindowControl(config.window_policy_spec(), config.scheduling, config.seed, node=self.name)
@@ -149,10 +154,21 @@ class VerifierCore:
                           "meaningful in the target's vocabulary")
             return [self._rec(E.Refused, now, drafter=msg.drafter, tokenizer=msg.tokenizer, vocab=msg.vocab_size),
                     Send(peer, P.encode(err))]
+        out: list[Action] = []
+        before = self.drafter_incarnations.get(msg.drafter)
+        if before is not None and before != msg.incarnation:
+            # the drafter restarted: its predecessor's sessions will never send again (it resumes or fails them)
+            dropped = [s for s in self.sessions.values() if s.drafter == msg.drafter]
+            for s in dropped:
+                self._close(s)
+            out.append(self._rec(E.Recovery, now, what="drafter_restarted", peer=msg.drafter,
+                                 sessions=len(dropped)))
+        self.drafter_incarnations[msg.drafter] = msg.incarnation
         self.drafters[peer] = msg.drafter
-        return [self._rec(E.Hello, now, drafter=msg.drafter, model=msg.model, payloads=list(msg.payloads),
-                          proactive=msg.proactive),
-                Send(peer, P.encode(P.Welcome(self.name, b.model_id, b.fingerprint, b.vocab_size)))]
+        return out + [self._rec(E.Hello, now, drafter=msg.drafter, model=msg.model, payloads=list(msg.payloads),
+                                proactive=msg.proactive),
+                      Send(peer, P.encode(P.Welcome(self.name, b.model_id, b.fingerprint, b.vocab_size,
+                                                    self.incarnation)))]
 
     def _on_start(self, peer: Hashable, msg: P.Start, now: float) -> list[Action]:
         drafter = self.drafters[peer]
@@ -161,13 +177,26 @@ class VerifierCore:
             raise P.ProtocolError("bad_session", f"session {msg.session} is already open", msg.session)
         if int(msg.prompt.max()) >= self.backend.vocab_size or int(msg.prompt.min()) < 0:
             raise P.ProtocolError("bad_field", f"prompt token ids must be in [0, {self.backend.vocab_size})", msg.session)
+        committed = msg.committed.tolist()
+        if committed and self.drafts is not None:
+            raise P.ProtocolError("bad_session", "a verifier with a co-located draft model (fused modes) cannot "
+                                                 "resume a session", msg.session)
+        if len(committed) and (max(committed) >= self.backend.vocab_size):
+            raise P.ProtocolError("bad_field", f"committed token ids must be in [0, {self.backend.vocab_size})",
+                                  msg.session)
+        # sampled verification draws from this rng round by round; a resumed session's starts afresh, so a resumed
+        # sampled session is still exact in distribution but not bit-identical to its unfaulted run (greedy is)
         rng = np.random.default_rng(np.random.SeedSequence([msg.seed, *key.encode()]))
         s = Session(key, peer, drafter, msg.session, msg.max_new, Sampling(msg.temperature, msg.payload, msg.seed),
-                    rng, len(msg.prompt), prompt=msg.prompt.tolist() if self.drafts is not None else [])
+                    rng, len(msg.prompt) + len(committed), generated=committed, round=msg.round,
+                    prompt=msg.prompt.tolist() if self.drafts is not None else [])
         self.sessions[key] = s
-        self.backend.open(key, msg.prompt.tolist())
+        if committed:          # re-prefilled: the prompt and every token committed before the verifier restarted
+            self.backend.open(key, msg.prompt.tolist(), committed)
+        else:
+            self.backend.open(key, msg.prompt.tolist())
         self.control.open(key, drafter, msg.payload, self.backend.vocab_size, msg.gamma)
-        self.pending.append(Pending(s, [], now, msg.t_send, 0, 0))
+        self.pending.append(Pending(s, [], now, msg.t_send, msg.round, 0, prefill=True))
         self.queued.add(key)
         return []
 
@@ -257,15 +286,15 @@ class VerifierCore:
             if p.here_s is not None:      # the co-located draft model learns the verdict on its own window
                 self.drafts.commit(s.key, r.accepted, r.token, len(p.draft))
                 s.synced += r.accepted + 1
-            if p.round:                   # round 0 is the prefill: nothing drafted, nothing to learn
+            if not p.prefill:             # the prefill: nothing drafted, nothing to learn
                 self.control.observe(s.key, len(p.draft), r.accepted, now, rtt_s=p.rtt_s, draft_s=p.draft_s,
                                      queue_s=started - p.arrived, verify_s=verify_s, bytes_in=p.bytes_in,
                                      accept_probs=r.accept_probs)
             outcomes.append((new, done))
         self.batching.observe([VerifiedRound(p.session.key, len(p.draft), r.accepted, p.draft_s)
-                               for p, r in zip(batch, results) if p.round],
-                              sum(len(p.draft) + 1 for p in batch if p.round), verify_s,
-                              prefill_tokens=sum(p.session.committed for p in batch if not p.round))
+                               for p, r in zip(batch, results) if not p.prefill],
+                              sum(len(p.draft) + 1 for p in batch if not p.prefill), verify_s,
+                              prefill_tokens=sum(p.session.committed for p in batch if p.prefill))
         windows, decisions = self.control.next_windows([p.session.key for p in batch], now)
         windows.update({k: g for k, g in self.planned.items() if k in windows})
         out: list[Action] = [Record(e) for e in decisions]

@@ -55,7 +55,7 @@ def drafter_config(exp, node: str, index: int, endpoints: Sequence[str], run_dir
             **({"requests": total_requests(exp), "duration_s": None} if exp.clients is not None else {})}),
         clients_bind=clients_bind,
         prompt_offset=index, speculation=exp.speculation, routing=_narrow(Routing, exp.routing),
-        seed=exp.seed * 1000 + index, timeout_s=exp.limits.ready_timeout_s,
+        seed=exp.seed * 1000 + index, timeout_s=exp.limits.ready_timeout_s, probe_s=exp.limits.probe_s,
         log=str(run_dir / "events" / f"{node}.jsonl"), out=str(run_dir / "outputs" / f"{node}.jsonl"),
         start_gate=str(start_gate(run_dir, node)))
 

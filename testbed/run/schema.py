@@ -146,6 +146,9 @@ class SimOptions(_Strict):
 class Limits(_Strict):
     ready_timeout_s: float = Field(120, gt=0, le=3600)          # nodes must be up (models loaded) by then
     run_timeout_s: float = Field(900, gt=0, le=7 * 86_400)      # the whole run is stopped after this
+    # a drafter with work in flight that hears nothing from its verifier for this long asks it (HELLO) whether it
+    # restarted, and if so resumes its sessions there (nodes/core/recovery.py)
+    probe_s: float = Field(3.0, gt=0, le=3600)
 
 
 class Experiment(_Strict):
