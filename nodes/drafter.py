@@ -89,10 +89,11 @@ def draft_backend(m: DraftModel, seed: int, clock=time.monotonic):
 class DrafterShell(Shell):
     """A DEALER per verifier, the wall clock and files around one DrafterCore."""
 
-    def __init__(self, config: DrafterConfig, backend, log: EventLog, prompts, trace=None):
+    def __init__(self, config: DrafterConfig, backend, log: EventLog, prompts, trace=None,
+                 finished: set[str] = frozenset()):
         # a new number per process: a verifier that sees it change knows this drafter restarted (recovery.py)
-        super().__init__(DrafterCore(config, backend, prompts, trace, incarnation=secrets.randbits(62) + 1),
-                         backend, log)
+        super().__init__(DrafterCore(config, backend, prompts, trace, incarnation=secrets.randbits(62) + 1,
+                                     finished=finished), backend, log)
         self.config = config
         self.results: list[dict] = []
         self.recorder = None
@@ -155,7 +156,11 @@ class DrafterShell(Shell):
             self.recorder.record(event.gamma, event.accepted)
 
     def output(self, result: dict) -> None:
+        """Each session's output is written as it finishes: a drafter killed later keeps what it finished."""
         self.results.append(result)
+        if self.config.out:
+            with open(self.config.out, "a") as f:
+                f.write(json.dumps(result) + "\n")
 
 
 def _drain(sock: zmq.Socket) -> list[bytes]:
@@ -186,6 +191,9 @@ def flags(argv=None) -> argparse.Namespace:
                                  argument_default=argparse.SUPPRESS)
     ap.add_argument("--config", default=None, metavar="FILE", help="a DrafterConfig as JSON (the runner writes "
                     "RUN/nodes/<name>.json); the flags below are ignored with it")
+    ap.add_argument("--resume", action="store_true", default=False,
+                    help="a restart after a crash: keep the sessions already in the --out file and run the rest "
+                         "(the runner's drafter_crash fault, testbed/run/nodefaults.py)")
     ap.add_argument("--connect", help=f"verifier endpoint, or several separated by commas (then --routing is "
                                       f"needed) [{','.join(d.connect)}]")
     ap.add_argument("--stop-threshold", type=float, metavar="BOUND",
@@ -284,7 +292,10 @@ def main(argv=None) -> int:
     log = EventLog(config.log, config.name)
     try:
         backend = make_backend(config)
-        shell = DrafterShell(config, backend, log, load_prompts(config, backend), trace)
+        finished = finished_sessions(config.out) if args.resume else set()
+        if config.out and not args.resume:
+            open(config.out, "w").close()
+        shell = DrafterShell(config, backend, log, load_prompts(config, backend), trace, finished)
         shell.bind_clients()
         shell.connect()
         wait_at_gate(config.start_gate)
@@ -293,14 +304,28 @@ def main(argv=None) -> int:
         return crashed(log, config.name, str(e))
     finally:
         log.close()
-    if config.out:
-        with open(config.out, "w") as f:
-            for r in results:
-                f.write(json.dumps(r) + "\n")
-    else:
+    if not config.out:
         for r in results:
             print(json.dumps(r))
     return 0
+
+
+def finished_sessions(path: str | None) -> set[str]:
+    """The sessions a crashed predecessor finished: the ids in its outputs file (a line cut by the crash is not
+    one of them)."""
+    done = set()
+    try:
+        lines = open(path, encoding="utf-8", errors="replace").read().splitlines() if path else []
+    except OSError:
+        return done
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("session"), str):
+            done.add(row["session"])
+    return done
 
 
 if __name__ == "__main__":

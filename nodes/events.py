@@ -282,8 +282,8 @@ class Fault(Event, tag="fault", omit_defaults=True):
     link states (events/links.jsonl) by the channel driver or the simulator at the tick it takes effect."""
     fault: int                           # its position in `faults:`
     repeat: int                          # which occurrence (every_s/count repeats), 0 for the first
-    kind: str                            # outage | flap | rate_collapse | loss_burst
-    link: str
+    kind: str                            # outage | flap | rate_collapse | loss_burst | a node fault's kind
+    link: str                            # "" for a node fault
     edge: str                            # start | end
     tick: int = 0
     t_model_s: float = 0.0               # the channel clock's time of the edge (tick x interval)
@@ -293,6 +293,7 @@ class Fault(Event, tag="fault", omit_defaults=True):
     rate_mbps: float | None = None
     loss_pct: float | None = None
     direction: str | None = None
+    target: str = ""                     # a node fault's node (written by the runner to events/faults.jsonl)
 
 
 class Recovery(Event, tag="recovery", omit_defaults=True):
@@ -398,6 +399,7 @@ def read_events(path: str | Path) -> tuple[list[Event], list[str]]:
 
 LINKS_FILE = "links.jsonl"          # the runner's and the channel driver's Link events
 LOAD_FILE = "load.jsonl"            # the runner's Load samples
+FAULTS_FILE = "faults.jsonl"        # the runner's node faults (testbed/run/nodefaults.py)
 VERIFIER_EVENTS = (Ready, Hello, Refused, Error, Verify, Plan, Policy, Schedule)   # written by verifiers only
 
 
@@ -413,6 +415,16 @@ class RunLogs:
     links: list[Link] = field(default_factory=list)
     load: list[Load] = field(default_factory=list)
     issues: list[str] = field(default_factory=list)
+
+
+def fault_marks(run_dir: str | Path) -> list[Fault]:
+    """Every fault start and end of a run: link faults (links.jsonl) and node faults (faults.jsonl), by time."""
+    marks: list[Fault] = []
+    for name in (LINKS_FILE, FAULTS_FILE):
+        path = Path(run_dir) / "events" / name
+        if path.exists():
+            marks += of_type(read_events(path)[0], Fault)
+    return sorted(marks, key=lambda e: e.t)
 
 
 def load_run(run_dir: str | Path) -> RunLogs:
@@ -431,6 +443,8 @@ def load_run(run_dir: str | Path) -> RunLogs:
             run.links += of_type(events, Link)
         elif path.name == LOAD_FILE:
             run.load += of_type(events, Load)
+        elif path.name == FAULTS_FILE:
+            pass                            # node faults: read by metrics and plots (fault_marks)
         elif path.stem == "verifier" or any(isinstance(e, VERIFIER_EVENTS) for e in events):
             run.verifiers += events
         elif any(isinstance(e, Connect) for e in events):

@@ -80,7 +80,9 @@ class DrafterCore:
     workload.output_len dataset; trace: this drafter's requests (workload.arrivals trace), by arrival time."""
 
     def __init__(self, config: DrafterConfig, backend, prompts: list[tuple], trace: list[TraceRequest] | None = None,
-                 incarnation: int = 0):
+                 incarnation: int = 0, finished: set[str] | frozenset = frozenset()):
+        """finished: a restarted drafter's sessions its crashed predecessor completed (nodes/drafter.py --resume):
+        they take their place in the order of sessions (the same prompts and draws follow) but are not run."""
         if not prompts:
             raise DrafterError("no prompts: give --prompt TEXT or --prompts FILE")
         self.config, self.backend, self.prompts = config, backend, prompts
@@ -120,6 +122,7 @@ class DrafterCore:
         self.idle_s = 0.0
         self.results = 0
         self.incarnation = incarnation             # drawn at process start (nodes/drafter.py); see recovery.py
+        self.finished = set(finished)
         self.watch = VerifierWatch(config.probe_s)
         self.lost_state: str | None = None         # the last not_registered / bad_session ERROR, for the give-up
 
@@ -421,6 +424,13 @@ class DrafterCore:
 
     def _start(self, sid: str, now: float) -> list[Action]:
         c = self.config
+        if sid in self.finished:      # done before a crash: its draws are taken so the next sessions match
+            if c.workload.arrivals != "clients":
+                self._pick()
+            self.results += 1
+            if c.workload.arrivals == "closed":
+                self.free_at.append(now)
+            return [self._rec(E.Recovery, now, what="already_done", session=sid)]
         client = None
         if c.workload.arrivals == "clients":
             prompt, prompt_ids, max_new, request, client = self._asked()

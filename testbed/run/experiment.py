@@ -15,12 +15,13 @@ import pydantic
 import yaml
 
 from testbed.common.errors import ConfigError, Problem
-from testbed.common.yamlconf import Loc, format_loc, load_document
+from testbed.common.yamlconf import Loc, format_loc, load_document, load_value
 from testbed.net.topology import check_trace_files
 from testbed.run.compute_checks import check_fused, check_profiles
 from testbed.run.checks import (Found, apply_links, check_budget, check_control, check_drafters, check_label,
                                 check_nodes, check_scale, check_workload, load_topology_ref, pydantic_found)
 from testbed.run.faults import check_faults
+from testbed.run.nodefaults import check_node_faults
 from testbed.run.schema import Experiment
 from testbed.run.workload_files import apply_override_prompts, check_sources
 from testbed.run.clients import check_clients
@@ -57,6 +58,10 @@ def _build(data: Any, base_dir: Path, file: str, cache: dict) -> tuple[Experimen
     if topo is not None:
         nfound, vnode, dnodes = check_nodes(exp, topo)
         found += nfound
+        if exp.faults and not nfound:       # node faults name drafters and verifier hosts (testbed/run/nodefaults.py)
+            vhosts_ = list(exp.routing.verifiers or [n for n in topo.hosts() if topo.nodes[n].role == "verifier"]) \
+                if exp.routing.policy else [vnode]
+            found += check_node_faults(exp.faults, list(dnodes), vhosts_, exp.backend, not exp.routing.policy)
         found += check_clients(exp, topo)
         if not nfound:
             found += check_scale(exp, topo, dnodes)     # mininet/local: one machine's worth of node processes
@@ -173,9 +178,9 @@ def _parse_sets(overrides: Iterable[str]) -> tuple[list[tuple[Loc, Any, str]], l
             problems.append(Problem(where, "", str(e)))
             continue
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            problems.append(Problem(where, "", f"invalid YAML value: {getattr(e, 'problem', None) or e}"))
+            value = load_value(text)      # bounded: size, alias bombs, nesting, huge numbers (yamlconf.py)
+        except ValueError as e:
+            problems.append(Problem(where, "", str(e)))
             continue
         sets.append((loc, value, item))
     return sets, problems

@@ -44,16 +44,23 @@ DOWN_LOSS_PCT = 99.99           # an outage on the emulator: the most loss a Lin
 PRE_WINDOW_S = 5.0              # the goodput a fault is compared with: the mean over this long before it
 RECOVERY_WINDOW_S = 1.0         # recovered: goodput over a window this long back to RECOVERED of the pre-fault mean
 RECOVERED = 0.9
-KINDS = ("outage", "flap", "rate_collapse", "loss_burst")
+LINK_KINDS = ("outage", "flap", "rate_collapse", "loss_burst")
+NODE_KINDS = ("verifier_restart", "verifier_stall", "drafter_crash")     # testbed/run/nodefaults.py
+KINDS = LINK_KINDS + NODE_KINDS
 FIELDS_OF = {"outage": set(), "flap": {"down_s", "up_s"}, "rate_collapse": {"rate_mbps", "direction"},
-             "loss_burst": {"loss_pct", "direction"}}
+             "loss_burst": {"loss_pct", "direction"}, "verifier_restart": set(), "verifier_stall": set(),
+             "drafter_crash": {"restart"}}
 REQUIRED = {"flap": ("down_s", "up_s"), "rate_collapse": ("rate_mbps",), "loss_burst": ("loss_pct",)}
 
 
 class FaultSpec(StrictModel):
     """One entry of `faults:`. Which fields a kind takes is checked by check_faults (one error per field)."""
-    kind: Literal["outage", "flap", "rate_collapse", "loss_burst"]
-    link: str = Field(min_length=1, max_length=200)          # a link name of the topology (LinkSpec.link_name)
+    kind: Literal["outage", "flap", "rate_collapse", "loss_burst", "verifier_restart", "verifier_stall",
+                  "drafter_crash"]
+    link: str | None = Field(None, min_length=1, max_length=200)   # link kinds: a link name of the topology
+    # node kinds: a drafter (drafter_crash) or a verifier host (verifier_*; the one verifier: its host or "verifier")
+    node: str | None = Field(None, min_length=1, max_length=200)
+    restart: bool | None = None                               # drafter_crash: restarted after duration_s (default)
     at_s: float = Field(ge=0, le=7 * 86_400)                  # start, seconds after the channel clock's tick 0
     duration_s: float = Field(gt=0, le=7 * 86_400)
     down_s: float | None = Field(None, gt=0, le=86_400)       # flap: each down phase
@@ -71,10 +78,21 @@ def check_faults(faults: list[FaultSpec], link_names: list[str], interval_s: flo
     found = []
     for i, f in enumerate(faults):
         loc = ("faults", i)
-        if f.link not in link_names:
+        if f.kind in NODE_KINDS:
+            if f.link is not None:
+                found.append((loc + ("link",), f"not a field of kind {f.kind} (a node fault names its `node`)"))
+            if f.node is None:
+                found.append((loc + ("node",), f"required for kind {f.kind}"))
+        elif f.node is not None:
+            found.append((loc + ("node",), f"not a field of kind {f.kind} (a link fault names its `link`)"))
+        elif f.link is None:
+            found.append((loc + ("link",), f"required for kind {f.kind}"))
+        if f.kind in NODE_KINDS or f.link is None:
+            pass
+        elif f.link not in link_names:
             shown = ", ".join(link_names[:12]) + (", ..." if len(link_names) > 12 else "")
             found.append((loc + ("link",), f"no link named {f.link!r} in the topology; links: {shown}"))
-        for name in ("down_s", "up_s", "rate_mbps", "loss_pct", "direction"):
+        for name in ("down_s", "up_s", "rate_mbps", "loss_pct", "direction", "restart"):
             if getattr(f, name) is not None and name not in FIELDS_OF[f.kind]:
                 found.append((loc + (name,), f"not a field of kind {f.kind} (it takes: "
                                              f"{', '.join(sorted(FIELDS_OF[f.kind])) or 'no extra fields'})"))
@@ -122,6 +140,8 @@ class FaultSchedule:
         tick = lambda s: int(round(s / interval_s))
         self.occurrences: list[Occurrence] = []
         for i, f in enumerate(faults):
+            if f.kind in NODE_KINDS:              # the runner's (nodefaults.py), not the links'
+                continue
             for r in range(f.count or 1):
                 t = f.at_s + r * (f.every_s or 0.0)
                 start, end = tick(t), max(tick(t) + 1, tick(t + f.duration_s))
@@ -195,7 +215,7 @@ def fault_event(node: str, t: float, edge: Edge, interval_s: float):
     from nodes.events import Fault
     o = edge.occ
     f = o.spec
-    return Fault(t=t, node=node, fault=o.index, repeat=o.repeat, kind=f.kind, link=f.link, edge=edge.edge,
+    return Fault(t=t, node=node, fault=o.index, repeat=o.repeat, kind=f.kind, link=f.link or "", edge=edge.edge,
                  tick=edge.tick, t_model_s=round(edge.tick * interval_s, 6),
                  duration_s=round((o.end - o.start) * interval_s, 6), down_s=f.down_s, up_s=f.up_s,
                  rate_mbps=f.rate_mbps, loss_pct=f.loss_pct, direction=f.direction)

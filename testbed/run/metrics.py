@@ -86,8 +86,10 @@ some) has, per occurrence logged (its `fault` start and end events in events/lin
 during it and over the PRE_WINDOW_S (5 s) before it (or the time since the first start, if less), `dip`
 = 1 − during/before, `recovery_s` = time from its end until the goodput over a RECOVERY_WINDOW_S (1 s) window
 starting then or at a later verdict is back to 90 % of the before mean (None if never within the run), and the
-sessions active during it (`drafter/session`). Times are seconds since the first start. Backend local applies
-no faults: `applied: false`.
+sessions active during it (`drafter/session`; a drafter_crash: that drafter's). Times are seconds since the first
+start. Node faults (events/faults.jsonl, testbed/run/nodefaults.py) are there too, and the totals of sessions
+resumed on a restarted verifier, run again by a restarted drafter, and never finished (`sessions_failed`).
+Backend local applies no link faults: with only those, `applied: false`.
 
 Partial logs (an interrupted run): an unparsable line is skipped (a truncated last line is the usual case) and
 the run is marked `complete: false` with the reason in `issues`; so is a drafter without `done`, with a
@@ -102,7 +104,7 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import median
 
-from nodes.events import (LINKS_FILE, Answer, Ask, Crash, Done, Draft, Event, Fault, Finish, Start, Verdict, Verify,
+from nodes.events import (LINKS_FILE, fault_marks, Answer, Ask, Crash, Done, Draft, Event, Fault, Finish, Recovery, Start, Verdict, Verify,
                           load_run, of_type, read_events)
 from testbed.policies import acceptance
 from testbed.run import pacing as pacing_mod
@@ -163,9 +165,18 @@ class _Drafter:
 
     def __init__(self, name: str, events: list[Event]):
         self.name = name
-        self.starts = {e.session: e for e in of_type(events, Start)}
+        starts = of_type(events, Start)
+        # a drafter restarted after a crash runs its unfinished sessions again: a session is its last start, and
+        # what the crashed process verified of it was never delivered, so it is not goodput
+        self.starts = {e.session: e for e in starts}
+        self.reruns = len(starts) - len(self.starts)            # sessions a restarted drafter ran again
+        self.first_start = {}
+        for e in starts:
+            self.first_start.setdefault(e.session, e.t)
+        self.resumed = sum(1 for e in of_type(events, Recovery) if e.what == "resumed")   # on a restarted verifier
         self.drafts = {(e.session, e.round): e for e in of_type(events, Draft)}
-        self.verdicts = of_type(events, Verdict)
+        self.verdicts = [v for v in of_type(events, Verdict)
+                         if v.session not in self.starts or v.t >= self.starts[v.session].t]
         self.finishes = {e.session: e for e in of_type(events, Finish)}
         self.done = any(isinstance(e, Done) for e in events)
         self.crashes = of_type(events, Crash)
@@ -175,7 +186,7 @@ class _Drafter:
         self.rounds = [v for v in self.verdicts if v.round >= 1]
         self.spec = [v for v in self.rounds if v.gamma > 0]
         self.tokens = sum(v.tokens for v in self.verdicts)
-        self.t_first = min((e.t for e in self.starts.values()), default=None)
+        self.t_first = min((e.t for e in starts), default=None)
         self.t_last = max((v.t for v in self.verdicts), default=None)
 
     def latencies(self) -> tuple[list[float], list[float], list[float]]:
@@ -397,20 +408,26 @@ def _faults(run_dir, ds: list[_Drafter], t_first, t_last) -> dict | None:
     config = _manifest(run_dir).get("config")
     if not isinstance(config, dict) or not config.get("faults"):
         return None
-    if _backend(run_dir) == "local":
-        return {"applied": False, "why": "backend local has no shaped links: the faults were not applied"}
-    path = Path(run_dir) / "events" / LINKS_FILE
-    marks = of_type(read_events(path)[0], Fault) if path.exists() else []
+    marks = fault_marks(run_dir)
+    if _backend(run_dir) == "local":        # node faults apply there; link faults do not
+        marks = [e for e in marks if e.kind in F.NODE_KINDS]
+        if not marks:
+            return {"applied": False, "why": "backend local has no shaped links: the faults were not applied"}
     ends = {(e.fault, e.repeat): e.t for e in marks if e.edge == "end"}
-    occurrences = [(e.fault, e.repeat, e.kind, e.link, e.t, ends.get((e.fault, e.repeat)))
-                   for e in sorted(marks, key=lambda e: e.t) if e.edge == "start"]
+    occurrences = [(e.fault, e.repeat, e.kind, e.link or e.target, e.t, ends.get((e.fault, e.repeat)))
+                   for e in marks if e.edge == "start"]
     tokens_at = [(v.t, v.tokens) for d in ds for v in d.verdicts if v.tokens]
     # a session is active from its start to its finish (an unfinished one: to the run's last verdict)
-    sessions = [(f"{d.name}/{sid}", st.t, d.finishes[sid].t if sid in d.finishes else max(st.t, t_last or st.t))
-                for d in ds for sid, st in d.starts.items()]
+    sessions = [(f"{d.name}/{sid}", d.first_start[sid], d.finishes[sid].t if sid in d.finishes
+                 else max(st.t, t_last or st.t)) for d in ds for sid, st in d.starts.items()]
+    rows = []
+    for occ in occurrences:          # a crashed drafter's fault hits its own sessions; any other fault, all
+        mine = [x for x in sessions if x[0].startswith(occ[3] + "/")] if occ[2] == "drafter_crash" else sessions
+        rows += F.impact([occ], tokens_at, mine, t_first, t_last)
     return {"applied": True, "pre_window_s": F.PRE_WINDOW_S, "recovery_window_s": F.RECOVERY_WINDOW_S,
-            "recovered_fraction": F.RECOVERED,
-            "occurrences": F.impact(occurrences, tokens_at, sessions, t_first, t_last)}
+            "recovered_fraction": F.RECOVERED, "occurrences": rows,
+            "sessions_resumed": sum(d.resumed for d in ds), "sessions_rerun": sum(d.reruns for d in ds),
+            "sessions_failed": sum(len(set(d.starts) - set(d.finishes)) for d in ds)}
 
 
 def _clients(run, issues: list[str]) -> dict:

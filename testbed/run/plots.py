@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from nodes.events import LINKS_FILE, Fault, Link, RunLogs, Schedule, Start, Verdict, load_run, of_type, read_events
+from nodes.events import LINKS_FILE, Fault, Link, fault_marks, RunLogs, Schedule, Start, Verdict, load_run, of_type, read_events
 from testbed.common.figures import Figure, finish_axis, no_data, save
 from testbed.run import metrics as M
 
@@ -80,13 +80,12 @@ def _by_link(links: list[Link]) -> dict[str, list[Link]]:
 def fault_spans(run_dir: str | Path, run: RunLogs) -> list[tuple[float, float, str]]:
     """(start t, end t, label) of each fault logged in events/links.jsonl; one the run outlived ends at the
     last event."""
-    path = Path(run_dir) / "events" / LINKS_FILE
-    marks = of_type(read_events(path)[0], Fault) if path.exists() else []
+    marks = fault_marks(run_dir)
     ends = {(e.fault, e.repeat): e.t for e in marks if e.edge == "end"}
     ts = [e.t for evs in run.drafters.values() for e in evs] + [e.t for e in marks]
     last = max(ts, default=0.0)
-    return [(e.t, ends.get((e.fault, e.repeat), last), f"{e.kind} {e.link}")
-            for e in sorted(marks, key=lambda e: e.t) if e.edge == "start"]
+    return [(e.t, ends.get((e.fault, e.repeat), last), f"{e.kind} {e.link or e.target}")
+            for e in marks if e.edge == "start"]
 
 
 def shade_faults(ax, faults: list[tuple[float, float, str]], t0: float) -> None:

@@ -15,6 +15,7 @@ Everything started is stopped in `finally`; on Ctrl-C or a node's death the part
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ from testbed.run import clients as clients_mod
 from testbed.run.hostload import HostLoad
 from testbed.run import manifest as manifest_mod
 from testbed.net.runs import Run, die_with_parent
+from testbed.run.nodefaults import NodeFaults
 from testbed.run.watchdog import Watchdog, reap
 from testbed.run.node_configs import start_gate, drafter_config, verifier_config, write_node_config
 from testbed.run.workload_files import write_run_files
@@ -54,13 +56,15 @@ class _Nodes:
         self.emu, self.run_dir, self.run = emu, run_dir, run
         self.procs: dict[str, subprocess.Popen] = {}
         self.kinds: dict[str, str] = {}         # name -> drafter | verifier | client (a user's)
+        self.started: dict[str, tuple[str, list[str]]] = {}    # name -> (host, argv): a node fault restarts it
         (run_dir / "logs").mkdir(exist_ok=True)
 
     def address(self, host: str) -> str:
         return str(self.emu.net_plan.ip(host)) if self.emu else "127.0.0.1"
 
-    def start(self, name: str, host: str, argv: list[str]) -> subprocess.Popen:
-        out = open(self.run_dir / "logs" / f"{name}.log", "w")
+    def start(self, name: str, host: str, argv: list[str], mode: str = "w") -> subprocess.Popen:
+        self.started.setdefault(name, (host, argv))        # as first started: a restart derives from it
+        out = open(self.run_dir / "logs" / f"{name}.log", mode)
         kw = dict(stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         # local: tagged with the run's id and dying with the runner, as Emulation.popen does in Mininet's hosts
         p = self.emu.popen(host, argv, **kw) if self.emu else subprocess.Popen(
@@ -68,6 +72,28 @@ class _Nodes:
         self.procs[name] = p
         self.kinds[name] = "client" if "nodes.client" in argv else "drafter" if "nodes.drafter" in argv else "verifier"
         return p
+
+    def restart(self, name: str, elapsed_s: float) -> subprocess.Popen:
+        """The node again, after a node fault killed it: its log continues; a drafter keeps its finished sessions
+        and, in a timed workload, starts sessions only for what is left of the run's duration_s (its own clock
+        starts again at its restart)."""
+        host, argv = self.started[name]
+        if self.kinds[name] == "drafter":
+            config = json.loads(Path(argv[-1]).read_text())
+            w = config.get("workload", {})
+            if w.get("duration_s") is not None:
+                w["duration_s"] = max(1e-3, w["duration_s"] - elapsed_s)
+                path = Path(argv[-1]).with_name(f"{name}.restart.json")
+                path.write_text(json.dumps(config, indent=1))
+                argv = argv[:-1] + [str(path)]
+            argv = argv + ["--resume"]
+        return self.start(name, host, argv, mode="a")
+
+    def name_of(self, node: str) -> str:
+        """A node fault's `node`: a node's name, or a verifier's host (the one verifier is named "verifier")."""
+        if node in self.procs:
+            return node
+        return next((n for n, (host, _) in self.started.items() if host == node), node)
 
     def tail(self, name: str, lines: int = 15) -> str:
         try:
@@ -169,7 +195,7 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
     manifest_mod.write(run_dir, man)
     print(f"run {exp.label}: {run_dir}", file=sys.stderr, flush=True)
     trace_sessions = write_run_files(exp, run_dir)      # prompt sets and trace shares (testbed/run/workload_files.py)
-    emu = nodes = driver = link_state = progress = load = watchdog = run = None
+    emu = nodes = driver = link_state = progress = load = watchdog = run = node_faults = None
     status, message = "failed", ""
     try:
         if exp.backend != "sim":        # processes and links that must not outlive this one (watchdog.py)
@@ -222,6 +248,8 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
             v = nodes.start(vname, vhost, write_node_config(config, here))
             bound = _wait_ready(nodes, v, run_dir / "events" / f"{vname}.jsonl", exp.limits.ready_timeout_s, vname)
             endpoints.append(endpoint if emu else bound)
+            if not emu:        # a restart (node fault) or a rerun binds the port the drafters know
+                write_node_config(config.model_copy(update={"bind": bound}), here)
         drafters = exp.drafter_nodes()
         serves = clients_mod.served_drafter(exp) if exp.clients is not None else None
         for i, node in enumerate(drafters):
@@ -239,8 +267,10 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
             else exp.workload.requests * len(drafters)
         progress = _Progress(run_dir, drafters, total, exp.workload.duration_s, users)
         load = HostLoad(run_dir / "events")          # from the start: a short run may end within one interval
+        node_faults = NodeFaults(exp.faults, run_dir / "events")
         _open_gates(nodes, drafters + users, here, progress, exp.limits.ready_timeout_s, load)
-        _supervise(exp, nodes, drafters + users, progress, driver, load)
+        node_faults.begin(time.monotonic())          # node faults count from the workload's start
+        _supervise(exp, nodes, drafters + users, progress, driver, load, node_faults)
         status = "complete"
     except KeyboardInterrupt:
         status, message = "interrupted", "interrupted by the user; partial results written"
@@ -256,6 +286,10 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
                 progress.bar.close()       # before the messages of the stop, whatever ended the run
             if load:
                 load.close()
+            if node_faults:
+                if nodes:
+                    node_faults.resume_stopped(nodes)     # a stopped process would not even take SIGTERM
+                node_faults.close()
             if nodes:
                 nodes.stop()
             if driver:
@@ -358,10 +392,14 @@ def _channels_manifest(plan) -> dict:
                 "Gilbert-Elliott steps once per interval and applies to both directions of its link"]}
 
 
-def _supervise(exp, nodes: _Nodes, drafters: list[str], progress: _Progress, driver=None, load=None) -> None:
-    """Wait for every drafter to finish; fail on a dead node, a drafter that never connects, or the time limit."""
+def _supervise(exp, nodes: _Nodes, drafters: list[str], progress: _Progress, driver=None, load=None,
+               node_faults: NodeFaults | None = None) -> None:
+    """Wait for every drafter to finish; fail on a dead node, a drafter that never connects, or the time limit.
+    Carries out the node faults (nodefaults.py): a node they killed is not a failure."""
     started = time.monotonic()
     while True:
+        if node_faults is not None:
+            node_faults.poll(nodes, time.monotonic())
         if load is not None:
             load.poll()
         if driver is not None and driver.error is not None:
@@ -370,7 +408,7 @@ def _supervise(exp, nodes: _Nodes, drafters: list[str], progress: _Progress, dri
         progress.show()
         now = time.monotonic() - started
         for name, v in nodes.procs.items():
-            if name not in drafters and v.poll() is not None:
+            if name not in drafters and v.poll() is not None and not (node_faults and node_faults.expected_dead(name)):
                 what = "the verifier" if name == "verifier" else f"verifier {name}"
                 raise RunFailed(f"{what} died (exit {v.returncode}):\n{nodes.tail(name)}")
         running = 0
@@ -378,6 +416,9 @@ def _supervise(exp, nodes: _Nodes, drafters: list[str], progress: _Progress, dri
             rc = nodes.procs[d].poll()
             if rc is None:
                 running += 1
+            elif node_faults and node_faults.expected_dead(d):   # killed by a fault: restarted later, or failed
+                running += any(not s.done and s.what == "start" and nodes.name_of(s.spec.node) == d
+                               for s in node_faults.steps)
             elif rc != 0:
                 raise RunFailed(f"{nodes.kinds.get(d, 'drafter')} {d} died (exit {rc}):\n{nodes.tail(d)}")
         if not running:
@@ -390,7 +431,7 @@ def _supervise(exp, nodes: _Nodes, drafters: list[str], progress: _Progress, dri
                             f"(limits.ready_timeout_s):\n{nodes.tail(missing[0])}")
         if now > exp.limits.run_timeout_s:
             raise RunFailed(f"the run took longer than limits.run_timeout_s = {exp.limits.run_timeout_s:g} s")
-        time.sleep(0.2)
+        time.sleep(0.05 if node_faults is not None and node_faults.pending() else 0.2)
 
 
 def _write_results(run_dir: Path, man: dict) -> None:

@@ -1,0 +1,133 @@
+"""Node faults of an experiment's `faults:` (testbed/run/faults.py has the link faults), carried out by the runner
+on the node processes of a mininet or local run:
+
+    faults:
+      - {kind: verifier_restart, node: verifier, at_s: 8, duration_s: 2}   # SIGKILL, started again 2 s later
+      - {kind: verifier_stall, node: verifier, at_s: 8, duration_s: 3}     # SIGSTOP, SIGCONT 3 s later
+      - {kind: drafter_crash, node: d2, at_s: 5, duration_s: 1}            # SIGKILL, started again 1 s later
+      - {kind: drafter_crash, node: d3, at_s: 5, duration_s: 1, restart: false}   # stays dead
+
+Time. A node fault's `at_s` counts from the workload's start (when the runner opens the drafters' start gates),
+not from the network's tick 0 as a link fault's does: processes start after the network, at a time the machine
+decides. Repeats (every_s, count) work as for link faults. Each start and end is a `fault` event (target: the
+node) in events/faults.jsonl, and metrics and plots treat it as they treat a link fault's.
+
+What the nodes do about it (nodes/core/recovery.py): drafters probe a silent verifier; a restarted verifier is
+recognised by its new incarnation and every session resumes there from its committed tokens; a stalled one is
+waited for. A restarted drafter keeps the sessions it finished (its outputs file is written as each finishes),
+starts the ones it had not finished again from their prompts under the same session ids, and the verifier drops
+what its predecessor had open. A drafter that is not restarted leaves its unfinished sessions failed: the run
+ends without them and says so. The simulator does not model node faults: an experiment with them is refused
+on backend sim.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from nodes.events import EventLog, Fault
+from testbed.run.faults import NODE_KINDS, FaultSpec
+
+FAULTS_FILE = "faults.jsonl"       # in events/
+
+
+def check_node_faults(faults: list[FaultSpec], drafters: list[str], verifiers: list[str], backend: str,
+                      single_verifier: bool) -> list[tuple[tuple, str]]:
+    """(field path, message) for node faults naming no such node, or on a backend that cannot carry them out."""
+    found = []
+    for i, f in enumerate(faults):
+        if f.kind not in NODE_KINDS or f.node is None:
+            continue
+        loc = ("faults", i)
+        if backend == "sim":
+            found.append((loc + ("kind",), f"{f.kind}: the simulator does not model node faults; use backend "
+                                           "mininet or local"))
+        names = drafters if f.kind == "drafter_crash" else verifiers + (["verifier"] if single_verifier else [])
+        if f.node not in names:
+            what = "drafter" if f.kind == "drafter_crash" else "verifier"
+            found.append((loc + ("node",), f"no {what} named {f.node!r}; {what}s: {', '.join(names) or 'none'}"))
+    return found
+
+
+@dataclass
+class _Step:
+    t: float                     # seconds after the workload's start
+    what: str                    # kill | stop | cont | start
+    fault: int
+    repeat: int
+    spec: FaultSpec
+    edge: str | None = None      # the fault event this step writes: start | end | None
+    done: bool = False
+
+
+@dataclass
+class NodeFaults:
+    """The node faults' steps in time order; `poll` carries out the due ones on the runner's `_Nodes`."""
+    faults: list[FaultSpec]
+    events_dir: object
+    steps: list[_Step] = field(default_factory=list)
+    down: set = field(default_factory=set)           # nodes killed by a fault and not (yet) started again
+    t0: float | None = None
+
+    def __post_init__(self):
+        for i, f in enumerate(self.faults):
+            if f.kind not in NODE_KINDS:
+                continue
+            for r in range(f.count or 1):
+                t = f.at_s + r * (f.every_s or 0.0)
+                if f.kind == "verifier_stall":
+                    self.steps += [_Step(t, "stop", i, r, f, "start"), _Step(t + f.duration_s, "cont", i, r, f, "end")]
+                elif f.kind == "drafter_crash" and f.restart is False:
+                    self.steps += [_Step(t, "kill", i, r, f, "start")]
+                else:
+                    self.steps += [_Step(t, "kill", i, r, f, "start"), _Step(t + f.duration_s, "start", i, r, f, "end")]
+        self.steps.sort(key=lambda s: s.t)
+        self.log = EventLog(os.path.join(str(self.events_dir), FAULTS_FILE), "runner") if self.steps else None
+
+    def begin(self, now: float) -> None:
+        self.t0 = now
+
+    def pending(self) -> bool:
+        return any(not s.done for s in self.steps)
+
+    def expected_dead(self, name: str) -> bool:
+        return name in self.down
+
+    def poll(self, nodes, now: float) -> None:
+        if self.t0 is None:
+            return
+        for s in self.steps:
+            if s.done or now - self.t0 < s.t:
+                continue
+            s.done = True
+            name = nodes.name_of(s.spec.node)
+            p = nodes.procs.get(name)
+            if s.what == "kill" and p is not None and p.poll() is None:
+                self.down.add(name)
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+            elif s.what == "stop" and p is not None and p.poll() is None:
+                p.send_signal(signal.SIGSTOP)
+            elif s.what == "cont" and p is not None and p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+            elif s.what == "start" and name in self.down:
+                nodes.restart(name, now - self.t0)
+                self.down.discard(name)
+            if s.edge is not None:
+                f = s.spec
+                self.log.write(Fault(t=time.time(), node="runner", fault=s.fault, repeat=s.repeat, kind=f.kind,
+                                     link="", edge=s.edge, duration_s=f.duration_s, target=name))
+
+    def resume_stopped(self, nodes) -> None:
+        """A run that ends mid-stall must not leave a stopped process behind (it could not even take SIGTERM)."""
+        for s in self.steps:
+            if s.what == "cont" and not s.done:
+                p = nodes.procs.get(nodes.name_of(s.spec.node))
+                if p is not None and p.poll() is None:
+                    p.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
