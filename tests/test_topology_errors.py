@@ -125,7 +125,7 @@ BOMB = "".join(f"{k}: &{k} [" + ",".join([f"*{p}"] * 10 if p else ['"x"'] * 10) 
     (bytes(range(256)) * 8, "not a text file: byte 128 is not UTF-8; expected YAML"),
     (BOMB.encode(), "invalid YAML: its aliases expand to more than 1,000,000 values (an alias bomb?)"),
     (b"nodes: {}\n" + b"#" * (16 << 20), "file is over 16 MiB: expected a YAML file of fields"),
-])
+], ids=["binary", "alias-bomb", "over-16MiB"])     # not the content: pytest puts the id in the environment (E2BIG)
 def test_hostile_files_are_refused_in_one_line(tmp_path, content, message):
     import time
     from testbed.common.errors import ConfigError
