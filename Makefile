@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv mininet bridge-utils iperf3 iputils-ping iptables ethtool iproute2 util-linux procps
 TOPO ?= topologies/star-wifi-4.yaml
 
-.PHONY: setup apt venv test demo calibrate bench profile clean models-gemma
+.PHONY: setup apt venv test demo calibrate bench soak profile clean models-gemma
 
 setup: apt venv
 
@@ -48,6 +48,11 @@ profile: setup
 
 calibrate: setup
 	$(VENV)/bin/testbed calibrate $(TOPO)
+
+# 30 minutes, 32 drafters, a fault of each kind every 5 minutes: RSS growth, lost events, metrics vs outputs
+# (testbed/bench/soak.py; root, Mininet). Not part of CI.
+soak: setup
+	$(PY) -m testbed.bench.soak
 
 bench: setup
 	$(PY) -m testbed.bench.net
