@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from testbed.common.errors import ConfigError
 from nodes.config import BUILTIN_PROMPTS, DRAFTER_SETTINGS
@@ -349,9 +350,23 @@ def test_awc_weights_path_is_relative_to_the_experiment_file(tmp_path, monkeypat
     ("limits.run_timeout_s=true", "limits: run_timeout_s: expected a number, got true"),
     ("seed=true", "seed: expected a number, got true"),
 ])
-def test_a_boolean_is_never_a_number(item, message):
-    """YAML's true is not 1 anywhere (issue 14: `rate_up_mbps: true` was a 1 Mbit/s link)."""
+def test_a_boolean_is_never_a_number(item, message, tmp_path):
+    """YAML's true is not 1 anywhere (issue 14: `rate_up_mbps: true` was a 1 Mbit/s link); given with --set, the
+    --set item is blamed, in the file the field's line."""
     problems = check_file(DEMO, [item])
+    value = item.split("=")[1]
+    assert problems == [f"--set {item}: expected a number, got {value}"], problems
+    path, value_yaml = item.split("=")
+    keys = path.split(".")
+    doc = yaml.safe_load(DEMO.read_text())
+    doc["topology"] = str((DEMO.parent / doc["topology"]).resolve())
+    node = doc
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value == "true"
+    f = tmp_path / "bool.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    problems = check_file(f, ["sweep=null"])
     assert len(problems) == 1 and problems[0].endswith(message), problems
 
 

@@ -174,7 +174,11 @@ def test_a_dead_drafter_fails_the_run_with_its_log(tmp_path):
                 victim = int(proc.name)
         time.sleep(0.3)
     assert victim, "drafter d2 never started"
-    time.sleep(2)
+    # killed once its sessions run (a kill before the start gate opens is "exited before it started")
+    log = next(tmp_path.glob("results/dies/*/events/d2.jsonl"), None)
+    while time.monotonic() < deadline and not (log and '"verdict"' in log.read_text()):
+        time.sleep(0.2)
+        log = log or next(tmp_path.glob("results/dies/*/events/d2.jsonl"), None)
     import os
     os.kill(victim, signal.SIGKILL)
     out, err = p.communicate(timeout=120)

@@ -242,6 +242,9 @@ def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> Experime
             if loc[:len(sloc)] == sloc:
                 rest = loc[len(sloc):]
                 return Problem(f"--set {item}", "", (f"{format_loc(rest)}: " if rest else "") + msg)
+            # a model-level check (strict.py's booleans) names its group and starts its message with the field
+            if sloc[:len(loc)] == loc and msg.startswith(format_loc(sloc[len(loc):]) + ": "):
+                return Problem(f"--set {item}", "", msg[len(format_loc(sloc[len(loc):])) + 2:])
         return doc.problem(loc, msg)
 
     cache: dict = {}
