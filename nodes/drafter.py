@@ -90,7 +90,7 @@ class DrafterShell(Shell):
     """A DEALER per verifier, the wall clock and files around one DrafterCore."""
 
     def __init__(self, config: DrafterConfig, backend, log: EventLog, prompts, trace=None,
-                 finished: set[str] = frozenset()):
+                 finished: set[str] | None = None):
         # a new number per process: a verifier that sees it change knows this drafter restarted (recovery.py)
         super().__init__(DrafterCore(config, backend, prompts, trace, incarnation=secrets.randbits(62) + 1,
                                      finished=finished), backend, log)
@@ -123,9 +123,13 @@ class DrafterShell(Shell):
             sock.setsockopt(zmq.IDENTITY, self.config.name.encode())
             sock.connect(endpoint)
             sock.send(self.core.hello_frame())
-            if not sock.poll(timeout_ms):
-                raise DrafterError(f"no answer from the verifier at {endpoint} within {self.config.timeout_s} s")
-            name, actions = self.core.on_welcome(endpoint, sock.recv(), time.time())
+            while True:
+                if not sock.poll(timeout_ms):
+                    raise DrafterError(f"no answer from the verifier at {endpoint} within {self.config.timeout_s} s")
+                frame = sock.recv()
+                if not self.core.before_welcome(frame):
+                    break
+            name, actions = self.core.on_welcome(endpoint, frame, time.time())
             self.socks[name] = sock
             self.poller.register(sock, zmq.POLLIN)
             self.execute(actions)
@@ -292,7 +296,7 @@ def main(argv=None) -> int:
     log = EventLog(config.log, config.name)
     try:
         backend = make_backend(config)
-        finished = finished_sessions(config.out) if args.resume else set()
+        finished = finished_sessions(config.out) if args.resume else None
         if config.out and not args.resume:
             open(config.out, "w").close()
         shell = DrafterShell(config, backend, log, load_prompts(config, backend), trace, finished)

@@ -173,7 +173,7 @@ def test_batch_drafting_config():
         build_config(DrafterConfig, {"speculation": {"batch_drafting": "maybe"}}, "x")
     demo = Path("experiments") / "demo.yaml"
     assert load_experiment(demo, ["speculation.batch_drafting=true"]).speculation.batch_drafting
-    with pytest.raises(ConfigError, match="batch_drafting: not with a stop rule"):
+    with pytest.raises(ConfigError, match="batch_drafting=true: not with a stop rule"):
         load_experiment(demo, ["speculation.batch_drafting=true", "speculation.policy=threshold"])
     with pytest.raises(ConfigError, match="batch_drafting"):
         load_experiment(demo, ["speculation.batch_drafting=[1]"])

@@ -1,7 +1,8 @@
-"""Node faults (testbed/run/nodefaults.py) on real node processes (backend local: no root, no shaping): a verifier
-killed and restarted, a verifier stopped and continued, a drafter killed and restarted, all in one run, and every
-session completes with exactly the tokens of the same run without faults; a drafter left dead fails its sessions
-and the run says so. Plus the checks of the `faults:` entries that name nodes."""
+"""Node faults (testbed/run/nodefaults.py) on real node processes (backend local: no root, no shaping) and on the
+simulator (testbed/sim/nodefaults.py): a verifier killed and restarted, a verifier stopped and continued, a
+drafter killed and restarted, all in one run, and every session completes with exactly the tokens of the same
+run without faults; a drafter left dead fails its sessions and the run says so. Plus the checks of the `faults:`
+entries that name nodes."""
 import json
 import subprocess
 import sys
@@ -19,6 +20,11 @@ BASE = {"topology": str(REPO / "topologies/star-wifi-4.yaml"), "backend": "local
         "speculation": {"gamma": 4, "payload": "ids"}, "seed": 0,
         "verifier": {"backend": "synthetic", "vocab_size": 32000, "verify_base_ms": 20, "verify_per_token_ms": 1},
         "drafters": {"backend": "synthetic", "vocab_size": 32000, "alpha": 0.8, "draft_token_ms": 4}}
+
+
+FAULTS = [{"kind": "verifier_restart", "node": "verifier", "at_s": 1.0, "duration_s": 1.0},
+          {"kind": "drafter_crash", "node": "d2", "at_s": 1.5, "duration_s": 0.5},
+          {"kind": "verifier_stall", "node": "verifier", "at_s": 3.5, "duration_s": 1.0}]
 
 
 def write(tmp_path: Path, name: str, **fields) -> Path:
@@ -53,10 +59,7 @@ def clean(tmp_path_factory):
 
 
 def test_a_verifier_restart_a_stall_and_a_drafter_crash_lose_no_token(tmp_path, clean):
-    faults = [{"kind": "verifier_restart", "node": "verifier", "at_s": 1.0, "duration_s": 1.0},
-              {"kind": "drafter_crash", "node": "d2", "at_s": 1.5, "duration_s": 0.5},
-              {"kind": "verifier_stall", "node": "verifier", "at_s": 3.5, "duration_s": 1.0}]
-    r, run_dir = run(write(tmp_path, "faulty", faults=faults, limits={"probe_s": 1.0}), tmp_path / "res")
+    r, run_dir = run(write(tmp_path, "faulty", faults=FAULTS, limits={"probe_s": 1.0}), tmp_path / "res")
     assert r.returncode == 0, r.stderr[-3000:]
     assert outputs(run_dir) == clean and len(clean) == 3 * 4          # every session, token for token
     m = json.loads((run_dir / "metrics.json").read_text())
@@ -99,8 +102,20 @@ def test_a_bad_node_fault_is_one_line_naming_its_field(tmp_path, fault, where, n
     assert needle in text
 
 
-def test_node_faults_are_refused_on_the_simulator(tmp_path):
-    fault = {"kind": "verifier_restart", "node": "verifier", "at_s": 1, "duration_s": 1}
-    with pytest.raises(ConfigError) as e:
-        load_experiment(write(tmp_path, "simfault", backend="sim", faults=[fault]))
-    assert "simulator does not model node faults" in str(e.value)
+def test_the_simulator_carries_out_the_same_node_faults_losslessly_and_repeatably(tmp_path):
+    """testbed/sim/nodefaults.py: the cores on a simulated clock, killed, stopped and restarted as the runner does
+    with processes; the same tokens as the unfaulted simulated run, and the same files twice over."""
+    r, clean = run(write(tmp_path, "simclean", backend="sim"), tmp_path / "res")
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = []
+    for i in range(2):
+        r, run_dir = run(write(tmp_path, f"simfaulty{i}", backend="sim", faults=FAULTS), tmp_path / "res")
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs.append(run_dir)
+    assert outputs(runs[0]) == outputs(clean) and len(outputs(clean)) == 3 * 4
+    m = [json.loads((d / "metrics.json").read_text()) for d in runs]
+    assert m[0] == m[1]                                              # simulated: repeatable to the byte
+    f = m[0]["faults"]
+    assert m[0]["complete"] and f["sessions_resumed"] > 0 and f["sessions_rerun"] >= 1
+    assert [o["kind"] for o in f["occurrences"]] == ["verifier_restart", "drafter_crash", "verifier_stall"]
+    assert recoveries(runs[0], "verifier_restarted") >= 3

@@ -80,7 +80,7 @@ class DrafterCore:
     workload.output_len dataset; trace: this drafter's requests (workload.arrivals trace), by arrival time."""
 
     def __init__(self, config: DrafterConfig, backend, prompts: list[tuple], trace: list[TraceRequest] | None = None,
-                 incarnation: int = 0, finished: set[str] | frozenset = frozenset()):
+                 incarnation: int = 0, finished: set[str] | None = None):
         """finished: a restarted drafter's sessions its crashed predecessor completed (nodes/drafter.py --resume):
         they take their place in the order of sessions (the same prompts and draws follow) but are not run."""
         if not prompts:
@@ -122,7 +122,8 @@ class DrafterCore:
         self.idle_s = 0.0
         self.results = 0
         self.incarnation = incarnation             # drawn at process start (nodes/drafter.py); see recovery.py
-        self.finished = set(finished)
+        self.finished = set(finished or ())
+        self.restarted = finished is not None      # after a crash: the verifier may still answer the old sessions
         self.watch = VerifierWatch(config.probe_s)
         self.lost_state: str | None = None         # the last not_registered / bad_session ERROR, for the give-up
 
@@ -131,6 +132,17 @@ class DrafterCore:
         b = self.backend
         return P.encode(P.Hello(self.name, b.model_id, b.fingerprint, b.vocab_size, [self.config.speculation.payload],
                                 self.config.speculation.proactive, self.incarnation))
+
+    def before_welcome(self, frame: bytes) -> bool:
+        """Whether a frame that came before WELCOME is to be skipped: a restarted drafter's verifier may still
+        answer the crashed predecessor's sessions until it has read this process's HELLO."""
+        try:
+            msg = P.decode(frame)
+        except P.ProtocolError:
+            return False
+        if isinstance(msg, P.Error):      # a refusal of this process stands; "who are you?" was for the other
+            return self.restarted and msg.code in LOST_STATE_CODES
+        return self.restarted and not isinstance(msg, P.Welcome)
 
     def on_welcome(self, endpoint: str, frame: bytes, now: float) -> tuple[str, list[Action]]:
         """The verifier at `endpoint` answered HELLO; returns its name (frames from it are `via` that name)."""
@@ -485,6 +497,8 @@ class DrafterCore:
 
     def _on_verdict(self, v: P.Verdict, nbytes: int, via: str, now: float) -> list[Action]:
         s = self.sessions.get(v.session)
+        if s is None and self.restarted:       # a verdict for the crashed predecessor's session, sent before the
+            return []                          # verifier saw this process's HELLO and dropped it
         if s is None or v.round != s.round + s.fused or via != s.via or (v.drafted is not None) != s.fused:
             raise DrafterError(f"verdict for unknown session/round {v.session}/{v.round} (from {via})")
         self.load[via] = v.load

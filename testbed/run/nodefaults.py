@@ -17,8 +17,7 @@ recognised by its new incarnation and every session resumes there from its commi
 waited for. A restarted drafter keeps the sessions it finished (its outputs file is written as each finishes),
 starts the ones it had not finished again from their prompts under the same session ids, and the verifier drops
 what its predecessor had open. A drafter that is not restarted leaves its unfinished sessions failed: the run
-ends without them and says so. The simulator does not model node faults: an experiment with them is refused
-on backend sim.
+ends without them and says so. The simulator carries out the same faults on its cores (testbed/sim/nodefaults.py).
 """
 from __future__ import annotations
 
@@ -41,9 +40,6 @@ def check_node_faults(faults: list[FaultSpec], drafters: list[str], verifiers: l
         if f.kind not in NODE_KINDS or f.node is None:
             continue
         loc = ("faults", i)
-        if backend == "sim":
-            found.append((loc + ("kind",), f"{f.kind}: the simulator does not model node faults; use backend "
-                                           "mininet or local"))
         names = drafters if f.kind == "drafter_crash" else verifiers + (["verifier"] if single_verifier else [])
         if f.node not in names:
             what = "drafter" if f.kind == "drafter_crash" else "verifier"
@@ -62,6 +58,23 @@ class _Step:
     done: bool = False
 
 
+def fault_steps(faults: list[FaultSpec]) -> list[_Step]:
+    """What the node faults do, in time order (the runner's and the simulator's schedule alike)."""
+    steps = []
+    for i, f in enumerate(faults):
+        if f.kind not in NODE_KINDS:
+            continue
+        for r in range(f.count or 1):
+            t = f.at_s + r * (f.every_s or 0.0)
+            if f.kind == "verifier_stall":
+                steps += [_Step(t, "stop", i, r, f, "start"), _Step(t + f.duration_s, "cont", i, r, f, "end")]
+            elif f.kind == "drafter_crash" and f.restart is False:
+                steps += [_Step(t, "kill", i, r, f, "start")]
+            else:
+                steps += [_Step(t, "kill", i, r, f, "start"), _Step(t + f.duration_s, "start", i, r, f, "end")]
+    return sorted(steps, key=lambda s: s.t)
+
+
 @dataclass
 class NodeFaults:
     """The node faults' steps in time order; `poll` carries out the due ones on the runner's `_Nodes`."""
@@ -72,18 +85,7 @@ class NodeFaults:
     t0: float | None = None
 
     def __post_init__(self):
-        for i, f in enumerate(self.faults):
-            if f.kind not in NODE_KINDS:
-                continue
-            for r in range(f.count or 1):
-                t = f.at_s + r * (f.every_s or 0.0)
-                if f.kind == "verifier_stall":
-                    self.steps += [_Step(t, "stop", i, r, f, "start"), _Step(t + f.duration_s, "cont", i, r, f, "end")]
-                elif f.kind == "drafter_crash" and f.restart is False:
-                    self.steps += [_Step(t, "kill", i, r, f, "start")]
-                else:
-                    self.steps += [_Step(t, "kill", i, r, f, "start"), _Step(t + f.duration_s, "start", i, r, f, "end")]
-        self.steps.sort(key=lambda s: s.t)
+        self.steps = fault_steps(self.faults)
         self.log = EventLog(os.path.join(str(self.events_dir), FAULTS_FILE), "runner") if self.steps else None
 
     def begin(self, now: float) -> None:

@@ -67,6 +67,11 @@ class _Node:
         self.cpu_free = 0.0          # when its CPU is done with the frames it sends and (verifier) receives
         self.inq = 0                 # a verifier's frames that arrived and wait for its CPU
         self.deciding = False        # a verifier's decision is scheduled after this instant's frames
+        self.down: str | None = None     # a node fault's: "stopped" | "dead" (testbed/sim/nodefaults.py)
+        self.held: list = []             # what happens when a stopped node continues (or a dead verifier restarts)
+        self.epoch = 0                   # its process: what the killed one scheduled is void
+        self.died_at = 0.0               # when a node fault last killed it
+        self.restarting = False          # a restarted drafter: begins once welcomed, not at the start gate
 
 
 class SimRun:
@@ -128,6 +133,8 @@ class SimRun:
         self._clients = [n for n in self.nodes.values() if isinstance(n.core, ClientCore)]
         self.running = len(self._drafters) + len(self._clients)     # drafters and clients not done yet
         self.gated: list[_Node] = []                  # drafters connected to every verifier, waiting to begin
+        from testbed.sim.nodefaults import SimNodeFaults
+        self.node_faults = SimNodeFaults(self, exp.faults)
 
     # -- the run ---------------------------------------------------------------------------------------
     def run(self, until_s: float) -> dict:
@@ -155,6 +162,7 @@ class SimRun:
             for node in self.nodes.values():
                 node.log.close()
             self.link_log.close()
+            self.node_faults.close()
         wall = time.perf_counter() - started
         for d, results in self.outputs.items():
             with open(self.nodes[d].core.config.out, "w") as f:
@@ -190,14 +198,24 @@ class SimRun:
         key = (src.name, dst.name)
         at = max(at, self.last_at.get(key, 0.0))       # one connection, one byte stream: in order
         self.last_at[key] = at
-        self._at(at, lambda: self._arrive(src.name, dst, frame))
+        epoch = src.epoch
+        self._at(at, lambda: self._arrive(src.name, dst, frame, now, epoch))
 
-    def _arrive(self, sender: str, node: _Node, frame: bytes) -> None:
+    def _arrive(self, sender: str, node: _Node, frame: bytes, sent: float = 0.0, epoch: int = 0,
+                held: bool = False) -> None:
         now = self.env.now
+        if held and self.nodes[sender].epoch != epoch:
+            return      # it waited in the sender's queue, and the sender was killed since
+        if node.down == "dead" and (sent < node.died_at or not isinstance(node.core, VerifierCore)):
+            return      # on the wire when the process died (its connections reset), or to a dead drafter
+        if node.down is not None:                    # stopped, or sent to a dead verifier after it died: it waits
+            node.held.append(lambda: self._arrive(sender, node, frame, sent, epoch, True))   # (sender's queue)
+            return
         if isinstance(node.core, VerifierCore):      # its CPU takes frames one at a time (costs.recv_s)
             node.inq += 1
             node.cpu_free = max(now, node.cpu_free) + self.costs.recv_s
-            self._at(node.cpu_free, lambda: self._take(sender, node, frame))
+            epoch = node.epoch
+            self._at(node.cpu_free, lambda: self._take(sender, node, frame, epoch))
             return
         core = node.core
         if isinstance(core, ClientCore):
@@ -207,15 +225,21 @@ class SimRun:
             self._handle(node, core.on_client_frames([(sender, frame)], now))
             return
         if len(self.welcomed[node.name]) < len(self.endpoint_of) and sender not in self.welcomed[node.name]:
+            if core.before_welcome(frame):           # a restarted drafter: an answer to its predecessor
+                return
             endpoint = next(e for e, v in self.endpoint_of.items() if v == sender)
             _, actions = core.on_welcome(endpoint, frame, now)
             self.welcomed[node.name].add(sender)
             self._handle(node, actions)
-            if len(self.welcomed[node.name]) == len(self.endpoint_of):
+            if len(self.welcomed[node.name]) == len(self.endpoint_of) and node.restarting:
+                node.restarting = False
+                self._handle(node, core.begin(now))
+            elif len(self.welcomed[node.name]) == len(self.endpoint_of):
                 self.gated.append(node)
                 if len(self.gated) == len(self._drafters):   # the emulator's start gate: all begin together
                     for d in self.gated + self._clients:
                         self._handle(d, d.core.begin(now))
+                    self.node_faults.begin(now)
             return
         self._handle(node, core.on_frames([(sender, frame)], now))
 
@@ -244,10 +268,18 @@ class SimRun:
         if not node.finished and isinstance(node.core, (DrafterCore, ClientCore)) and node.core.done:
             node.finished = True
             self.running -= 1
-            if self.running == 0 and not self._all_done.triggered:
-                self._all_done.succeed()
+            self._check_done()
 
-    def _take(self, sender: str, node: _Node, frame: bytes) -> None:
+    def _check_done(self) -> None:
+        if self.running == 0 and not self._all_done.triggered:
+            self._all_done.succeed()
+
+    def _take(self, sender: str, node: _Node, frame: bytes, epoch: int) -> None:
+        if epoch != node.epoch:                  # in the receive queue of a process that was killed
+            return
+        if node.down == "stopped":
+            node.held.append(lambda: self._take(sender, node, frame, epoch))
+            return
         now = self.env.now
         node.inq -= 1
         self._handle(node, node.core.on_frame(sender, frame, now))
@@ -258,13 +290,21 @@ class SimRun:
             self._at(now, lambda: self._decide(node))
 
     def _decide(self, node: _Node) -> None:
+        if node.down == "stopped":
+            node.held.append(lambda: self._decide(node))
+            return
         node.deciding = False
+        if node.down == "dead":
+            return
         if not node.computing:
             self._handle(node, node.core.decide(self.env.now))
 
     def _timer(self, node: _Node, t: float) -> None:
-        if node.wake != t or node.computing:     # replaced by a later WakeAt, or busy: the compute's end re-runs it
+        if node.down == "stopped":
+            node.held.append(lambda: self._timer(node, t))
             return
+        if node.wake != t or node.computing or node.down == "dead":   # replaced, busy (the compute's end re-runs
+            return                                                      # it) or its process killed
         node.wake = None
         if isinstance(node.core, VerifierCore):
             self._handle(node, node.core.decide(self.env.now))
@@ -290,7 +330,14 @@ class SimRun:
             for r in result:
                 r.compute_s = cost / len(result)
 
+        epoch = node.epoch
+
         def done():
+            if epoch != node.epoch:              # killed while computing: the result is lost with the process
+                return
+            if node.down == "stopped":
+                node.held.append(done)
+                return
             node.computing = False
             self._handle(node, node.core.on_compute_done(result, cost, self.env.now))
             if isinstance(node.core, VerifierCore):
@@ -298,6 +345,33 @@ class SimRun:
             elif node.wake is not None and node.wake <= self.env.now:
                 self._timer(node, node.wake)
         self._at(self.env.now + cost, done)
+
+    def _restart(self, node: _Node, incarnation: int, elapsed_s: float) -> None:
+        """A node fault's restart (testbed/sim/nodefaults.py): a new core and backend under the node's config."""
+        from nodes.drafter import load_prompts, load_trace, make_backend as draft_backend
+        from nodes.verifier import make_backend as verify_backend
+        config, now = node.core.config, self.env.now
+        node.down, node.computing, node.inq, node.deciding, node.wake = None, False, 0, False, None
+        if isinstance(node.core, VerifierCore):
+            node.backend = verify_backend(config, clock=lambda: self.env.now)
+            node.core = VerifierCore(config, node.backend, incarnation=incarnation)
+            self._handle(node, node.core.on_ready(f"sim://{node.host}", now))
+            held, node.held = node.held, []
+            for fn in held:                      # what the drafters sent while it was down
+                fn()
+            return
+        w = config.workload
+        if w.duration_s is not None:             # a timed workload: only what is left of it
+            config = config.model_copy(update={"workload": w.model_copy(
+                update={"duration_s": max(1e-3, w.duration_s - elapsed_s)})})
+        node.backend = draft_backend(config, clock=lambda: self.env.now)
+        finished = {r["session"] for r in self.outputs[node.name]}
+        node.core = DrafterCore(config, node.backend, load_prompts(config, node.backend), load_trace(config),
+                                incarnation=incarnation, finished=finished)
+        node.restarting, node.held = True, []
+        self.welcomed[node.name] = set()
+        for vname in self.endpoint_of.values():
+            self._send(node, vname, node.core.hello_frame())
 
     def _at(self, t: float, fn) -> None:
         ev = self.env.timeout(max(0.0, t - self.env.now))
