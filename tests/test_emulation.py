@@ -126,6 +126,23 @@ def test_failed_live_change_raises(emu):
         batch.close()
 
 
+def test_a_tc_batch_is_replaced_after_its_lines_and_keeps_applying(emu):
+    """tc -batch grows by every line it reads (testbed/net/tcbatch.py): after recycle_lines a fresh process takes
+    over, and changes still apply and still raise."""
+    batch = TcBatch(emu.prefix("d1"), "d1-eth0", recycle_lines=6)
+    try:
+        first = batch.proc.pid
+        for rate in (1000, 2000, 3000, 4000):
+            batch.apply([f"class change dev d1-eth0 parent 5: classid 5:1 htb rate {rate}kbit"])
+        assert batch.recycled >= 1 and batch.proc.pid != first
+        shown = emu.run("d1", ["tc", "class", "show", "dev", "d1-eth0", "classid", "5:1"]).stdout
+        assert "rate 4Mbit" in shown, shown
+        with pytest.raises(ShapingError):
+            batch.apply(["class change dev nosuch0 parent 5: classid 5:1 htb rate 1000kbit"])
+    finally:
+        batch.close()
+
+
 def test_stop_leaves_nothing():
     e = Emulation(load_topology("topologies/star-wifi-4.yaml"))
     e.start()
