@@ -55,11 +55,10 @@ def _kind(pid: int) -> str:
         cmd = (Path(f"/proc/{pid}/cmdline").read_bytes()).replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return "gone"
-    for kind in ("nodes.verifier", "nodes.drafter", "nfqdelay", "testbed.run.watchdog", "testbed.cli"):
-        if kind in cmd:
-            return {"testbed.cli": "runner", "nodes.verifier": "verifier", "nodes.drafter": "drafters",
-                    "nfqdelay": "delay daemons", "testbed.run.watchdog": "watchdog"}[kind]
-    return "other"
+    kinds = {"nodes.verifier": "verifier", "nodes.drafter": "drafters", "nfqdelay": "delay daemons",
+             "testbed.run.watchdog": "watchdog", "testbed.cli": "runner", "tc -force -batch": "tc batches",
+             "mininet:": "host shells"}
+    return next((name for key, name in kinds.items() if key in cmd), "other")
 
 
 def _rss_kib(pid: int) -> int:
