@@ -278,7 +278,7 @@ class ChannelLate(Event, tag="channel_late"):
 
 
 class Fault(Event, tag="fault", omit_defaults=True):
-    """A link fault of the experiment's `faults:` starting or ending (testbed/run/faults.py), written with the
+    """A link fault of the experiment's `faults:` starting or ending (testbed/channels/faults.py), written with the
     link states (events/links.jsonl) by the channel driver or the simulator at the tick it takes effect."""
     fault: int                           # its position in `faults:`
     repeat: int                          # which occurrence (every_s/count repeats), 0 for the first

@@ -1,4 +1,4 @@
-"""Link faults (`faults:`, testbed/run/faults.py): the schema's one-line errors, the overlay on the channel plan's
+"""Link faults (`faults:`, testbed/channels/faults.py): the schema's one-line errors, the overlay on the channel plan's
 states, fault edges in the logs, the simulator's outages (lost until they end, then TCP recovers), their impact
 metrics, and a simulated demo point with a 2 s outage that still produces the unfaulted run's tokens."""
 import json
@@ -17,7 +17,7 @@ from testbed.net.linkstate import LinkState
 from testbed.net.topology import Topology
 from testbed.run import metrics
 from testbed.run.experiment import experiment_from_dict
-from testbed.run.faults import DOWN_LOSS_PCT, FaultSchedule, FaultSpec, impact
+from testbed.channels.faults import DOWN_LOSS_PCT, FaultSchedule, FaultSpec, impact
 from testbed.sim.network import SimNetwork
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from nodes.events import Fault, Link, of_type, read_events
-from testbed.run.faults import DOWN_LOSS_PCT
+from testbed.channels.faults import DOWN_LOSS_PCT
 
 REPO = Path(__file__).resolve().parent.parent
 TESTBED = [sys.executable, "-m", "testbed.cli"]

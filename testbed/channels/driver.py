@@ -3,7 +3,7 @@
 A background thread wakes at t0 + k·interval, asks the plan for tick k's states, pushes the changed ones through
 the emulation's live-update path (a line into a persistent `tc -batch`, a line to a delay daemon) and logs
 every link's state (`events/links.jsonl`, a `Link` event of node "channel"), and every start and end of an
-experiment's link fault (a `Fault` event, testbed/run/faults.py) once its tick's states are applied. The states
+experiment's link fault (a `Fault` event, testbed/channels/faults.py) once its tick's states are applied. The states
 depend on k only, so a run that falls behind skips ticks (counted, and logged as a `ChannelLate` event) instead of
 stretching time; a fault edge in a skipped tick is logged at the tick that catches up.
 
@@ -183,7 +183,7 @@ class ChannelDriver:
                 self.changes += 1
             self._write(link_event("channel", a.link, a.state, tick=k, t_model_s=round(k * self.plan.interval_s, 6),
                                    **a.info))
-        from testbed.run.faults import fault_event
+        from testbed.channels.faults import fault_event
         for edge in self.plan.fault_edges(self.last_tick + 1, k):
             self._write(fault_event("channel", time.time(), edge, self.plan.interval_s))
         self.last_tick = k

@@ -10,7 +10,7 @@ Per link, one model (`links[i].channel.model`, schema in testbed/channels/spec.p
 - snr: mobility → distance → path loss + shadowing + fading → SNR per direction → spectral efficiency and
   packet loss (testbed/channels/radio.py);
 and optionally Gilbert–Elliott bursty loss on top. Loss from the channel compounds with the link's loss_pct.
-Link faults (an experiment's `faults:`, testbed/run/faults.py) are an overlay on the states of the faulted links,
+Link faults (an experiment's `faults:`, testbed/channels/faults.py) are an overlay on the states of the faulted links,
 so a faulted link is driven every interval even without a channel model (a static one stands in).
 
 APs with a `radio` block split their band among their wireless stations every interval (testbed/policies/
@@ -29,7 +29,7 @@ from testbed.channels.spec import ChannelSpec
 from testbed.net.linkstate import MAX_RATE_MBPS, LinkState
 from testbed.policies.allocation import Station, make_allocation
 from testbed.policies.joint import JointAllocation
-from testbed.run.faults import FaultSchedule
+from testbed.channels.faults import FaultSchedule
 from testbed.net.topology import LinkSpec, Topology, station_and_ap
 
 
@@ -174,7 +174,7 @@ class ChannelPlan:
     """Every channel-driven link of a topology, and the band split of every radio AP."""
 
     def __init__(self, topo: Topology, interval_s: float = 0.1, seed: int = 0, faults=()):
-        """faults: the experiment's FaultSpecs (testbed/run/faults.py), applied over the channels' states."""
+        """faults: the experiment's FaultSpecs (testbed/channels/faults.py), applied over the channels' states."""
         if not 0.001 <= interval_s <= 3600:
             raise ValueError(f"channel interval must be in [0.001, 3600] s, got {interval_s!r}")
         self.topo, self.interval_s, self.seed = topo, interval_s, seed
@@ -235,7 +235,7 @@ class ChannelPlan:
         return out
 
     def fault_edges(self, k_from: int, k_to: int):
-        """The faults starting or ending at ticks k_from..k_to (testbed/run/faults.py Edge), for the event log."""
+        """The faults starting or ending at ticks k_from..k_to (testbed/channels/faults.py Edge), for the event log."""
         return self.faults.edges(k_from, k_to)
 
     def uses_telemetry(self) -> bool:

@@ -20,7 +20,7 @@ from testbed.net.topology import check_trace_files
 from testbed.run.compute_checks import check_fused, check_profiles
 from testbed.run.checks import (Found, apply_links, check_budget, check_control, check_drafters, check_label,
                                 check_nodes, check_scale, check_workload, load_topology_ref, pydantic_found)
-from testbed.run.faults import check_faults
+from testbed.channels.faults import check_faults
 from testbed.run.nodefaults import check_node_faults
 from testbed.run.schema import Experiment
 from testbed.run.workload_files import apply_override_prompts, check_sources
@@ -50,7 +50,7 @@ def _build(data: Any, base_dir: Path, file: str, cache: dict) -> tuple[Experimen
     if topo is not None:
         topo, lfound = apply_links(exp, topo, base_dir)
         found += lfound
-    if topo is not None and exp.faults:     # faults name links of the topology (testbed/run/faults.py)
+    if topo is not None and exp.faults:     # faults name links of the topology (testbed/channels/faults.py)
         found += check_faults(exp.faults, [l.link_name for l in topo.links], exp.channel_interval_ms / 1e3)
     if topo is not None and not found:
         foreign = list(foreign) + check_trace_files(topo, lambda loc, msg: Problem(

@@ -81,7 +81,7 @@ acceptance α its expectation is (α + α² + … + α^γ)/γ < α (0.59 for α 
 contributed exactly one failure; rounds accepting all γ are censored (no failure seen). It is the maximum
 likelihood estimate of α under that model, consistent whatever γ is.
 
-Faults (an experiment's `faults:`, testbed/run/faults.py): metrics.json `faults` (only when the experiment has
+Faults (an experiment's `faults:`, testbed/channels/faults.py): metrics.json `faults` (only when the experiment has
 some) has, per occurrence logged (its `fault` start and end events in events/links.jsonl), the total goodput
 during it and over the PRE_WINDOW_S (5 s) before it (or the time since the first start, if less), `dip`
 = 1 − during/before, `recovery_s` = time from its end until the goodput over a RECOVERY_WINDOW_S (1 s) window
@@ -402,9 +402,9 @@ def compute(run_dir: str | Path) -> dict:
 
 
 def _faults(run_dir, ds: list[_Drafter], t_first, t_last) -> dict | None:
-    """Each logged fault's goodput dip, recovery time and sessions hit (testbed/run/faults.py impact); None
+    """Each logged fault's goodput dip, recovery time and sessions hit (testbed/channels/faults.py impact); None
     when the experiment has no faults."""
-    from testbed.run import faults as F
+    from testbed.channels import faults as F
     config = _manifest(run_dir).get("config")
     if not isinstance(config, dict) or not config.get("faults"):
         return None

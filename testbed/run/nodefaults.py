@@ -1,4 +1,4 @@
-"""Node faults of an experiment's `faults:` (testbed/run/faults.py has the link faults), carried out by the runner
+"""Node faults of an experiment's `faults:` (testbed/channels/faults.py has the link faults), carried out by the runner
 on the node processes of a mininet or local run:
 
     faults:
@@ -26,10 +26,8 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from nodes.events import EventLog, Fault
-from testbed.run.faults import NODE_KINDS, FaultSpec
-
-FAULTS_FILE = "faults.jsonl"       # in events/
+from nodes.events import FAULTS_FILE, EventLog, Fault
+from testbed.channels.faults import NODE_KINDS, FaultSpec, fault_steps
 
 
 def check_node_faults(faults: list[FaultSpec], drafters: list[str], verifiers: list[str], backend: str,
@@ -45,34 +43,6 @@ def check_node_faults(faults: list[FaultSpec], drafters: list[str], verifiers: l
             what = "drafter" if f.kind == "drafter_crash" else "verifier"
             found.append((loc + ("node",), f"no {what} named {f.node!r}; {what}s: {', '.join(names) or 'none'}"))
     return found
-
-
-@dataclass
-class _Step:
-    t: float                     # seconds after the workload's start
-    what: str                    # kill | stop | cont | start
-    fault: int
-    repeat: int
-    spec: FaultSpec
-    edge: str | None = None      # the fault event this step writes: start | end | None
-    done: bool = False
-
-
-def fault_steps(faults: list[FaultSpec]) -> list[_Step]:
-    """What the node faults do, in time order (the runner's and the simulator's schedule alike)."""
-    steps = []
-    for i, f in enumerate(faults):
-        if f.kind not in NODE_KINDS:
-            continue
-        for r in range(f.count or 1):
-            t = f.at_s + r * (f.every_s or 0.0)
-            if f.kind == "verifier_stall":
-                steps += [_Step(t, "stop", i, r, f, "start"), _Step(t + f.duration_s, "cont", i, r, f, "end")]
-            elif f.kind == "drafter_crash" and f.restart is False:
-                steps += [_Step(t, "kill", i, r, f, "start")]
-            else:
-                steps += [_Step(t, "kill", i, r, f, "start"), _Step(t + f.duration_s, "start", i, r, f, "end")]
-    return sorted(steps, key=lambda s: s.t)
 
 
 @dataclass

@@ -5,7 +5,7 @@
                             utility.png (if a budget scheduler ran)]
 
 Time is seconds since the run's first session start (the first drafter `start` event). An experiment's link
-faults (testbed/run/faults.py), as logged by their `fault` start and end events, are shaded on every time axis.
+faults (testbed/channels/faults.py), as logged by their `fault` start and end events, are shaded on every time axis.
 """
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ def _cell(v, scale, fmt) -> str:
 
 
 def _fault_rows(ms: list[dict]) -> list[list[str]]:
-    """Link faults (testbed/run/faults.py), where some run had them: the mean dip and the slowest recovery
+    """Link faults (testbed/channels/faults.py), where some run had them: the mean dip and the slowest recovery
     over each run's faults ("never" if one did not recover within the run)."""
     occ = [((m.get("faults") or {}).get("occurrences") or []) for m in ms]
     if not any(occ):

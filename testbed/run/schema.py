@@ -31,7 +31,7 @@ from nodes.workloads.datasets import digest
 from testbed.common.distributions import parse, stream
 from testbed.net.topology import Topology
 from testbed.run.clients import ClientsSpec
-from testbed.run.faults import FaultSpec
+from testbed.channels.faults import FaultSpec
 from testbed.run.workload_files import prompt_sets
 
 __all__ = ["Experiment", "LinkOverride", "VerifierSpec", "DrafterOverride", "DrafterDefaults", "Routing", "Limits",
@@ -170,7 +170,7 @@ class Experiment(_Strict):
     sim: SimOptions = SimOptions()               # backend sim only: frame_costs emulator | none (SimOptions above)
     slo: SLO = SLO()                             # thresholds for the slo_* metrics (testbed/run/metrics.py)
     clients: ClientsSpec | None = None           # users' clients on role: user hosts (testbed/run/clients.py)
-    # link faults (outage, flap, rate_collapse, loss_burst) at times or on a schedule: testbed/run/faults.py
+    # link faults (outage, flap, rate_collapse, loss_burst) at times or on a schedule: testbed/channels/faults.py
     faults: list[FaultSpec] = Field([], max_length=1000)
     sweep: dict[str, Any] | None = None          # {field.path: [values]} grid, and/or zip: {path: [...], ...}
     label: str | None = Field(None, max_length=200)   # run label; "{field.path}" is replaced by its value

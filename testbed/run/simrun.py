@@ -380,9 +380,9 @@ class SimRun:
     # -- channels --------------------------------------------------------------------------------------
     def _channels(self):
         """The channel plan's states at its ticks, as the emulator's driver applies them (no late ticks here),
-        and the link faults' starts and ends (testbed/run/faults.py) after their tick's states."""
+        and the link faults' starts and ends (testbed/channels/faults.py) after their tick's states."""
         from testbed.channels.driver import link_view
-        from testbed.run.faults import fault_event
+        from testbed.channels.faults import fault_event
         k = 0
         while True:
             hints = {}

@@ -43,7 +43,7 @@ a model of exactly what the emulator builds (testbed/net/shaping.py, ../shared/r
   segments (a later message would not hasten it); a retransmission queues behind its connection's segments
   that reached a shaper before it (Linux would put it ahead of new data still held back by TCP small queues);
   a segment counts as sent when the sending host's shaper dequeues it.
-- Outages (an experiment's outage and flap faults, testbed/run/faults.py): windows of time, known up front, in
+- Outages (an experiment's outage and flap faults, testbed/channels/faults.py): windows of time, known up front, in
   which a link drops every segment that reaches its delay element (where the emulator's daemon drops them). The
   channel plan's outage state (99.99 % loss) does not reach this model (simrun passes the state without it), so
   what an outage does here is exactly: lost until it ends, then recovered by the TCP model above, with RTO

@@ -16,8 +16,8 @@ reset losing frames in flight.
 """
 from __future__ import annotations
 
-from nodes.events import EventLog, Fault
-from testbed.run.nodefaults import FAULTS_FILE, fault_steps
+from nodes.events import FAULTS_FILE, EventLog, Fault
+from testbed.channels.faults import fault_steps
 
 
 class SimNodeFaults:

@@ -273,3 +273,33 @@ def impact(faults: list, tokens_at: list[tuple[float, int]], sessions: list[tupl
         row["sessions_affected"], row["sessions"] = len(hit), hit[:50]
         out.append(row)
     return out
+
+
+# ------------------------------------------------------------------------------ node faults' schedule
+
+@dataclass
+class _Step:
+    t: float                     # seconds after the workload's start
+    what: str                    # kill | stop | cont | start
+    fault: int
+    repeat: int
+    spec: FaultSpec
+    edge: str | None = None      # the fault event this step writes: start | end | None
+    done: bool = False
+
+
+def fault_steps(faults: list[FaultSpec]) -> list[_Step]:
+    """What the node faults do, in time order (the runner's and the simulator's schedule alike)."""
+    steps = []
+    for i, f in enumerate(faults):
+        if f.kind not in NODE_KINDS:
+            continue
+        for r in range(f.count or 1):
+            t = f.at_s + r * (f.every_s or 0.0)
+            if f.kind == "verifier_stall":
+                steps += [_Step(t, "stop", i, r, f, "start"), _Step(t + f.duration_s, "cont", i, r, f, "end")]
+            elif f.kind == "drafter_crash" and f.restart is False:
+                steps += [_Step(t, "kill", i, r, f, "start")]
+            else:
+                steps += [_Step(t, "kill", i, r, f, "start"), _Step(t + f.duration_s, "start", i, r, f, "end")]
+    return sorted(steps, key=lambda s: s.t)
