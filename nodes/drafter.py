@@ -163,7 +163,9 @@ class DrafterShell(Shell):
         """Each session's output is written as it finishes: a drafter killed later keeps what it finished."""
         self.results.append(result)
         if self.config.out:
-            with open(self.config.out, "a") as f:
+            # the first output replaces an old file (a rerun), unless this process resumes its predecessor's
+            mode = "a" if self.results[1:] or self.core.restarted else "w"
+            with open(self.config.out, mode) as f:
                 f.write(json.dumps(result) + "\n")
 
 
@@ -297,8 +299,6 @@ def main(argv=None) -> int:
     try:
         backend = make_backend(config)
         finished = finished_sessions(config.out) if args.resume else None
-        if config.out and not args.resume:
-            open(config.out, "w").close()
         shell = DrafterShell(config, backend, log, load_prompts(config, backend), trace, finished)
         shell.bind_clients()
         shell.connect()

@@ -91,9 +91,9 @@ def arrivals(data: dict, tmp_path: Path) -> list[tuple[float, float]]:
         modelled[id(sending[-1])] = (sending[-1], deliver(*a))
         return modelled[id(sending[-1])][1]
 
-    def arrive_now(sender, node, frame):
+    def arrive_now(sender, node, frame, *rest):
         pairs.append((modelled.pop(id(frame))[1], sim.env.now))
-        arrive(sender, node, frame)
+        arrive(sender, node, frame, *rest)
     sim._send, sim.net.deliver_at, sim._arrive = send_one, deliver_at, arrive_now
     stats = sim.run(60)
     assert stats["unfinished"] == [] and not modelled and len(pairs) > 20
