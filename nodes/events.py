@@ -300,7 +300,8 @@ class Recovery(Event, tag="recovery", omit_defaults=True):
     """A node noticed a peer's failure or recovered from it (nodes/core/recovery.py). what:
     probe (a drafter asked a silent verifier whether it still knows it), verifier_restarted (its WELCOME came
     from another incarnation), resumed (a session re-started on it from its committed tokens), drafter_restarted
-    (a verifier dropped a restarted drafter's old sessions), peer_lost (a verifier answered "not registered")."""
+    (a verifier dropped a restarted drafter's old sessions), already_done (a restarted drafter skips a session its
+    predecessor finished)."""
     what: str
     peer: str = ""                       # the verifier (at a drafter) or the drafter (at a verifier)
     session: str = ""

@@ -365,9 +365,7 @@ class DrafterCore:
             s.in_flight = 0                # the re-prefill's verdict commits one token, as a session's first does
             s.sent_at = now
             s.pre_drafted = None
-            frame = P.encode(P.Start(s.sid, np.asarray(s.prompt_ids, dtype=np.int32), s.max_new, c.workload.temperature,
-                                     c.speculation.payload, c.seed, s.gamma, now,
-                                     np.asarray(s.generated, dtype=np.int32), s.round))
+            frame = self._start_frame(s, now)
             out += [Send(via, frame), self._rec(E.Recovery, now, what="resumed", peer=via, session=s.sid,
                                                 round=s.round, committed=len(s.generated), bytes_out=len(frame))]
         self.lost_state = None
@@ -454,11 +452,18 @@ class DrafterCore:
         self.sessions[sid] = s
         self.backend.open(sid, prompt_ids, self.sampling)
         s.sent_at = now
-        frame = P.encode(P.Start(sid, np.asarray(prompt_ids, dtype=np.int32), s.max_new,
-                                 c.workload.temperature, c.speculation.payload, c.seed, c.speculation.gamma, now))
+        frame = self._start_frame(s, now)
         return out + [Send(s.via, frame),
                       self._rec(E.Start, now, session=sid, prompt_tokens=len(prompt_ids), bytes_out=len(frame),
                                 verifier=s.via, max_new=s.max_new, request=s.request)]
+
+    def _start_frame(self, s: ClientSession, now: float) -> bytes:
+        """START for a new session (nothing committed, round 0) or one resumed on a restarted verifier (its
+        committed tokens, re-prefilled there, and its round)."""
+        c = self.config
+        return P.encode(P.Start(s.sid, np.asarray(s.prompt_ids, dtype=np.int32), s.max_new, c.workload.temperature,
+                                c.speculation.payload, c.seed, s.gamma, now, np.asarray(s.generated, dtype=np.int32),
+                                s.round))
 
     def _window_step(self, s: ClientSession, now: float) -> Compute | list[Action]:
         """The next step of sending s a window: a compute for the tokens it still lacks, or the sends."""

@@ -67,6 +67,10 @@ class NodeFaults:
     def expected_dead(self, name: str) -> bool:
         return name in self.down
 
+    def restart_pending(self, nodes, name: str) -> bool:
+        """A node a fault killed that a later step starts again (so the run is not over without it)."""
+        return any(not s.done and s.what == "start" and nodes.name_of(s.spec.node) == name for s in self.steps)
+
     def poll(self, nodes, now: float) -> None:
         if self.t0 is None:
             return

@@ -365,9 +365,10 @@ def _channel_plan(exp):
     from testbed.run.clients import demands
     plan = ChannelPlan(exp.topology_obj(), exp.channel_interval_ms / 1e3, exp.seed, exp.faults)
     plan.known_demand = demands(exp)     # users' uploads, known before the run (clients:)
-    if exp.faults and exp.backend == "local":    # loopback has no links to fail; metrics.json says so too
-        print(f"warning: backend local has no shaped links: the {len(exp.faults)} fault(s) of `faults:` are NOT "
-              "applied", file=sys.stderr, flush=True)
+    link_faults = [f for f in exp.faults if f.link is not None]     # node faults do apply on local
+    if link_faults and exp.backend == "local":    # loopback has no links to fail; metrics.json says so too
+        print(f"warning: backend local has no shaped links: the {len(link_faults)} link fault(s) of `faults:` are "
+              "NOT applied", file=sys.stderr, flush=True)
     return plan if plan.driven_links() else None
 
 
@@ -417,8 +418,7 @@ def _supervise(exp, nodes: _Nodes, drafters: list[str], progress: _Progress, dri
             if rc is None:
                 running += 1
             elif node_faults and node_faults.expected_dead(d):   # killed by a fault: restarted later, or failed
-                running += any(not s.done and s.what == "start" and nodes.name_of(s.spec.node) == d
-                               for s in node_faults.steps)
+                running += node_faults.restart_pending(nodes, d)
             elif rc != 0:
                 raise RunFailed(f"{nodes.kinds.get(d, 'drafter')} {d} died (exit {rc}):\n{nodes.tail(d)}")
         if not running:
