@@ -179,10 +179,14 @@ def cmd_run(args) -> int:
             print(f"  {p.label:<24} config {p.config_hash()}")
         _print_node_configs(points[0])
         return 0
+    inventory = None
+    if args.inventory:                  # real hosts: checked and their Ray nodes found before anything starts
+        from testbed.run.inventory import prepare
+        inventory = prepare(args.inventory, points)
     results = []
     for i, p in enumerate(points, 1):
         print(f"=== [{i}/{len(points)}] {exp.name} {p.label}", file=sys.stderr, flush=True)
-        r = run_point(p, Path(args.results))
+        r = run_point(p, Path(args.results), inventory)
         results.append(r)
         print(f"{r.status}: {r.run_dir}" + (f"\n{r.message}" if r.message else ""), flush=True)
         if r.status != "complete":
@@ -352,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a field, e.g. speculation.gamma=8")
     s.add_argument("--dry-run", action="store_true", help="validate, list the runs and node commands; start nothing")
     s.add_argument("--results", default="results", help="results root (default ./results)")
+    s.add_argument("--inventory", metavar="FILE", help="run these topology hosts' nodes on real machines (Ray "
+                   "actors placed by resource label; testbed/run/inventory.py)")
     s.set_defaults(func=cmd_run)
     s = sub.add_parser("report", help="compare run directories side by side, with overlay plots")
     s.add_argument("runs", nargs="+")
@@ -469,9 +475,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         from testbed.net.capabilities import CapabilityError
         from testbed.net.emulation import EmulationError
+        from testbed.common.raycluster import ClusterError     # no Ray import: only the error class
         if isinstance(e, (CapabilityError, EmulationError)):
             print(f"error: {e}", file=sys.stderr)
             return 1
+        if isinstance(e, ClusterError):            # unreachable cluster, missing resource: before anything ran
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         raise
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_VAR = "SPECNET_RUN"
-BRIDGE_RE = re.compile(r"^sn([0-9a-f]{4})s\d+(-eth\d+)?$")
+BRIDGE_RE = re.compile(r"^sn([0-9a-f]{4})[sg]\d+(-eth\d+)?$")    # bridges (s) and real-host gateways (g)
 
 
 def registry_dir() -> Path:
@@ -202,5 +202,7 @@ def clean(run_ids: list[str] | None = None, include_live: bool = False) -> Clean
         for name in sorted(links_of(rid), key=lambda n: "-eth" in n):
             if subprocess.run(["ip", "link", "del", name], capture_output=True).returncode == 0:
                 report.links.append(name)
+        from testbed.net.gateway import drop_rules     # a real-host gateway's rules in the root namespace
+        report.links += drop_rules(rid)
         (registry_dir() / f"{rid}.json").unlink(missing_ok=True)
     return report

@@ -34,6 +34,7 @@ from testbed.run import manifest as manifest_mod
 from testbed.net.runs import Run, die_with_parent
 from testbed.run.nodefaults import NodeFaults
 from testbed.run.watchdog import Watchdog, reap
+from testbed.run.realhosts import RealHostError
 from testbed.run.node_configs import start_gate, drafter_config, verifier_config, write_node_config
 from testbed.run.workload_files import write_run_files
 
@@ -52,8 +53,9 @@ class RunResult:
 class _Nodes:
     """Starts node processes in emulated hosts (mininet) or on this machine (local), logs to files."""
 
-    def __init__(self, emu, run_dir: Path, run: Run):
+    def __init__(self, emu, run_dir: Path, run: Run, real=None):
         self.emu, self.run_dir, self.run = emu, run_dir, run
+        self.real = real                        # RealHosts: hosts whose node runs on a real machine (inventory)
         self.procs: dict[str, subprocess.Popen] = {}
         self.kinds: dict[str, str] = {}         # name -> drafter | verifier | client (a user's)
         self.started: dict[str, tuple[str, list[str]]] = {}    # name -> (host, argv): a node fault restarts it
@@ -67,8 +69,12 @@ class _Nodes:
         out = open(self.run_dir / "logs" / f"{name}.log", mode)
         kw = dict(stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         # local: tagged with the run's id and dying with the runner, as Emulation.popen does in Mininet's hosts
-        p = self.emu.popen(host, argv, **kw) if self.emu else subprocess.Popen(
-            argv, env=self.run.env(), preexec_fn=die_with_parent(), **kw)
+        if self.real is not None and host in self.real:
+            out.close()                         # the real host's log is mirrored into it (realhosts.py)
+            p = self.real.start_node(name, host, argv, self.run_dir.resolve(), mode)
+        else:
+            p = self.emu.popen(host, argv, **kw) if self.emu else subprocess.Popen(
+                argv, env=self.run.env(), preexec_fn=die_with_parent(), **kw)
         self.procs[name] = p
         self.kinds[name] = "client" if "nodes.client" in argv else "drafter" if "nodes.drafter" in argv else "verifier"
         return p
@@ -189,13 +195,15 @@ def new_run_dir(root: Path, exp) -> Path:
     return d
 
 
-def run_point(exp, root: Path = Path("results")) -> RunResult:
+def run_point(exp, root: Path = Path("results"), inventory=None) -> RunResult:
+    """One point; `inventory` (testbed/run/inventory.py, checked against exp) puts some of its nodes on real
+    hosts: the caller has joined the Ray cluster (testbed/common/raycluster.py)."""
     run_dir = new_run_dir(root, exp)
     man = manifest_mod.initial(exp)
     manifest_mod.write(run_dir, man)
     print(f"run {exp.label}: {run_dir}", file=sys.stderr, flush=True)
     trace_sessions = write_run_files(exp, run_dir)      # prompt sets and trace shares (testbed/run/workload_files.py)
-    emu = nodes = driver = link_state = progress = load = watchdog = run = node_faults = None
+    emu = nodes = driver = link_state = progress = load = watchdog = run = node_faults = real = None
     status, message = "failed", ""
     try:
         if exp.backend != "sim":        # processes and links that must not outlive this one (watchdog.py)
@@ -220,12 +228,19 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
         plan = _channel_plan(exp)
         if plan and exp.backend != "mininet":
             man["channels"] = {"applied": False, "why": "backend local has no shaped links; channels ignored"}
+        if inventory is not None:           # placed before the network is built: a missing host fails fast
+            from testbed.run.realhosts import RealHosts
+            real = RealHosts(inventory, exp, run.id, run_dir, lambda m: print(m, file=sys.stderr, flush=True))
+            real.place()
         if exp.backend == "mininet":
             from testbed.net.emulation import Emulation
             emu = Emulation(exp.topology_obj(), seed=exp.seed, log=lambda m: print(m, file=sys.stderr, flush=True),
                             delay_elements=plan.live_delay_links() if plan else "needed", run=run)
             emu.start()
             man["emulation"] = emu.info()
+            if real is not None:
+                real.connect(emu)
+                man["real_hosts"] = real.manifest()
             _log_links(emu, run_dir / "events" / "links.jsonl")
             from testbed.channels.driver import LinkStatePublisher
             link_state = run_dir / "linkstate.json"
@@ -235,7 +250,7 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
                 driver = _start_channels(exp, plan, emu, run_dir,
                                          lambda d: publisher.publish(emu.shaping.states, d.gamma_hints))
                 man["channels"] = _channels_manifest(plan)
-        nodes = _Nodes(emu, run_dir, run)
+        nodes = _Nodes(emu, run_dir, run, real)
         here = run_dir.resolve()           # node configs name absolute paths: a node reruns from any directory
         # one verifier, named "verifier"; with routing, one per verifier host, named after it
         vnames = {h: (h if exp.routing.policy else "verifier") for h in exp.verifier_nodes()}
@@ -276,6 +291,8 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
         status, message = "interrupted", "interrupted by the user; partial results written"
     except RunFailed as e:
         message = str(e)
+    except RealHostError as e:        # a real host's actor not placed, lost, or its gateway refused
+        message = f"real hosts: {e}"
     except Exception as e:      # e.g. shaping failed: record why in the manifest, then let the CLI report it
         message = f"{type(e).__name__}: {e}"
         raise
@@ -292,6 +309,9 @@ def run_point(exp, root: Path = Path("results")) -> RunResult:
                 node_faults.close()
             if nodes:
                 nodes.stop()
+            if real:
+                real.stop()
+                man["real_hosts"] = real.manifest()
             if driver:
                 man.setdefault("channels", {})["driver"] = driver.stop()
             if emu:
@@ -327,6 +347,10 @@ def _open_gates(nodes: _Nodes, drafters: list[str], run_dir: Path, progress: _Pr
                     raise RunFailed(f"{nodes.kinds.get(d, 'drafter')} {d} exited ({rc}) before it started:\n{nodes.tail(d)}")
                 if d in held or d not in progress.welcomed:
                     continue
+                if nodes.real is not None and d in nodes.real:     # its gate is on the real host
+                    if nodes.real.hold_gate(d, start_gate(run_dir, d), run_dir):
+                        held[d] = -1
+                    continue
                 try:
                     held[d] = os.open(start_gate(run_dir, d), os.O_WRONLY | os.O_NONBLOCK)
                 except OSError as e:
@@ -340,7 +364,10 @@ def _open_gates(nodes: _Nodes, drafters: list[str], run_dir: Path, progress: _Pr
             time.sleep(0.005)
     finally:
         for fd in held.values():            # EOF at every gate: all start within microseconds of each other
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
+        if nodes.real is not None:          # a real host's drafters a Ray call later (milliseconds)
+            nodes.real.release_gates()
         for d in drafters:                  # a rerun from RUN/nodes/<d>.json finds no gate and starts at once
             start_gate(run_dir, d).unlink(missing_ok=True)
 

@@ -1,0 +1,129 @@
+"""The Ray actor that runs a run's node on a real host (a GPU server, an edge board): placed by the host's
+resource label, it starts `python -m nodes.<kind> --config FILE` there as a real process and hands its files
+back in pieces while it runs. The runner talks to it through testbed/run/realhosts.py.
+
+Everything of one run lives under a scratch directory on the host, removed at the end. The node dies with the
+actor (PR_SET_PDEATHSIG), and Ray kills the actor when the runner (its owner) dies: a killed runner leaves
+nothing running on the real host. Only the runner's own files cross: paths are checked to stay in the scratch
+directory, nothing received is unpickled by this code (Ray's own transport carries plain bytes and dicts).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MAX_CHUNK = 4 << 20          # bytes of one file handed back per call: a burst of events comes in a few calls
+
+
+def _inside(root: Path, rel: str) -> Path:
+    path = (root / rel).resolve()
+    if path != root and root not in path.parents:
+        raise ValueError(f"{rel!r} leaves the run's scratch directory")
+    return path
+
+
+class NodeHost:
+    """One per real host and run. Methods are called by the runner through Ray (`actor.method.remote`)."""
+
+    def __init__(self, run_id: str, scratch_root: str | None = None):
+        root = scratch_root or os.environ.get("SPECNET_REALHOST_SCRATCH") or tempfile.gettempdir()
+        Path(root).mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix=f"specnet-{run_id}-", dir=root)).resolve()
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.gates: dict[str, int] = {}
+        self.project = Path.cwd().resolve()      # Ray's runtime_env working_dir: the runner's project, shipped
+
+    def info(self) -> dict:
+        import ray
+        ctx = ray.get_runtime_context()
+        return {"hostname": socket.gethostname(), "node_ip": ray.util.get_node_ip_address(),
+                "node_id": ctx.get_node_id(), "python": sys.executable, "dir": str(self.dir),
+                "project": str(self.project), "time": time.time(), "pid": os.getpid()}
+
+    def now(self) -> float:
+        return time.time()
+
+    def put(self, rel: str, data: bytes) -> None:
+        path = _inside(self.dir, rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)              # a node reading linkstate.json never sees half a file
+
+    def mkfifo(self, rel: str) -> None:
+        path = _inside(self.dir, rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        os.mkfifo(path)
+
+    def start(self, name: str, module: str, config_rel: str, log_rel: str, python: str | None = None,
+              extra: list[str] | None = None, append: bool = False) -> int:
+        if module not in ("nodes.verifier", "nodes.drafter"):
+            raise ValueError(f"not a node module: {module!r}")
+        from testbed.net.runs import die_with_parent
+        config, log = _inside(self.dir, config_rel), _inside(self.dir, log_rel)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        argv = [python or sys.executable, "-m", module, "--config", str(config), *(extra or [])]
+        with open(log, "ab" if append else "wb") as out:
+            self.procs[name] = subprocess.Popen(argv, cwd=self.project, stdin=subprocess.DEVNULL, stdout=out,
+                                                stderr=subprocess.STDOUT, preexec_fn=die_with_parent(),
+                                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return self.procs[name].pid
+
+    def signal(self, name: str, sig: int) -> None:
+        p = self.procs.get(name)
+        if p is not None and p.poll() is None:
+            p.send_signal(sig)
+
+    def sync(self, offsets: dict[str, int]) -> dict:
+        """Exit codes of every node so far, and each file's bytes past the offset given (up to MAX_CHUNK)."""
+        files = {}
+        for rel, offset in offsets.items():
+            try:
+                with open(_inside(self.dir, rel), "rb") as f:
+                    f.seek(offset)
+                    data = f.read(MAX_CHUNK)
+            except FileNotFoundError:
+                continue
+            if data:
+                files[rel] = data
+        return {"rc": {n: p.poll() for n, p in self.procs.items()}, "files": files}
+
+    def hold_gate(self, rel: str) -> bool:
+        """Open a drafter's start gate for writing once it waits there (as runner._open_gates does locally)."""
+        if rel in self.gates:
+            return True
+        try:
+            self.gates[rel] = os.open(_inside(self.dir, rel), os.O_WRONLY | os.O_NONBLOCK)
+            return True
+        except OSError:          # ENXIO: its reader is not there yet
+            return False
+
+    def release_gates(self) -> None:
+        for fd in self.gates.values():
+            os.close(fd)
+        self.gates.clear()
+
+    def stop(self, grace_s: float = 10.0) -> dict:
+        self.release_gates()
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+        deadline = time.monotonic() + grace_s
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+        return {n: p.returncode for n, p in self.procs.items()}
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
