@@ -11,6 +11,15 @@ import socket
 from pathlib import Path
 
 CONNECT_TIMEOUT_S = 5.0
+REPO = Path(__file__).resolve().parent.parent.parent
+# What the job's runtime_env does not ship to the workers: results, environments, caches. Ray also leaves out
+# what .gitignore names. Workers then run this very code (and its experiment files) with their own Python.
+EXCLUDES = ["results/", ".venv/", ".git/", "**/__pycache__/", ".pytest_cache/", "*.egg-info/", ".cache/"]
+
+
+def project_env() -> dict:
+    """Ray's runtime_env that ships this project to every worker of the job (only at ray.init, Ray's rule)."""
+    return {"working_dir": str(REPO), "excludes": EXCLUDES}
 # `ray start --head` leaves the address of the cluster this machine belongs to here (Ray's own convention)
 CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")
 
@@ -78,7 +87,8 @@ def connect(option: str, **init_kw) -> str:
     if ray.is_initialized():
         return address
     try:
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False, **init_kw)
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False,
+                 **{"runtime_env": project_env(), **init_kw})
     except Exception as e:          # Ray raises ConnectionError, RuntimeError or its own: all mean "cannot join"
         raise ClusterError(f"--cluster {option}: joining the Ray cluster at {address} failed: "
                            f"{str(e).splitlines()[0][:300] if str(e) else type(e).__name__}") from None

@@ -36,6 +36,8 @@ class NodeHost:
         root = scratch_root or os.environ.get("SPECNET_REALHOST_SCRATCH") or tempfile.gettempdir()
         Path(root).mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix=f"specnet-{run_id}-", dir=root)).resolve()
+        for sub in ("events", "outputs", "logs", "nodes"):      # as the runner makes them in a run directory
+            (self.dir / sub).mkdir()
         self.procs: dict[str, subprocess.Popen] = {}
         self.gates: dict[str, int] = {}
         self.project = Path.cwd().resolve()      # Ray's runtime_env working_dir: the runner's project, shipped

@@ -2,7 +2,7 @@
 
 For each real host the runner
 - places a `NodeHost` actor (testbed/run/hostactor.py) on the Ray node that advertises the host's resource
-  label, shipping this project with it (Ray's runtime_env working_dir), so the real host runs this very code;
+  label; the job ships this project to it (raycluster.project_env), so the real host runs this very code;
 - joins it to the emulated network through a gateway in its stand-in host (testbed/net/gateway.py): the
   stand-in's links stay shaped as for an emulated node and its traffic is forwarded to the real machine;
 - starts the node there with its config rewritten for that machine (paths into the actor's scratch directory,
@@ -26,16 +26,10 @@ from testbed.run.inventory import Inventory
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SYNC_S = 0.2
-# what the actor's runtime_env does not ship: results, environments, caches (.gitignore'd files stay too)
-EXCLUDES = ["results/", ".venv/", ".git/", "**/__pycache__/", ".pytest_cache/", "*.egg-info/", ".cache/"]
 
 
 class RealHostError(RuntimeError):
     pass
-
-
-def runtime_env() -> dict:
-    return {"working_dir": str(REPO), "excludes": EXCLUDES}
 
 
 class RemoteProcess:
@@ -159,7 +153,7 @@ class RealHosts:
         pending = {}
         for name, spec in self.inv.hosts.items():
             pending[name] = cls.options(num_cpus=0, resources={spec.resource: 0.001}, max_restarts=0,
-                                        runtime_env=runtime_env(), name=f"specnet-{self.run_id}-{name}").remote(self.run_id)
+                                        name=f"specnet-{self.run_id}-{name}").remote(self.run_id)
         for name, actor in pending.items():
             t0 = time.time()
             try:
@@ -167,8 +161,13 @@ class RealHosts:
             except ray.exceptions.GetTimeoutError:
                 raise RealHostError(f"real host {name}: no Ray node with resource {self.inv.hosts[name].resource!r} "
                                     f"took its actor within {self.exp.limits.ready_timeout_s:g} s") from None
-            t1 = time.time()
-            self.clock_offsets[name] = info["time"] - (t0 + t1) / 2
+            samples = []                 # the offset from the quickest of a few round trips (the first is slow)
+            for _ in range(5):
+                t0 = time.time()
+                there = ray.get(actor.now.remote())
+                t1 = time.time()
+                samples.append((t1 - t0, there - (t0 + t1) / 2))
+            self.clock_offsets[name] = min(samples)[1]
             self.hosts[name] = RealHost(name, self.inv.hosts[name], actor, info, self.run_dir)
             self.log(f"real host {name}: {info['hostname']} ({self.hosts[name].address}, Ray node "
                      f"{info['node_id'][:8]}), clock offset {self.clock_offsets[name] * 1e3:+.1f} ms")
