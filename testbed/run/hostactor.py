@@ -129,3 +129,43 @@ class NodeHost:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- shaping the host's own link (inventory `shape:`) ----------------------------------------------------
+    def run_commands(self, cmds: list[list[str]]) -> None:
+        """Run tc / ip commands built by the runner (realhosts.shaping_commands), each checked: a host whose
+        link cannot be shaped must not run unshaped."""
+        for argv in cmds:
+            if argv[0] not in ("tc", "ip", "ethtool"):
+                raise ValueError(f"not a shaping command: {argv[0]!r}")
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            if r.returncode != 0:
+                raise RuntimeError(f"{' '.join(argv)} failed (exit {r.returncode}): "
+                                   f"{(r.stderr or r.stdout).strip()[:300]}")
+
+    def undo_commands(self, cmds: list[list[str]]) -> None:
+        for argv in cmds:                  # best effort: each may already be gone
+            if argv[0] in ("tc", "ip", "ethtool"):
+                subprocess.run(argv, capture_output=True, timeout=10)
+
+    def offloads(self, intf: str) -> dict[str, str]:
+        """The interface's tso/gso/gro settings now (restored after the run)."""
+        r = subprocess.run(["ethtool", "-k", intf], capture_output=True, text=True, timeout=10)
+        names = {"tcp-segmentation-offload": "tso", "generic-segmentation-offload": "gso",
+                 "generic-receive-offload": "gro"}
+        out = {}
+        for line in r.stdout.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in names:
+                out[names[key.strip()]] = value.split()[0] if value.split() else "off"
+        return out
+
+    def sent_bytes(self, intfs: list[str]) -> dict[str, int]:
+        """Bytes each interface's shaper (HTB class 5:1) has sent."""
+        import re
+        out = {}
+        for intf in intfs:
+            r = subprocess.run(["tc", "-s", "class", "show", "dev", intf, "classid", "5:1"], capture_output=True,
+                               text=True, timeout=10)
+            m = re.search(r"Sent (\d+) bytes", r.stdout)
+            out[intf] = int(m.group(1)) if m else -1
+        return out

@@ -8,6 +8,7 @@
         resource: gpu_server           # the Ray resource its machine advertises: ray start --resources '{"gpu_server": 1}'
         address: 192.168.1.20          # how this machine reaches it (default: the IP its Ray node reports)
         python: /opt/specnet/.venv/bin/python   # the interpreter for the node (default: the Ray worker's)
+        shape: eth0                    # shape the host's link by tc on this interface of it, not in Mininet
         curve_public_key: "..."        # its CURVE keypair, Z85 (default: drawn for the run)
         curve_secret_key: "..."
 
@@ -46,6 +47,7 @@ class RealHost(StrictModel):
     resource: Label
     address: str | None = None
     python: str | None = None
+    shape: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,15}$")] | None = None   # its interface: see realhosts
     curve_public_key: str | None = None
     curve_secret_key: str | None = None
 
@@ -124,6 +126,18 @@ def check_against(inv: Inventory, exp) -> None:
         elif name not in nodes:
             problems.append(doc.problem(("hosts", name), "runs no verifier or drafter in this experiment "
                                                          "(only those can run on a real host)"))
+    for name, h in inv.hosts.items():
+        if h.shape is None or name not in topo.hosts():
+            continue
+        links = [l for l in topo.links if name in (l.a, l.b)]
+        faulted = {f.link for f in exp.faults if f.link is not None}
+        if len(links) != 1:
+            problems.append(doc.problem(("hosts", name, "shape"), f"shaping on the host takes a host with one link; "
+                                                                  f"{name} has {len(links)}"))
+        elif links[0].channel is not None or links[0].link_name in faulted:
+            problems.append(doc.problem(("hosts", name, "shape"), f"shaping on the host takes a link with a fixed "
+                                        f"state; {links[0].link_name} is driven by a channel model or link faults "
+                                        f"(leave shape out: the emulator shapes it)"))
     if exp.clients is not None and any(h in inv.hosts for h in exp.drafter_nodes()):
         problems.append(Problem(inv.source, "hosts", "a drafter that serves users' clients (clients:) cannot be "
                                                       "real: its clients are emulated hosts"))

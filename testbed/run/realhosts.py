@@ -15,6 +15,7 @@ Clocks: events carry the real host's wall clock. The offset to this machine's cl
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -22,10 +23,12 @@ import time
 from pathlib import Path
 
 from testbed.net.gateway import Forward, Gateway
+from testbed.net.shaping import htb_class, netem_leaf, pfifo_leaf
 from testbed.run.inventory import Inventory
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SYNC_S = 0.2
+OPEN_MBPS = 10_000.0          # a link shaped on its real host is this open in Mininet: shaped once, not twice
 
 
 class RealHostError(RuntimeError):
@@ -76,6 +79,8 @@ class RealHost:
         self.offsets: dict[str, int] = {}        # remote relative path → bytes mirrored so far
         self.lock = threading.Lock()
         self.pushed_mtime = 0.0
+        self.shaping: dict | None = None         # what `shape:` applied there (manifest)
+        self.undo: list[list[str]] = []
 
     @property
     def address(self) -> str:
@@ -185,9 +190,33 @@ class RealHosts:
             gw = Gateway(self.run_id, index, name, str(plan.ip(name)), intfs, host.address, serves, forwards)
             host.gateway = gw
             gw.setup(emu.exec, emu.host(name).pid)
+            if host.spec.shape:
+                self._shape(host, index)
             self.log(f"real host {name}: gateway {gw.root_intf} ({gw.outer_ip} ↔ {gw.inner_ip}); "
                      + (f"serves port {port} at {gw.stand_in_ip}" if serves else
                         "reaches " + ", ".join(f"{f.target} at {gw.endpoint_for(f)}" for f in forwards)))
+
+    def _shape(self, host: RealHost, index: int) -> None:
+        import ray
+        link = host_link(self.exp.topology_obj(), host.name)
+        intf, ifb = host.spec.shape, f"sn{self.run_id}i{index}"
+        setup, undo = shaping_commands(link, host.name, intf, ifb)
+        before = ray.get(host.actor.offloads.remote(intf))
+        host.undo = undo + [["ethtool", "-K", intf, *[x for k, v in before.items() for x in (k, v)]]]
+        try:
+            ray.get(host.actor.run_commands.remote(setup))
+        except ray.exceptions.RayTaskError as e:
+            ray.get(host.actor.undo_commands.remote(host.undo))
+            host.undo = []
+            why = str(e.cause if hasattr(e, "cause") else e).splitlines()[-1]
+            raise RealHostError(f"{host.name}: shaping {intf} on {host.info['hostname']} failed: {why}"
+                                + (" (that kernel has no netem: delay, jitter and loss need it; leave shape out "
+                                   "to shape the link in the emulator)" if "netem" in why else "")) from None
+        host.shaping = {"interface": intf, "ifb": ifb, "link": link.link_name, "state": dataclasses.asdict(link.state()),
+                        "egress": "up" if link.a == host.name else "down", "commands": [" ".join(c) for c in setup],
+                        "offloads_before": before}
+        self.log(f"real host {host.name}: {link.link_name} shaped on {host.info['hostname']}:{intf} "
+                 f"(ingress through {ifb}); open in the emulator")
 
     def start_node(self, name: str, host: str, argv: list[str], here: Path, mode: str) -> RemoteProcess:
         real = self.hosts[host]
@@ -225,7 +254,7 @@ class RealHosts:
     def manifest(self) -> dict:
         return {name: {"resource": h.spec.resource, "hostname": h.info["hostname"], "node_ip": h.info["node_ip"],
                        "ray_node_id": h.info["node_id"], "address": h.address, "python": h.spec.python or h.info["python"],
-                       "clock_offset_s": round(self.clock_offsets.get(name, 0.0), 6),
+                       "clock_offset_s": round(self.clock_offsets.get(name, 0.0), 6), "shaping": h.shaping,
                        "gateway": None if h.gateway is None else {
                            "veth": h.gateway.root_intf, "outer_ip": h.gateway.outer_ip, "inner_ip": h.gateway.inner_ip,
                            "serves": list(h.gateway.serves), "public_ip": h.gateway.public_ip,
@@ -241,6 +270,11 @@ class RealHosts:
         for h in self.hosts.values():
             try:
                 ray.get(h.actor.stop.remote(), timeout=30)
+                if h.undo:
+                    h.shaping["sent_bytes"] = ray.get(h.actor.sent_bytes.remote(
+                        [h.shaping["interface"], h.shaping["ifb"]]), timeout=30)
+                    ray.get(h.actor.undo_commands.remote(h.undo), timeout=30)
+                    h.undo = []
                 while h.sync_now():            # until nothing more arrives
                     pass
                 ray.get(h.actor.remove.remote(), timeout=30)
@@ -250,6 +284,49 @@ class RealHosts:
                 if h.gateway is not None:
                     h.gateway.teardown()
                 ray.kill(h.actor)
+
+
+def host_link(topo, host: str):
+    return next(l for l in topo.links if host in (l.a, l.b))
+
+
+def emulated_topology(topo, inventory: Inventory):
+    """The topology Mininet builds: a link shaped on its real host (`shape:`) left open here."""
+    shaped = {host_link(topo, h).link_name for h, spec in inventory.hosts.items() if spec.shape}
+    if not shaped:
+        return topo
+    links = [l.model_copy(update={"rate_up_mbps": OPEN_MBPS, "rate_down_mbps": OPEN_MBPS, "delay_ms": 0.0,
+                                  "jitter_ms": 0.0, "loss_pct": 0.0}) if l.link_name in shaped else l
+             for l in topo.links]
+    out = topo.model_copy(update={"links": links})
+    out._source = topo._source
+    return out
+
+
+def shaping_commands(link, host: str, intf: str, ifb: str) -> tuple[list[list[str]], list[list[str]]]:
+    """The host's link as the emulator shapes a link direction (testbed/net/shaping.py's HTB class and leaf),
+    on the real interface: its egress is the direction the host sends, its ingress (through an IFB) the other.
+    Delay, jitter and loss need netem on that host (a real kernel has it). Returns (set up, undo)."""
+    state = link.state()
+    out_d = "up" if link.a == host else "down"
+    in_d = "down" if out_d == "up" else "up"
+
+    def leaf(dev, d):
+        needs_netem = state.delay_ms or state.jitter_ms or state.loss(d)
+        return list(netem_leaf("add", dev, state, d) if needs_netem else pfifo_leaf("add", dev, state.queue_pkts))
+
+    setup = [["ethtool", "-K", intf, "tso", "off", "gso", "off", "gro", "off"]]
+    for dev, d in ((intf, out_d), (ifb, in_d)):
+        if dev == ifb:
+            setup += [["ip", "link", "add", ifb, "type", "ifb"], ["ip", "link", "set", ifb, "up"],
+                      ["tc", "qdisc", "add", "dev", intf, "handle", "ffff:", "ingress"],
+                      ["tc", "filter", "add", "dev", intf, "parent", "ffff:", "protocol", "all", "u32", "match",
+                       "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", ifb]]
+        setup += [["tc", "qdisc", "replace", "dev", dev, "root", "handle", "5:", "htb", "default", "1"],
+                  ["tc", *htb_class("add", dev, state.rate_mbps(d))], ["tc", *leaf(dev, d)]]
+    undo = [["tc", "qdisc", "del", "dev", intf, "root"], ["tc", "qdisc", "del", "dev", intf, "ingress"],
+            ["ip", "link", "del", ifb]]
+    return setup, undo
 
 
 def _run_files(config: dict, here: Path) -> set[Path]:

@@ -234,7 +234,11 @@ def run_point(exp, root: Path = Path("results"), inventory=None) -> RunResult:
             real.place()
         if exp.backend == "mininet":
             from testbed.net.emulation import Emulation
-            emu = Emulation(exp.topology_obj(), seed=exp.seed, log=lambda m: print(m, file=sys.stderr, flush=True),
+            topo = exp.topology_obj()
+            if real is not None:            # a link shaped on its real host (inventory `shape:`) is open here
+                from testbed.run.realhosts import emulated_topology
+                topo = emulated_topology(topo, inventory)
+            emu = Emulation(topo, seed=exp.seed, log=lambda m: print(m, file=sys.stderr, flush=True),
                             delay_elements=plan.live_delay_links() if plan else "needed", run=run)
             emu.start()
             man["emulation"] = emu.info()
