@@ -174,6 +174,13 @@ def cmd_run(args) -> int:
     exp = load_experiment(args.experiment, args.set or [])
     points = exp.points()
     if args.dry_run:
+        if args.inventory:              # checked against every point; the cluster is not joined
+            from testbed.run.inventory import check_against, load_inventory
+            inv = load_inventory(args.inventory)
+            for p in points:
+                check_against(inv, p)
+            print(f"{args.inventory}: valid; real hosts " + ", ".join(f"{h} (resource {s.resource})"
+                                                                       for h, s in inv.hosts.items()))
         print(f"{args.experiment}: valid; {len(points)} run(s), backend {exp.backend}")
         for p in points:
             print(f"  {p.label:<24} config {p.config_hash()}")

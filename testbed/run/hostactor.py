@@ -29,6 +29,24 @@ def _inside(root: Path, rel: str) -> Path:
     return path
 
 
+def _remove_orphans(root: Path, mine: Path) -> list[Path]:
+    """Scratch directories under `root` whose owning actor process is gone (a killed run's)."""
+    from testbed.net.runs import _proc_start_time
+    removed = []
+    for d in root.glob("specnet-[0-9a-f][0-9a-f][0-9a-f][0-9a-f]-*"):
+        if d == mine or not d.is_dir() or d.is_symlink():
+            continue
+        try:                      # no readable owner file: not one of ours, left alone
+            pid, start = (d / "owner").read_text().split(" ", 1)
+            alive = _proc_start_time(int(pid)) == start
+        except (OSError, ValueError):
+            continue
+        if not alive:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 class NodeHost:
     """One per real host and run. Methods are called by the runner through Ray (`actor.method.remote`)."""
 
@@ -39,6 +57,11 @@ class NodeHost:
         for sub in ("events", "outputs", "logs", "nodes"):      # as the runner makes them in a run directory
             (self.dir / sub).mkdir()
         self.procs: dict[str, subprocess.Popen] = {}
+        # A killed runner's actor is killed with SIGKILL (and its children with it) and cannot remove its scratch
+        # directory: each directory names its owner, and the next actor on this host removes orphans.
+        from testbed.net.runs import _proc_start_time
+        (self.dir / "owner").write_text(f"{os.getpid()} {_proc_start_time(os.getpid())}")
+        _remove_orphans(Path(root), self.dir)
         self.gates: dict[str, int] = {}
         self.project = Path.cwd().resolve()      # Ray's runtime_env working_dir: the runner's project, shipped
 
