@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
-	$(PY) -m pytest -ra tests
+	$(PY) -m pytest -ra --durations=25 tests
 
 # When does distributed SD pay off? AD vs SD (gamma 4, 8, network-aware) at 10, 40, 100 ms RTT with profiled
 # compute (Qwen3-14B on an H100, Qwen3-0.6B drafts on L4s); then real models showing the text is the target's own.
