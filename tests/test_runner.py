@@ -320,7 +320,7 @@ def test_drafters_start_only_after_every_verifier_is_ready(tmp_path, monkeypatch
     model at once (the demo's real-model part failed so)."""
     from testbed.run.experiment import load_experiment
     order = []
-    real_wait, real_start = runner._wait_ready, runner._Nodes.start
+    real_wait, real_start = runner._wait_ready, runner.Nodes.start
 
     def wait(nodes, proc, log, timeout, name="verifier"):
         bound = real_wait(nodes, proc, log, timeout, name)
@@ -332,7 +332,7 @@ def test_drafters_start_only_after_every_verifier_is_ready(tmp_path, monkeypatch
         return real_start(self, name, host, argv)
 
     monkeypatch.setattr(runner, "_wait_ready", wait)
-    monkeypatch.setattr(runner._Nodes, "start", start)
+    monkeypatch.setattr(runner.Nodes, "start", start)
     exp = load_experiment(REPO / "experiments/routing.yaml",
                           [f"backend={backend}", "sweep=null", "workload.requests=1"]).points()[0]
     result = runner.run_point(exp, tmp_path)

@@ -47,7 +47,7 @@ def check_node_faults(faults: list[FaultSpec], drafters: list[str], verifiers: l
 
 @dataclass
 class NodeFaults:
-    """The node faults' steps in time order; `poll` carries out the due ones on the runner's `_Nodes`."""
+    """The node faults' steps in time order; `poll` carries out the due ones on the runner's `Nodes` (nodeprocs.py)."""
     faults: list[FaultSpec]
     events_dir: object
     steps: list[_Step] = field(default_factory=list)

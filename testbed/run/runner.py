@@ -15,10 +15,8 @@ Everything started is stopped in `finally`; on Ctrl-C or a node's death the part
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -31,8 +29,9 @@ from nodes.events import Connect, EventLog, EventTail, Finish, Ready, Verdict, W
 from testbed.run import clients as clients_mod
 from testbed.run.hostload import HostLoad
 from testbed.run import manifest as manifest_mod
-from testbed.net.runs import Run, die_with_parent
+from testbed.net.runs import Run
 from testbed.run.nodefaults import NodeFaults
+from testbed.run.nodeprocs import Nodes
 from testbed.run.watchdog import Watchdog, reap
 from testbed.run.realhosts import RealHostError
 from testbed.run.node_configs import start_gate, drafter_config, verifier_config, write_node_config
@@ -48,77 +47,6 @@ class RunResult:
     run_dir: Path
     status: str            # complete | interrupted | failed
     message: str = ""
-
-
-class _Nodes:
-    """Starts node processes in emulated hosts (mininet) or on this machine (local), logs to files."""
-
-    def __init__(self, emu, run_dir: Path, run: Run, real=None):
-        self.emu, self.run_dir, self.run = emu, run_dir, run
-        self.real = real                        # RealHosts: hosts whose node runs on a real machine (inventory)
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.kinds: dict[str, str] = {}         # name -> drafter | verifier | client (a user's)
-        self.started: dict[str, tuple[str, list[str]]] = {}    # name -> (host, argv): a node fault restarts it
-        (run_dir / "logs").mkdir(exist_ok=True)
-
-    def address(self, host: str) -> str:
-        return str(self.emu.net_plan.ip(host)) if self.emu else "127.0.0.1"
-
-    def start(self, name: str, host: str, argv: list[str], mode: str = "w") -> subprocess.Popen:
-        self.started.setdefault(name, (host, argv))        # as first started: a restart derives from it
-        out = open(self.run_dir / "logs" / f"{name}.log", mode)
-        kw = dict(stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        # local: tagged with the run's id and dying with the runner, as Emulation.popen does in Mininet's hosts
-        if self.real is not None and host in self.real:
-            out.close()                         # the real host's log is mirrored into it (realhosts.py)
-            p = self.real.start_node(name, host, argv, self.run_dir.resolve(), mode)
-        else:
-            p = self.emu.popen(host, argv, **kw) if self.emu else subprocess.Popen(
-                argv, env=self.run.env(), preexec_fn=die_with_parent(), **kw)
-        self.procs[name] = p
-        self.kinds[name] = "client" if "nodes.client" in argv else "drafter" if "nodes.drafter" in argv else "verifier"
-        return p
-
-    def restart(self, name: str, elapsed_s: float) -> subprocess.Popen:
-        """The node again, after a node fault killed it: its log continues; a drafter keeps its finished sessions
-        and, in a timed workload, starts sessions only for what is left of the run's duration_s (its own clock
-        starts again at its restart)."""
-        host, argv = self.started[name]
-        if self.kinds[name] == "drafter":
-            config = json.loads(Path(argv[-1]).read_text())
-            w = config.get("workload", {})
-            if w.get("duration_s") is not None:
-                w["duration_s"] = max(1e-3, w["duration_s"] - elapsed_s)
-                path = Path(argv[-1]).with_name(f"{name}.restart.json")
-                path.write_text(json.dumps(config, indent=1))
-                argv = argv[:-1] + [str(path)]
-            argv = argv + ["--resume"]
-        return self.start(name, host, argv, mode="a")
-
-    def name_of(self, node: str) -> str:
-        """A node fault's `node`: a node's name, or a verifier's host (the one verifier is named "verifier")."""
-        if node in self.procs:
-            return node
-        return next((n for n, (host, _) in self.started.items() if host == node), node)
-
-    def tail(self, name: str, lines: int = 15) -> str:
-        try:
-            text = (self.run_dir / "logs" / f"{name}.log").read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join("    " + l for l in text[-lines:])
-
-    def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()
-        deadline = time.monotonic() + 10
-        for p in self.procs.values():
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
 
 
 class _Progress:
@@ -254,7 +182,7 @@ def run_point(exp, root: Path = Path("results"), inventory=None) -> RunResult:
                 driver = _start_channels(exp, plan, emu, run_dir,
                                          lambda d: publisher.publish(emu.shaping.states, d.gamma_hints))
                 man["channels"] = _channels_manifest(plan)
-        nodes = _Nodes(emu, run_dir, run, real)
+        nodes = Nodes(emu, run_dir, run, real)
         here = run_dir.resolve()           # node configs name absolute paths: a node reruns from any directory
         # one verifier, named "verifier"; with routing, one per verifier host, named after it
         vnames = {h: (h if exp.routing.policy else "verifier") for h in exp.verifier_nodes()}
@@ -332,7 +260,7 @@ def run_point(exp, root: Path = Path("results"), inventory=None) -> RunResult:
     return RunResult(run_dir, status, message)
 
 
-def _open_gates(nodes: _Nodes, drafters: list[str], run_dir: Path, progress: _Progress, timeout: float,
+def _open_gates(nodes: Nodes, drafters: list[str], run_dir: Path, progress: _Progress, timeout: float,
                 load: HostLoad | None = None) -> None:
     """Start every drafter's sessions at once: wait until all have connected and wait at their gate (a FIFO
     opened for reading), then close the gates together. Without it the drafters start as their processes come up,
@@ -376,7 +304,7 @@ def _open_gates(nodes: _Nodes, drafters: list[str], run_dir: Path, progress: _Pr
             start_gate(run_dir, d).unlink(missing_ok=True)
 
 
-def _wait_ready(nodes: _Nodes, proc, log: Path, timeout: float, name: str = "verifier") -> str:
+def _wait_ready(nodes: Nodes, proc, log: Path, timeout: float, name: str = "verifier") -> str:
     """The endpoint the verifier bound, once it says it is ready."""
     deadline = time.monotonic() + timeout
     what = "the verifier" if name == "verifier" else f"verifier {name}"
@@ -424,7 +352,7 @@ def _channels_manifest(plan) -> dict:
                 "Gilbert-Elliott steps once per interval and applies to both directions of its link"]}
 
 
-def _supervise(exp, nodes: _Nodes, drafters: list[str], progress: _Progress, driver=None, load=None,
+def _supervise(exp, nodes: Nodes, drafters: list[str], progress: _Progress, driver=None, load=None,
                node_faults: NodeFaults | None = None) -> None:
     """Wait for every drafter to finish; fail on a dead node, a drafter that never connects, or the time limit.
     Carries out the node faults (nodefaults.py): a node they killed is not a failure."""
