@@ -9,6 +9,7 @@ one problem a line, `FILE: field.path: message`, and the node exits with status 
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +23,7 @@ from testbed.common.strict import StrictModel
 from nodes.backends import lacks_q
 from nodes.models import ModelError, ModelSpec
 from nodes.protocol import MAX_GAMMA, MAX_TOPK, valid_payload
+from nodes.security import DrafterCurve, VerifierCurve
 from nodes.workloads.lengths import OutputLen
 from testbed.common.yamlconf import _describe, format_loc
 from testbed.policies.speculation import make_speculation
@@ -302,6 +304,7 @@ class DrafterConfig(_Strict):
     record_acceptance: str | None = None         # append each round's (gamma, accepted) as a replay file
     start_gate: str | None = None                # a FIFO: once connected, wait for the runner to close it, then start
     clients_bind: str | None = None              # arrivals clients: where the users' clients send their requests
+    curve: DrafterCurve | None = None            # CURVE to the verifiers (nodes/security.py); null: plain TCP
 
     @model_validator(mode="after")
     def _cross(self) -> "DrafterConfig":
@@ -312,6 +315,9 @@ class DrafterConfig(_Strict):
             raise ValueError(f"workload.temperature: {problem}")
         if len(self.connect) > 1 and self.routing.policy is None:
             raise ValueError("several verifiers (connect) need a routing policy (routing.policy)")
+        if self.curve is not None and len(self.curve.server_keys) != len(self.connect):
+            raise ValueError(f"curve.server_keys: expected one verifier key per connect endpoint ({len(self.connect)}), "
+                             f"got {len(self.curve.server_keys)}")
         if self.workload.arrivals == "trace" and not self.workload.trace:
             raise ValueError("workload.trace: arrivals trace needs a trace file (workload.trace)")
         return self
@@ -331,6 +337,7 @@ class VerifierConfig(_Strict):
     seed: int = Field(0, ge=0, le=2**63 - 1)     # the random budget scheduler
     link_state: str | None = None                # JSON the runner keeps current (network-aware policies)
     log: str | None = None
+    curve: VerifierCurve | None = None           # CURVE server, drafters' keys it accepts (nodes/security.py)
 
     def window_policy_spec(self):
         """The verifier's share of the speculation policy (a threshold rule's cap, for instance)."""
@@ -410,7 +417,20 @@ def problem_lines(e: pydantic.ValidationError, where: str) -> list[str]:
 
 
 def write_config(config: BaseModel, path: str | Path) -> Path:
+    """A config holding a secret key (a `curve` block) is readable by its owner only (0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(config.model_dump_json(indent=2) + "\n")
+    text = config.model_dump_json(indent=2) + "\n"
+    if getattr(config, "curve", None) is not None:
+        write_private(path, text)
+    else:
+        path.write_text(text)
     return path
+
+
+def write_private(path: str | Path, text: str) -> None:
+    """Write a file only its owner may read (0600), whatever the umask, also over an existing file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)
+        f.write(text)

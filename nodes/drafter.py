@@ -19,6 +19,7 @@ import time
 import zmq
 
 from nodes import protocol as P
+from nodes import security
 from nodes.config import DraftModel, DrafterConfig
 from nodes.core.actions import ClientAddr
 from nodes.core.drafter import DrafterCore, DrafterError
@@ -115,20 +116,27 @@ class DrafterShell(Shell):
 
     def connect(self) -> None:
         timeout_ms = int(self.config.timeout_s * 1e3)
-        for endpoint in self.config.connect:
+        for i, endpoint in enumerate(self.config.connect):
             sock = zmq.Context.instance().socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             # the verifier knows this drafter by the connection's identity: the name keeps it across a reconnect
             # (a link that broke, a verifier that restarted) and across a restart of this drafter
             sock.setsockopt(zmq.IDENTITY, self.config.name.encode())
+            security.secure_client(sock, self.config.curve, i)     # CURVE when configured (nodes/security.py)
+            handshakes = security.Handshakes(sock, endpoint)       # a refused handshake ends the wait at once
             sock.connect(endpoint)
             sock.send(self.core.hello_frame())
-            while True:
-                if not sock.poll(timeout_ms):
-                    raise DrafterError(f"no answer from the verifier at {endpoint} within {self.config.timeout_s} s")
-                frame = sock.recv()
-                if not self.core.before_welcome(frame):
-                    break
+            try:
+                while True:
+                    if not handshakes.wait(timeout_ms):
+                        raise DrafterError(f"no answer from the verifier at {endpoint} within {self.config.timeout_s} s")
+                    frame = sock.recv()
+                    if not self.core.before_welcome(frame):
+                        break
+            except security.Refused as e:
+                raise DrafterError(str(e)) from None
+            finally:
+                handshakes.close()
             name, actions = self.core.on_welcome(endpoint, frame, time.time())
             self.socks[name] = sock
             self.poller.register(sock, zmq.POLLIN)

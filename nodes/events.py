@@ -151,6 +151,17 @@ class Refused(Event, tag="refused"):
     vocab: int = 0
 
 
+class AuthRefused(Event, tag="auth_refused", omit_defaults=True):
+    """A security handshake was refused (CURVE, nodes/security.py): `peer` its address ("" when libzmq failed it
+    before authentication and gives none), `key` the public key it offered (Z85; "" if none), `reason` why.
+    Logged for the first of a peer's refusals and then at most once per window: `repeated` counts those refused
+    since the last one logged."""
+    peer: str = ""
+    key: str = ""
+    reason: str = ""
+    repeated: int = 0
+
+
 class Error(Event, tag="error"):
     """A frame broke the protocol; it was answered with ERROR and the node carried on. `repeated`: errors of the
     same peer and code that were counted, not logged, before this one (nodes/core/errorlimit.py)."""
@@ -312,8 +323,8 @@ class Recovery(Event, tag="recovery", omit_defaults=True):
     bytes_out: int = 0
 
 
-AnyEvent = Union[Welcome, Route, Start, Draft, Verdict, Finish, Done, Crash, Ready, Hello, Refused, Error, Verify,
-                 Plan, Policy, Schedule, Link, ChannelLate, Pace, Load, Connect, Ask, Answer, Fault, Recovery]
+AnyEvent = Union[Welcome, Route, Start, Draft, Verdict, Finish, Done, Crash, Ready, Hello, Refused, AuthRefused,
+                 Error, Verify, Plan, Policy, Schedule, Link, ChannelLate, Pace, Load, Connect, Ask, Answer, Fault, Recovery]
 EVENT_TYPES: dict[str, type[Event]] = {c.__struct_config__.tag: c for c in AnyEvent.__args__}
 
 EventT = TypeVar("EventT", bound=Event)
@@ -401,7 +412,7 @@ def read_events(path: str | Path) -> tuple[list[Event], list[str]]:
 LINKS_FILE = "links.jsonl"          # the runner's and the channel driver's Link events
 LOAD_FILE = "load.jsonl"            # the runner's Load samples
 FAULTS_FILE = "faults.jsonl"        # the runner's node faults (testbed/run/nodefaults.py)
-VERIFIER_EVENTS = (Ready, Hello, Refused, Error, Verify, Plan, Policy, Schedule)   # written by verifiers only
+VERIFIER_EVENTS = (Ready, Hello, Refused, AuthRefused, Error, Verify, Plan, Policy, Schedule)   # written by verifiers only
 
 
 @dataclass

@@ -21,6 +21,7 @@ from nodes import protocol as P
 from nodes.config import DraftModel, VerifierConfig
 from nodes.core.verifier import VerifierCore
 from nodes.events import Crash, EventLog
+from nodes.security import ZapGuard
 from nodes.shell import LinkView, Shell, cost_model, exit_on_sigterm, log_error, node_config
 
 
@@ -63,6 +64,8 @@ class VerifierShell(Shell):
         self.sock.setsockopt(zmq.LINGER, 0)
         # a drafter that reconnects under its identity (its name) takes it over from a connection not yet closed
         self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        if self.config.curve is not None:    # CURVE server: only the listed drafters' keys get in (nodes/security.py)
+            ZapGuard(self.config.curve, self.log, self.config.name).secure(self.sock)
         self.sock.bind(self.config.bind)
         endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)   # the real port when bound to tcp://host:*
         self.execute(self.core.on_ready(endpoint, time.time()))
