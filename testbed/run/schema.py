@@ -35,7 +35,7 @@ from testbed.channels.faults import FaultSpec
 from testbed.run.workload_files import prompt_sets
 
 __all__ = ["Experiment", "LinkOverride", "VerifierSpec", "DrafterOverride", "DrafterDefaults", "Routing", "Limits",
-           "SimOptions", "Workload", "Speculation", "Batching", "Scheduling"]
+           "SimOptions", "Security", "Workload", "Speculation", "Batching", "Scheduling"]
 
 
 class _Strict(StrictModel):            # unknown fields and booleans for numbers refused (testbed/common/strict.py)
@@ -151,6 +151,13 @@ class Limits(_Strict):
     probe_s: float = Field(3.0, gt=0, le=3600)
 
 
+class Security(_Strict):
+    """Transport security between drafters and verifiers (nodes/security.py, testbed/run/curve.py)."""
+    # ZeroMQ CURVE (authentication and encryption), keys drawn per run or given by the inventory; null: off inside
+    # the emulated network (nothing crosses a real wire), on when the run has real hosts (an inventory)
+    curve: bool | None = None
+
+
 class Experiment(_Strict):
     name: Annotated[str, pattern(r"[A-Za-z0-9_.-]{1,64}", "1 to 64 letters, digits, '_', '.' or '-'")]  # results dir
     description: str = ""
@@ -170,6 +177,7 @@ class Experiment(_Strict):
     sim: SimOptions = SimOptions()               # backend sim only: frame_costs emulator | none (SimOptions above)
     slo: SLO = SLO()                             # thresholds for the slo_* metrics (testbed/run/metrics.py)
     clients: ClientsSpec | None = None           # users' clients on role: user hosts (testbed/run/clients.py)
+    security: Security = Security()              # curve: true | false | null (Security above)
     # link faults (outage, flap, rate_collapse, loss_burst) at times or on a schedule: testbed/channels/faults.py
     faults: list[FaultSpec] = Field([], max_length=1000)
     sweep: dict[str, Any] | None = None          # {field.path: [values]} grid, and/or zip: {path: [...], ...}
@@ -263,6 +271,8 @@ class Experiment(_Strict):
             out["faults"] = [f.model_dump(mode="json", exclude_none=True) for f in self.faults]
         if self.clients is not None:              # only when set: older experiments keep their hashes
             out["clients"] = self.clients.model_dump(mode="json")
+        if self.security.curve is not None:       # only when set: older experiments keep their hashes
+            out["security"] = self.security.model_dump(mode="json")
         if self.sweep:
             out["sweep"] = self.sweep
         return json.loads(json.dumps(out))          # plain JSON types only (tuples → lists)
