@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from nodes.events import Connect, EventLog, EventTail, Finish, Ready, Verdict, Welcome
 from testbed.run import clients as clients_mod
+from testbed.run import curve as curve_mod
 from testbed.run.hostload import HostLoad
 from testbed.run import manifest as manifest_mod
 from testbed.net.runs import Run
@@ -134,6 +135,7 @@ def run_point(exp, root: Path = Path("results"), inventory=None) -> RunResult:
     emu = nodes = driver = link_state = progress = load = watchdog = run = node_faults = real = None
     status, message = "failed", ""
     try:
+        keys = curve_mod.for_run(exp, inventory, man)   # CURVE keys of this run (testbed/run/curve.py), None: plain
         if exp.backend != "sim":        # processes and links that must not outlive this one (watchdog.py)
             reaped = reap()
             if reaped.runs:
@@ -192,6 +194,7 @@ def run_point(exp, root: Path = Path("results"), inventory=None) -> RunResult:
             # it bound is in its Ready event); in Mininet each host has its own address and the configured port
             endpoint = f"tcp://{nodes.address(vhost)}:{exp.verifier.port if emu else '*'}"
             config = verifier_config(exp, vname, endpoint, here, link_state and link_state.resolve())
+            config = keys.verifier(config, vhost) if keys else config
             v = nodes.start(vname, vhost, write_node_config(config, here))
             bound = _wait_ready(nodes, v, run_dir / "events" / f"{vname}.jsonl", exp.limits.ready_timeout_s, vname)
             endpoints.append(endpoint if emu else bound)
@@ -203,7 +206,9 @@ def run_point(exp, root: Path = Path("results"), inventory=None) -> RunResult:
             start_gate(here, node).parent.mkdir(exist_ok=True)
             os.mkfifo(start_gate(here, node))
             bind = f"tcp://{nodes.address(node) if emu else '127.0.0.1'}:{exp.clients.port}" if node == serves else None
-            nodes.start(node, node, write_node_config(drafter_config(exp, node, i, endpoints, here, bind), here))
+            config = drafter_config(exp, node, i, endpoints, here, bind)
+            config = keys.drafter(config, list(vnames)) if keys else config
+            nodes.start(node, node, write_node_config(config, here))
         users = clients_mod.users(exp) if exp.clients is not None else []
         for i, user in enumerate(users):         # users' clients (workload.arrivals clients) start with the drafters
             os.mkfifo(start_gate(here, user))
