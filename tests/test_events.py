@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from nodes.events import (EVENT_TYPES, Answer, Ask, ChannelLate, Connect, Fault, Recovery, Load, Pace, Crash, Done, Draft, Error, EventLog, EventTail, Finish, Hello,
+from nodes.events import (EVENT_TYPES, Answer, Ask, AuthRefused, ChannelLate, Connect, Fault, Recovery, Load, Pace, Crash, Done, Draft, Error, EventLog, EventTail, Finish, Hello,
                           Link, Plan, Policy, Ready, Refused, Route, Schedule, Start, Verdict, Verify, Welcome, decode,
                           encode, load_run, of_type, read_events)
 
@@ -25,6 +25,8 @@ EXAMPLES = [
     Ready(t=T, node="verifier", endpoint="tcp://10.0.0.9:5555", model="smollm2-135m", batching="fifo"),
     Hello(t=T, node="verifier", drafter="d1", model="smollm2-135m:int8", payloads=["ids", "topk:8"], proactive=True),
     Refused(t=T, node="verifier", drafter="d9", tokenizer="other", vocab=999),
+    AuthRefused(t=T, node="verifier", peer="10.0.0.9", key="rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7",
+                reason="key not in the verifier's list", repeated=3),
     Error(t=T, node="verifier", drafter="d1", code="bad_round", message="round 4 after 2"),
     Verify(t=T, node="verifier", drafter="d1", session="d1-s0", round=3, gamma=4, accepted=2, tokens=3, done=True,
            t_draft_sent=T - 0.03, t_arrived=T - 0.02, queue_s=0.002, verify_s=0.02, batch=3, batch_id=17,
