@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from nodes.config import write_private
 from testbed.net.runs import Run, die_with_parent
 
 
@@ -50,7 +51,7 @@ class Nodes:
             if w.get("duration_s") is not None:
                 w["duration_s"] = max(1e-3, w["duration_s"] - elapsed_s)
                 path = Path(argv[-1]).with_name(f"{name}.restart.json")
-                path.write_text(json.dumps(config, indent=1))
+                write_private(path, json.dumps(config, indent=1))    # it may hold a CURVE secret key
                 argv = argv[:-1] + [str(path)]
             argv = argv + ["--resume"]
         return self.start(name, host, argv, mode="a")
