@@ -57,6 +57,7 @@ soak: setup
 bench: setup
 	$(PY) -m testbed.bench.net
 	$(PY) -m testbed.bench.nodes
+	$(PY) -m testbed.bench.curve
 	$(PY) -m testbed.bench.policies
 	$(PY) -m testbed.bench.pacing
 	$(PY) -m testbed.bench.sim

@@ -108,6 +108,7 @@ class DrafterShell(Shell):
     def bind_clients(self) -> None:
         """Listen for the users' requests (before connecting to the verifiers, so no client finds it closed)."""
         if self.config.clients_bind:
+            # plain TCP even with CURVE to the verifiers: the users' clients are emulated hosts on this network
             self.clients = zmq.Context.instance().socket(zmq.ROUTER)
             self.clients.setsockopt(zmq.LINGER, 2000)      # the last ANSWERs go out before the process ends
             self.clients.setsockopt(zmq.MAXMSGSIZE, P.MAX_FRAME)

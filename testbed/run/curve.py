@@ -1,8 +1,8 @@
 """CURVE keys of a run (experiment `security.curve`; nodes/security.py does the sockets' side).
 
     keys = for_run(exp, inventory, manifest)        # None: plain TCP; else this run's RunCurve
-    config = keys.verifier(verifier_config(...), vhost)
-    config = keys.drafter(drafter_config(...), verifier_hosts)   # in the order of config.connect
+    verifier_config(exp, ..., curve=keys)            # the node configs with their curve blocks
+    drafter_config(exp, ..., curve=keys)             # (RunCurve.verifier and .drafter do it)
 
 Each node (a topology host running a verifier or a drafter) gets one keypair per run, drawn with
 zmq.curve_keypair(), unless one is given from outside (an inventory's `curve_public_key`/`curve_secret_key`:

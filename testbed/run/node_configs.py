@@ -26,28 +26,32 @@ def _narrow(model: type[M], obj: BaseModel) -> M:
     return model.model_validate(obj.model_dump(include=set(model.model_fields)))
 
 
-def verifier_config(exp, name: str, bind: str, run_dir: Path, link_state: Path | None = None) -> VerifierConfig:
+def verifier_config(exp, name: str, bind: str, run_dir: Path, link_state: Path | None = None,
+                    curve=None) -> VerifierConfig:
     """Verifier `name` of an experiment point, bound to `bind`, logging to RUN/events/<name>.jsonl; `link_state`
     is the file the runner keeps current (mininet only). The random budget scheduler's seed is the experiment's.
-    Its model: verifier.* with verifier.overrides[host] applied (`name` is the host, or "verifier" alone)."""
+    Its model: verifier.* with verifier.overrides[host] applied (`name` is the host, or "verifier" alone).
+    `curve`: the run's CURVE keys (testbed/run/curve.py RunCurve), or None: plain TCP."""
     host = exp.verifier.node if name == "verifier" else name
-    return VerifierConfig(
+    config = VerifierConfig(
         name=name, bind=bind, model=exp.verifier.model_for(host), batching=exp.batching,
         speculation=exp.speculation, scheduling=exp.scheduling, seed=exp.seed,
         link_state=None if link_state is None else str(link_state),
         log=str(Path(run_dir) / "events" / f"{name}.jsonl"))
+    return curve.verifier(config, host) if curve is not None else config
 
 
 def drafter_config(exp, node: str, index: int, endpoints: Sequence[str], run_dir: Path,
-                   clients_bind: str | None = None) -> DrafterConfig:
+                   clients_bind: str | None = None, curve=None) -> DrafterConfig:
     """The `index`-th drafter (host `node`) of an experiment point, connecting to the verifiers at `endpoints`:
     its merged settings (drafters.* and drafters.overrides[node]), its prompts (and trace share) copied into the
     run (testbed/run/workload_files.py), starting at
     prompt `index`, seed `seed * 1000 + index` (sampling, arrivals, the synthetic draft, routing), giving up
     after limits.ready_timeout_s without a verdict. With users' clients (workload.arrivals clients) it listens on
-    `clients_bind` and serves all their requests."""
+    `clients_bind` and serves all their requests. `curve`: the run's CURVE keys (RunCurve; the verifiers' in the
+    order of `endpoints`, which is exp.verifier_nodes()'s), or None: plain TCP."""
     run_dir = Path(run_dir)
-    return DrafterConfig(
+    config = DrafterConfig(
         name=node, connect=list(endpoints), model=DraftModel(**exp.drafter_settings(node)),
         workload=exp.workload.model_copy(update={
             "prompts": str(prompts_file(run_dir, exp, node)),
@@ -58,6 +62,7 @@ def drafter_config(exp, node: str, index: int, endpoints: Sequence[str], run_dir
         seed=exp.seed * 1000 + index, timeout_s=exp.limits.ready_timeout_s, probe_s=exp.limits.probe_s,
         log=str(run_dir / "events" / f"{node}.jsonl"), out=str(run_dir / "outputs" / f"{node}.jsonl"),
         start_gate=str(start_gate(run_dir, node)))
+    return curve.drafter(config, exp.verifier_nodes()) if curve is not None else config
 
 
 def start_gate(run_dir: Path, node: str) -> Path:

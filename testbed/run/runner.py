@@ -193,8 +193,7 @@ def run_point(exp, root: Path = Path("results"), inventory=None) -> RunResult:
             # local: every verifier is on this machine's loopback, so each takes a free port of its own (the one
             # it bound is in its Ready event); in Mininet each host has its own address and the configured port
             endpoint = f"tcp://{nodes.address(vhost)}:{exp.verifier.port if emu else '*'}"
-            config = verifier_config(exp, vname, endpoint, here, link_state and link_state.resolve())
-            config = keys.verifier(config, vhost) if keys else config
+            config = verifier_config(exp, vname, endpoint, here, link_state and link_state.resolve(), keys)
             v = nodes.start(vname, vhost, write_node_config(config, here))
             bound = _wait_ready(nodes, v, run_dir / "events" / f"{vname}.jsonl", exp.limits.ready_timeout_s, vname)
             endpoints.append(endpoint if emu else bound)
@@ -206,9 +205,7 @@ def run_point(exp, root: Path = Path("results"), inventory=None) -> RunResult:
             start_gate(here, node).parent.mkdir(exist_ok=True)
             os.mkfifo(start_gate(here, node))
             bind = f"tcp://{nodes.address(node) if emu else '127.0.0.1'}:{exp.clients.port}" if node == serves else None
-            config = drafter_config(exp, node, i, endpoints, here, bind)
-            config = keys.drafter(config, list(vnames)) if keys else config
-            nodes.start(node, node, write_node_config(config, here))
+            nodes.start(node, node, write_node_config(drafter_config(exp, node, i, endpoints, here, bind, keys), here))
         users = clients_mod.users(exp) if exp.clients is not None else []
         for i, user in enumerate(users):         # users' clients (workload.arrivals clients) start with the drafters
             os.mkfifo(start_gate(here, user))
