@@ -172,33 +172,67 @@ def cmd_run(args) -> int:
     from testbed.run.experiment import load_experiment
     from testbed.run.runner import run_point
     exp = load_experiment(args.experiment, args.set or [])
-    points = exp.points()
+    points = list(enumerate(exp.points(), 1))
+    if args.point is not None:          # one run of the sweep (what a cluster worker runs: testbed/cluster)
+        if not 1 <= args.point <= len(points):
+            raise ConfigError([f"--point {args.point}: {args.experiment} has {len(points)} run(s); give 1 to "
+                               f"{len(points)} (testbed run --dry-run lists them)"])
+        points = [points[args.point - 1]]
+    if args.cluster and args.inventory:
+        raise ConfigError(["--cluster and --inventory: not both (a sweep on a cluster places whole points; real "
+                           "hosts put one point's nodes on machines of their own)"])
+    if args.cluster and not args.dry_run:
+        return _run_on_cluster(args, exp, points)
     if args.dry_run:
+        if args.cluster:                # the option's form only; the cluster is not joined
+            from testbed.cluster.points import sweep_jobs
+            from testbed.common.raycluster import parse
+            parse(args.cluster)
+            sweep_jobs(args.experiment, args.set or [], points, Path(args.results))
+            print(f"--cluster {args.cluster}: each run below goes to a Ray task")
         if args.inventory:              # checked against every point; the cluster is not joined
             from testbed.run.inventory import check_against, load_inventory
             inv = load_inventory(args.inventory)
-            for p in points:
+            for _, p in points:
                 check_against(inv, p)
             print(f"{args.inventory}: valid; real hosts " + ", ".join(f"{h} (resource {s.resource})"
                                                                        for h, s in inv.hosts.items()))
         print(f"{args.experiment}: valid; {len(points)} run(s), backend {exp.backend}")
-        for p in points:
-            print(f"  {p.label:<24} config {p.config_hash()}")
-        _print_node_configs(points[0])
+        for n, p in points:
+            print(f"  [{n}] {p.label:<24} config {p.config_hash()}")
+        _print_node_configs(points[0][1])
         return 0
     inventory = None
     if args.inventory:                  # real hosts: checked and their Ray nodes found before anything starts
         from testbed.run.inventory import prepare
-        inventory = prepare(args.inventory, points)
+        inventory = prepare(args.inventory, [p for _, p in points])
     results = []
-    for i, p in enumerate(points, 1):
+    for i, (n, p) in enumerate(points, 1):
         print(f"=== [{i}/{len(points)}] {exp.name} {p.label}", file=sys.stderr, flush=True)
         r = run_point(p, Path(args.results), inventory)
         results.append(r)
         print(f"{r.status}: {r.run_dir}" + (f"\n{r.message}" if r.message else ""), flush=True)
         if r.status != "complete":
             break
-    done = [r.run_dir for r in results if (r.run_dir / "metrics.json").exists()]
+    return _finish_run(exp, args, results)
+
+
+def _run_on_cluster(args, exp, points) -> int:
+    """Every point as a Ray task (testbed/cluster); all placed at once, reported as each comes back."""
+    from testbed.cluster.points import sweep_jobs
+    from testbed.cluster.sweep import ClusterSweep
+    from testbed.common.raycluster import connect
+    jobs = sweep_jobs(args.experiment, args.set or [], points, Path(args.results))
+    sweep = ClusterSweep(connect(args.cluster), lambda line: print(line, file=sys.stderr, flush=True))
+    sweep.check(jobs)
+    results = sweep.run(jobs)
+    for r in results:
+        print(f"{r.status}: {r.run_dir or r.job.key}" + (f"\n{r.message}" if r.message else ""), flush=True)
+    return _finish_run(exp, args, results)
+
+
+def _finish_run(exp, args, results) -> int:
+    done = [r.run_dir for r in results if r.run_dir is not None and (r.run_dir / "metrics.json").exists()]
     if done:
         from datetime import datetime, timezone
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -308,7 +342,7 @@ def cmd_reproduce(args) -> int:
                              None if args.no_docs else Path(args.docs))
         return reproduce(args.paper, args.quick, args.backend, Path(args.results), args.jobs,
                          None if args.no_docs else Path(args.docs), args.crosscheck,
-                         Path(args.resume) if args.resume else None)
+                         Path(args.resume) if args.resume else None, args.cluster)
     except ReproduceError as e:
         print(f"testbed reproduce: {e}", file=sys.stderr)
         return 2
@@ -365,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", default="results", help="results root (default ./results)")
     s.add_argument("--inventory", metavar="FILE", help="run these topology hosts' nodes on real machines (Ray "
                    "actors placed by resource label; testbed/run/inventory.py)")
+    s.add_argument("--cluster", metavar="ray|ray://HOST:PORT", help="run the sweep's points as tasks on a Ray "
+                   "cluster (sim: any worker; mininet: workers with the specnet_root resource); results come back "
+                   "here")
+    s.add_argument("--point", type=int, metavar="N", help="run only the Nth run of the sweep (1-based, as "
+                   "--dry-run numbers them)")
     s.set_defaults(func=cmd_run)
     s = sub.add_parser("report", help="compare run directories side by side, with overlay plots")
     s.add_argument("runs", nargs="+")
@@ -388,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--docs", default=str(Path(__file__).resolve().parent.parent / "docs" / "reproduction.md"),
                    help="the generated reproduction page (rewritten after a full run)")
     s.add_argument("--no-docs", action="store_true", help="leave the reproduction page alone")
+    s.add_argument("--cluster", metavar="ray|ray://HOST:PORT", help="run every point as a task on a Ray cluster "
+                   "(mininet points: workers with the specnet_root resource)")
     s.add_argument("--crosscheck", action="store_true", help="run the suite's small subset on mininet and on "
                    "sim and compare them (root): crosscheck.md")
     s.add_argument("--resume", metavar="DIR", help="carry on an earlier run of the suite (results/reproduce/"

@@ -86,6 +86,8 @@ def connect(option: str, **init_kw) -> str:
         raise ClusterError("--cluster needs Ray: pip install 'specnet[cluster]' (make setup installs it)") from None
     if ray.is_initialized():
         return address
+    # EXCLUDES already leaves out .git and .venv; with Ray's own defaults too it warns about them on every run
+    os.environ.setdefault("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES", "")
     try:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False,
                  **{"runtime_env": project_env(), **init_kw})

@@ -39,14 +39,17 @@ def module(paper: str):
 
 def reproduce(name: str, quick: bool = False, backend: str = "sim", results: Path = Path("results"),
               jobs: int | None = None, docs: Path | None = REPO / "docs" / "reproduction.md",
-              crosscheck: bool = False, resume: Path | None = None) -> int:
+              crosscheck: bool = False, resume: Path | None = None, cluster: str | None = None) -> int:
     """Run the suites; 0 when every point completed (a claim that does not hold is a result, not a failure).
     crosscheck: run each suite's small subset on mininet and sim instead, and compare (crosscheck.py).
-    resume: an earlier (interrupted) run's folder of this one paper: its complete points are kept, the rest run."""
+    resume: an earlier (interrupted) run's folder of this one paper: its complete points are kept, the rest run.
+    cluster: `ray` or `ray://HOST:PORT`: every point runs as a task on that Ray cluster (testbed/cluster)."""
     if backend not in BACKENDS:
         raise ReproduceError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     names = papers(name)
     suites = {p: module(p) for p in names}
+    if crosscheck and cluster:
+        raise ReproduceError("--crosscheck runs its small subset on this machine; leave out --cluster")
     if crosscheck:
         from testbed.reproduce.crosscheck import crosscheck as run_crosscheck
         runnable = {p: m for p, m in suites.items() if hasattr(m, "crosscheck_points") or name != "all"}
@@ -61,7 +64,12 @@ def reproduce(name: str, quick: bool = False, backend: str = "sim", results: Pat
         return rc
     plans = {p: m.points(quick, backend) for p, m in suites.items()}
     for pts in plans.values():        # every point checked before anything runs
-        check_backend(pts, backend)
+        check_backend(pts, backend, on_cluster=bool(cluster))
+    if cluster:                       # joined, and every point placeable, before anything runs
+        from testbed.cluster.sweep import ClusterSweep, Job
+        from testbed.common.raycluster import connect
+        cluster = connect(cluster)
+        ClusterSweep(cluster).check([Job(p.key, [], p.backend, results) for pts in plans.values() for p in pts])
     jobs = jobs or max(1, os.cpu_count() or 1)
     ok = True
     if resume is not None:
@@ -70,7 +78,7 @@ def reproduce(name: str, quick: bool = False, backend: str = "sim", results: Pat
         out = resume or _out_dir(Path(results), paper)
         print(f"== reproduce {paper}{' --quick' if quick else ''} (backend {backend}) -> {out}", flush=True)
         t0 = time.monotonic()
-        runner = Runner(out, jobs, resume=resume is not None)
+        runner = Runner(out, jobs, resume=resume is not None, cluster=cluster)
         try:
             done = runner.run(plans[paper])
         except KeyboardInterrupt:       # keep what finished: its runs are on disk, say so in reproduce.json
@@ -89,7 +97,7 @@ def reproduce(name: str, quick: bool = False, backend: str = "sim", results: Pat
         failed = [r for r in done.values() if r.status != "complete"]
         ok &= not failed
         meta = {"paper": paper, "title": PAPERS[paper], "quick": quick, "backend": backend, "jobs": runner.jobs,
-                "cores": os.cpu_count(),
+                "cores": os.cpu_count(), "cluster": cluster,
                 "command": shlex.join(["testbed", "reproduce", paper] + (["--quick"] if quick else [])
                                       + ["--backend", backend]),
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": round(seconds, 1),

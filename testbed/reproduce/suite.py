@@ -43,6 +43,11 @@ class Point:
         return [sys.executable, "-m", "testbed.cli", "run", str(self.file), "--results", str(results),
                 "--set", f"backend={self.backend}", *[a for s in self.sets for a in ("--set", s)]]
 
+    def cli_args(self) -> list[str]:
+        """The same `testbed run` for a cluster worker: the file relative to the project it receives."""
+        return ["run", str(self.file.resolve().relative_to(REPO)), "--set", f"backend={self.backend}",
+                *[a for s in self.sets for a in ("--set", s)]]
+
 
 @dataclass
 class Claim:
@@ -97,8 +102,11 @@ class Runner:
     _stopping: bool = False
     done: dict = field(default_factory=dict)
     resume: bool = False              # keep a point's complete run already under `out` instead of re-running it
+    cluster: str | None = None        # a joined Ray cluster's address: every point is a task there (testbed/cluster)
 
     def run(self, points: list[Point]) -> dict[str, PointResult]:
+        if self.cluster:
+            return self._run_on_cluster(points)
         jobs = 1 if any(p.backend == "mininet" for p in points) else max(1, self.jobs)
         done: dict[str, PointResult] = {}
         self.done = done                  # what finished so far, for a caller interrupted mid-way
@@ -117,6 +125,31 @@ class Runner:
                 self.stop()
                 raise
         return done
+
+    def _run_on_cluster(self, points: list[Point]) -> dict[str, PointResult]:
+        """Each point a Ray task (all placed at once: Ray's resources, not `jobs`, bound what runs together); its run
+        comes back under runs/KEY, its log under logs/, as when it runs here."""
+        from testbed.cluster.sweep import ClusterSweep, Job
+        done: dict[str, PointResult] = {}
+        self.done = done
+        jobs, by_key = [], {p.key: p for p in points}
+        for p in points:
+            log = self.out / "logs" / (p.key.replace("/", "_") + ".log")
+            kept = finished_run(self.out / "runs" / p.key) if self.resume else None
+            if kept is not None:
+                done[p.key] = PointResult(p, "complete", kept, 0.0, log, KEPT)
+            else:
+                jobs.append(Job(p.key, p.cli_args(), p.backend, self.out / "runs" / p.key, log))
+        if done:
+            self.progress(f"{len(done)} point(s) kept from the earlier run (--resume)")
+        sweep = ClusterSweep(self.cluster, self.progress)
+        sweep.check(jobs)
+
+        def landed(r) -> None:
+            done[r.job.key] = PointResult(by_key[r.job.key], r.status, r.run_dir, r.seconds, r.job.log,
+                                          r.message + (f" (ran on {r.ran_on})" if r.ran_on and r.message else ""))
+        sweep.run(jobs, landed)
+        return {p.key: done[p.key] for p in points}
 
     def stop(self) -> None:
         """Ctrl-C: every child gets SIGTERM (it stops its run and writes what it has), then SIGKILL after 30 s.
@@ -195,8 +228,9 @@ def finished_run(results: Path) -> Path | None:
     return None
 
 
-def check_backend(points: list[Point], backend: str) -> None:
-    """`--backend mininet` only for points the emulator can run faithfully here; say which point is too big."""
+def check_backend(points: list[Point], backend: str, on_cluster: bool = False) -> None:
+    """`--backend mininet` only for points the emulator can run faithfully here; say which point is too big.
+    On a cluster the workers need root (they advertise specnet_root), not this machine."""
     if backend != "mininet":
         return
     for p in points:
@@ -204,7 +238,7 @@ def check_backend(points: list[Point], backend: str) -> None:
             raise ReproduceError(
                 f"point {p.key} ({p.file.relative_to(REPO)}) has {p.drafters} drafters; the emulator on this "
                 f"machine paces at most {MININET_MAX_DRAFTERS} (make bench): run it with --backend sim")
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and not on_cluster:
         raise ReproduceError("--backend mininet needs root (Mininet and tc): run it with sudo, or use --backend sim")
 
 

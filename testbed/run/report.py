@@ -74,6 +74,27 @@ def _cell(v, scale, fmt) -> str:
     return format(v * scale, fmt)
 
 
+def _cluster_rows(run_dirs: list[Path]) -> list[list[str]]:
+    """Where each run ran, if some ran on a Ray cluster (RUN/cluster.json, testbed/cluster/sweep.py): a run that
+    ran here says "this machine"; one retried after its worker was lost says which try it was."""
+    records = []
+    for d in run_dirs:
+        try:
+            records.append(json.loads((d / "cluster.json").read_text()))
+        except (OSError, ValueError):
+            records.append(None)
+    if not any(records):
+        return []
+    return [["ran on", *(_ran_on(r) for r in records)]]
+
+
+def _ran_on(record: dict | None) -> str:
+    if record is None:
+        return "this machine"
+    tries = record.get("tries") or []
+    return str(record.get("ran_on", "?")) + (f", try {len(tries)}" if len(tries) > 1 else "")
+
+
 def _fault_rows(ms: list[dict]) -> list[list[str]]:
     """Link faults (testbed/channels/faults.py), where some run had them: the mean dip and the slowest recovery
     over each run's faults ("never" if one did not recover within the run)."""
@@ -96,6 +117,7 @@ def compare(run_dirs) -> str:
     body = [[name, *(_cell(m["total"].get(key), scale, fmt) for m in ms)] for name, key, scale, fmt in ROWS
             if key not in OPTIONAL or any(m["total"].get(key) for m in ms)]
     body += _fault_rows(ms)
+    body += _cluster_rows(run_dirs)
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
 
     def line(cells):
