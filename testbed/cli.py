@@ -225,7 +225,13 @@ def _run_on_cluster(args, exp, points) -> int:
     jobs = sweep_jobs(args.experiment, args.set or [], points, Path(args.results))
     sweep = ClusterSweep(connect(args.cluster), lambda line: print(line, file=sys.stderr, flush=True))
     sweep.check(jobs)
-    results = sweep.run(jobs)
+    results = []
+    try:
+        sweep.run(jobs, results.append)
+    except KeyboardInterrupt:           # the points stopped and came back (or were abandoned): report what there is
+        print("interrupted: the cluster's points were stopped; what they wrote came back", file=sys.stderr)
+        if not any(r.status == "interrupted" for r in results):
+            return 130
     for r in results:
         print(f"{r.status}: {r.run_dir or r.job.key}" + (f"\n{r.message}" if r.message else ""), flush=True)
     return _finish_run(exp, args, results)

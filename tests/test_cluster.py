@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -164,6 +165,48 @@ def test_mininet_points_without_a_specnet_root_worker_are_refused_before_anythin
              env={"RAY_ADDRESS": c.address})
     _one_line_error(r, "6 mininet point(s)", "specnet_root")
     assert not any(tmp_path.iterdir())
+
+
+def _markers(scratch: Path) -> list[dict]:
+    out = []
+    for marker in scratch.glob("specnet-point-*/point.json"):
+        try:
+            out.append(json.loads(marker.read_text()))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def test_ctrl_c_stops_the_running_points_and_brings_back_what_they_wrote(cluster, tmp_path):
+    c, workers, scratch = cluster
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", SWEEP, "--cluster", "ray", "--results",
+                             str(tmp_path)], cwd=REPO, env={**os.environ, "RAY_ADDRESS": c.address},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_markers(scratch)) < 2 and time.monotonic() < deadline:   # both workers are running a point
+            time.sleep(0.2)
+        assert len(_markers(scratch)) == 2, "two points never started"
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-3000:]
+    # each worker ran one point at a time: the two running ones came back, stopped, with what they wrote
+    runs = sorted(p.parent for p in tmp_path.glob("goodspeed-qwen3-4/*/manifest.json"))
+    assert len(runs) == 2, err[-3000:]
+    for d in runs:
+        man = json.loads((d / "manifest.json").read_text())
+        assert man["status"] == "interrupted" and (d / "metrics.json").exists() and man["cluster"]["node_id"]
+    assert {json.loads((d / "cluster.json").read_text())["node_id"] for d in runs} == {w.node_id for w in workers}
+    assert err.count(": interrupted in 0 s: not started") == 4, err[-3000:]
+    assert "Traceback" not in err
+    time.sleep(1)
+    assert not _markers(scratch)             # every task cleaned its scratch directory
+    assert str(scratch) not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
 
 
 def _kill_on_second_point(c, workers, scratch: Path, killed: dict, stop: threading.Event) -> None:

@@ -26,7 +26,7 @@ from testbed.common.raycluster import ClusterError, nodes_with, resources
 ROOT_RESOURCE = "specnet_root"
 MAX_TRIES = 2
 POLL_S = 2.0
-CANCEL_GRACE_S = 40.0              # the task gives its child 30 s to stop (task.py), then kills it
+CANCEL_GRACE_S = 45.0              # the task gives its child 30 s to stop (task.py), then kills it
 
 
 @dataclass
@@ -81,77 +81,110 @@ class ClusterSweep:
                 f"ray start --address HEAD --resources '{{\"{ROOT_RESOURCE}\": 1}}'); none is alive")
 
     def run(self, jobs: list[Job], on_done=None) -> list[JobResult]:
+        """Every job placed at once; `on_done(JobResult)` as each ends. Ctrl-C: running points are stopped (each
+        writes what it has, which still comes back, up to CANCEL_GRACE_S), then KeyboardInterrupt is raised."""
         import ray
-        from testbed.cluster.task import run_point
-        remote = ray.remote(run_point)
-        pending: dict = {}                       # ObjectRef -> (job, try number, submitted at)
-        tries: dict[str, list] = {j.key: [] for j in jobs}
-        results: dict[str, JobResult] = {}
-
-        def submit(job: Job, attempt: int) -> None:
-            ref = remote.options(**options(job)).remote(job.cli_args, job.key, attempt)
-            pending[ref] = (job, attempt, time.monotonic())
-
-        def finish(r: JobResult) -> None:
-            results[r.job.key] = r
-            self.progress(f"  [{len(results)}/{len(jobs)}] {r.job.key}: {r.status}"
-                          + (f" on {r.ran_on}" if r.ran_on else "") + f" in {r.seconds:.0f} s"
-                          + (f": {r.message}" if r.message else ""))
-            if on_done:
-                on_done(r)
-
+        from testbed.cluster.task import Collector, run_point
+        self._ray, self._remote = ray, ray.remote(run_point)
+        self._collector = ray.remote(num_cpus=0)(Collector).remote()
+        self._pending: dict = {}                 # ObjectRef -> (job, try number, submitted at)
+        self._tries: dict[str, list] = {j.key: [] for j in jobs}
+        self._results: dict[str, JobResult] = {}
+        self._total, self._on_done = len(jobs), on_done
         self.progress(f"{len(jobs)} point(s) on the Ray cluster at {self.address} "
                       f"({', '.join(f'{k} {v:g}' for k, v in sorted(resources().items()) if k in ('CPU', ROOT_RESOURCE))})")
         for job in jobs:
-            submit(job, 1)
+            self._submit(job, 1)
         try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+            while self._pending:
+                ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=POLL_S)
                 for ref in ready:
-                    job, attempt, t0 = pending.pop(ref)
-                    try:
-                        out = ray.get(ref)
-                    except (ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError,
-                            ray.exceptions.ObjectLostError, ray.exceptions.LocalRayletDiedError) as e:
-                        tries[job.key].append({"try": attempt, "lost": _first_line(e)})
-                        if attempt < MAX_TRIES:
-                            self.progress(f"  {job.key}: worker lost ({_first_line(e)}); retrying once")
-                            submit(job, attempt + 1)
-                        else:
-                            finish(JobResult(job, "failed", None, time.monotonic() - t0,
-                                             f"worker lost on both tries: {_first_line(e)}", tries=tries[job.key]))
-                        continue
-                    except ray.exceptions.RayError as e:     # the task itself failed (runtime env, a bug): no retry
-                        tries[job.key].append({"try": attempt, "error": _first_line(e)})
-                        finish(JobResult(job, "failed", None, time.monotonic() - t0, _first_line(e),
-                                         tries=tries[job.key]))
-                        continue
-                    finish(self._landed(job, out, attempt, tries[job.key]))
-                self._unplaceable(pending, finish, ray)
+                    self._collect(ref, *self._pending.pop(ref))
+                self._unplaceable()
         except KeyboardInterrupt:
-            self._cancel(pending, ray)
+            self.progress(f"interrupted: stopping {len(self._pending)} point(s); each writes what it has and comes "
+                          f"back (up to {CANCEL_GRACE_S:.0f} s; Ctrl-C again to abandon them)")
+            try:
+                self._stop_all()
+            finally:
+                for ref, (job, _, t0) in list(self._pending.items()):
+                    ray.cancel(ref, force=True)
+                    self._finish(JobResult(job, "interrupted", None, time.monotonic() - t0,
+                                           "abandoned: it did not stop in time"))
             raise
-        return [results[j.key] for j in jobs]
+        return [self._results[j.key] for j in jobs]
 
-    def _unplaceable(self, pending: dict, finish, ray) -> None:
+    def _submit(self, job: Job, attempt: int) -> None:
+        ref = self._remote.options(**options(job)).remote(job.cli_args, job.key, attempt, self._collector)
+        self._pending[ref] = (job, attempt, time.monotonic())
+
+    def _finish(self, r: JobResult) -> None:
+        self._results[r.job.key] = r
+        self.progress(f"  [{len(self._results)}/{self._total}] {r.job.key}: {r.status}"
+                      + (f" on {r.ran_on}" if r.ran_on else "") + f" in {r.seconds:.0f} s"
+                      + (f": {r.message}" if r.message else ""))
+        if self._on_done:
+            self._on_done(r)
+
+    def _collect(self, ref, job: Job, attempt: int, t0: float) -> None:
+        """A task that ended: its point landed, or its worker was lost (retried once), or it failed."""
+        ray, tries = self._ray, self._tries[job.key]
+        try:
+            out = ray.get(ref)
+        except (ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError,
+                ray.exceptions.ObjectLostError, ray.exceptions.LocalRayletDiedError) as e:
+            tries.append({"try": attempt, "lost": _first_line(e)})
+            if attempt < MAX_TRIES:
+                self.progress(f"  {job.key}: worker lost ({_first_line(e)}); retrying once")
+                self._submit(job, attempt + 1)
+            else:
+                self._finish(JobResult(job, "failed", None, time.monotonic() - t0,
+                                       f"worker lost on both tries: {_first_line(e)}", tries=tries))
+            return
+        except ray.exceptions.RayError as e:     # the task itself failed (runtime env, a bug): no retry
+            tries.append({"try": attempt, "error": _first_line(e)})
+            self._finish(JobResult(job, "failed", None, time.monotonic() - t0, _first_line(e), tries=tries))
+            return
+        self._finish(self._landed(job, out, attempt, tries))
+
+    def _stop_all(self) -> None:
+        """Cancel every task (one not yet running never starts; a running one stops its child and hands its results
+        to the Collector, task.py), and land what comes back within CANCEL_GRACE_S."""
+        ray = self._ray
+        for ref in self._pending:
+            ray.cancel(ref)
+        t_cancel = time.monotonic()
+        while self._pending and time.monotonic() - t_cancel < CANCEL_GRACE_S:
+            ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=POLL_S)
+            deposits = ray.get(self._collector.take.remote(), timeout=30)
+            started = ray.get(self._collector.started.remote(), timeout=30)
+            for ref in list(self._pending):
+                job, attempt, t0 = self._pending[ref]
+                tag = f"{job.key}#{attempt}"
+                if tag in deposits:
+                    del self._pending[ref]
+                    self._finish(self._landed(job, deposits[tag], attempt, self._tries[job.key]))
+                elif ref in ready and tag not in started and time.monotonic() - t_cancel > 3 * POLL_S:
+                    del self._pending[ref]         # cancelled before it ran
+                    self._finish(JobResult(job, "interrupted", None, 0.0, "not started"))
+                elif ref in ready:
+                    try:
+                        out = ray.get(ref)         # it finished before the cancel reached it
+                    except ray.exceptions.RayError:
+                        continue                   # cancelled mid-run: its results come through the Collector
+                    del self._pending[ref]
+                    self._finish(self._landed(job, out, attempt, self._tries[job.key]))
+
+    def _unplaceable(self) -> None:
         """A mininet point waiting while no specnet_root worker is alive any more would wait forever: fail it."""
-        waiting = [ref for ref, (job, _, _) in pending.items() if job.backend == "mininet"]
+        waiting = [ref for ref, (job, _, _) in self._pending.items() if job.backend == "mininet"]
         if not waiting or nodes_with(ROOT_RESOURCE):
             return
         for ref in waiting:
-            job, attempt, t0 = pending.pop(ref)
-            ray.cancel(ref, force=True)
-            finish(JobResult(job, "failed", None, time.monotonic() - t0,
-                             f"no live worker advertises {ROOT_RESOURCE!r} any more"))
-
-    def _cancel(self, pending: dict, ray) -> None:
-        """Ctrl-C: each running task stops its child (which takes its run down and writes what it has)."""
-        for ref in pending:
-            ray.cancel(ref)
-        if pending:
-            ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_GRACE_S)
-            for ref in pending:
-                ray.cancel(ref, force=True)
+            job, attempt, t0 = self._pending.pop(ref)
+            self._ray.cancel(ref, force=True)
+            self._finish(JobResult(job, "failed", None, time.monotonic() - t0,
+                                   f"no live worker advertises {ROOT_RESOURCE!r} any more"))
 
     def _landed(self, job: Job, out: dict, attempt: int, tries: list) -> JobResult:
         ran_on = f"{out['ip']} (node {out['node_id'][:8]})"
@@ -173,9 +206,13 @@ class ClusterSweep:
         tail = (out["log"].strip().splitlines() or ["no output"])[-1][:200]
         if out["rc"] == 0 and run_dir is not None:
             return JobResult(job, "complete", run_dir, out["seconds"], "", ran_on, tries)
-        status = "interrupted" if out["rc"] in (130, -15, -2) else "failed"
-        return JobResult(job, status, run_dir or (run_dirs[-1] if run_dirs else None), out["seconds"],
-                         f"exit {out['rc']} on {ran_on}: {tail}", ran_on, tries)
+        run_dir = run_dir or (run_dirs[-1] if run_dirs else None)
+        if out["rc"] in (130, -15, -2):
+            return JobResult(job, "interrupted", run_dir, out["seconds"],
+                             "stopped" + (": what it wrote came back" if run_dir else " before it wrote a run"),
+                             ran_on, tries)
+        return JobResult(job, "failed", run_dir, out["seconds"], f"exit {out['rc']} on {ran_on}: {tail}", ran_on,
+                         tries)
 
 
 def mark(run_dir: Path, record: dict) -> None:

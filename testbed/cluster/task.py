@@ -2,8 +2,11 @@
 
 Runs inside a Ray task whose working directory is the driver's project (shipped at ray.init, raycluster.py), so
 the worker runs the driver's code and experiment files with its own Python. The child dies with the task
-(PR_SET_PDEATHSIG: a lost worker leaves no run behind; SIGTERM lets a mininet run take its network down), and a
-cancelled task (the driver's Ctrl-C) stops the child the same way before it returns.
+(PR_SET_PDEATHSIG: a lost worker leaves no run behind; SIGTERM lets a mininet run take its network down). The
+driver's Ctrl-C cancels the task (ray.cancel: a KeyboardInterrupt here); the task then stops its child the same
+way and hands what the run wrote to the driver's Collector, since a cancelled task's return value is lost.
+The task makes no other Ray call while its child runs: a task blocked in ray.get lends its CPU back to Ray,
+which would start another point on this worker beside the running one.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from pathlib import Path
 SCRATCH_ENV = "SPECNET_CLUSTER_SCRATCH"
 LOG_TAIL_BYTES = 64 * 1024
 STOP_GRACE_S = 30.0
+POLL_S = 1.0
 
 
 def _node() -> dict:
@@ -51,37 +55,82 @@ def _tarball(folder: Path) -> bytes:
     return buf.getvalue()
 
 
-def run_point(cli_args: list[str], key: str, attempt: int) -> dict:
+class Collector:
+    """The driver's actor (no CPU) that receives the results of points stopped by its Ctrl-C."""
+
+    def __init__(self):
+        self.results: dict = {}
+        self.running: set = set()
+
+    def start(self, tag: str) -> None:
+        self.running.add(tag)
+
+    def started(self) -> set:
+        return set(self.running)
+
+    def deposit(self, tag: str, result: dict) -> None:
+        self.results[tag] = result
+
+    def take(self) -> dict:
+        out, self.results = self.results, {}
+        return out
+
+
+def _wait(proc: subprocess.Popen) -> int:
+    """proc.wait() in short steps: Ray's cancel interrupts Python code, not a blocking waitpid."""
+    while True:
+        try:
+            return proc.wait(POLL_S)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    proc.terminate()
+    try:
+        return proc.wait(STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def _result(rc: int, work: Path, node: dict, seconds: float) -> dict:
+    return {"rc": rc, "log": _tail(work / "point.log"), "tar": _tarball(work / "results"), "seconds": seconds, **node}
+
+
+def run_point(cli_args: list[str], key: str, attempt: int, collector=None) -> dict:
     """`python -m testbed.cli <cli_args> --results SCRATCH` on this worker; its exit status, the log's tail, the
-    results folder as a gzipped tarball, where it ran and how long it took."""
+    results folder as a gzipped tarball, where it ran and how long it took. `collector`: the driver's Collector."""
     from testbed.net.runs import die_with_parent
+    tag = f"{key}#{attempt}"
+    if collector is not None:
+        collector.start.remote(tag)   # not waited for (see above)
     node = _node()
     root = os.environ.get(SCRATCH_ENV) or tempfile.gettempdir()
     Path(root).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="specnet-point-", dir=root))
+    proc, t0 = None, time.monotonic()
     try:
         (work / "point.json").write_text(json.dumps({"key": key, "attempt": attempt, "pid": os.getpid(), **node}))
         argv = [sys.executable, "-m", "testbed.cli", *cli_args, "--results", str(work / "results")]
         here = os.getcwd()            # the shipped project
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
-        t0 = time.monotonic()
         with open(work / "point.log", "w") as log:
             log.write(f"$ testbed {' '.join(cli_args)}   (on {node['host']} {node['ip']}, try {attempt})\n")
             log.flush()
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=here, env=env,
                                     preexec_fn=die_with_parent(signal.SIGTERM))
-            try:
-                rc = proc.wait()
-            except BaseException:     # cancelled (KeyboardInterrupt from ray.cancel) or the worker is going
-                proc.terminate()
-                try:
-                    proc.wait(STOP_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                raise
-        return {"rc": rc, "log": _tail(work / "point.log"), "tar": _tarball(work / "results"),
-                "seconds": time.monotonic() - t0, **node}
+            rc = _wait(proc)
+        return _result(rc, work, node, time.monotonic() - t0)
+    except KeyboardInterrupt:         # ray.cancel: the driver's Ctrl-C
+        rc = _stop(proc) if proc is not None and proc.poll() is None else (proc.returncode if proc else 130)
+        if collector is not None:
+            import ray
+            ray.get(collector.deposit.remote(tag, _result(rc, work, node, time.monotonic() - t0)), timeout=60)
+        raise
     finally:
+        if proc is not None and proc.poll() is None:     # anything else went wrong here: the child goes too
+            proc.kill()
+            proc.wait()
         shutil.rmtree(work, ignore_errors=True)
