@@ -19,8 +19,8 @@ import numpy as np
 import zmq
 
 from nodes import protocol as P
-from nodes.backends import DraftToken
 from nodes.security import DrafterCurve, VerifierCurve, ZapGuard, secure_client
+from testbed.bench.nodes import random_draft
 
 VOCAB = 49152
 
@@ -33,20 +33,7 @@ class _Log:                        # the ZAP handler's event log: nothing is ref
 
 
 def draft_frame(gamma: int, payload: str, rng) -> bytes:
-    toks = []
-    for _ in range(gamma):
-        if payload == "ids":
-            toks.append(DraftToken(int(rng.integers(VOCAB))))
-        elif payload == "full":
-            q = rng.random(VOCAB).astype(np.float32)
-            q /= q.sum()
-            toks.append(DraftToken(int(q.argmax()), None, q))
-        else:
-            k = int(payload.split(":")[1])
-            ids = rng.choice(VOCAB, k, replace=False).astype(np.int32)
-            q = rng.random(k).astype(np.float32)
-            q /= q.sum()
-            toks.append(DraftToken(int(ids[0]), ids, q))
+    toks = random_draft(payload, gamma, VOCAB, rng)
     return P.encode(P.Draft.from_tokens("d1-s1", 7, 120, toks, payload, VOCAB, time.time(), 0.004, 0.02))
 
 

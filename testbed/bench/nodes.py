@@ -78,23 +78,31 @@ def bench_overhead(rounds: int) -> None:
           f"median {statistics.median(overhead):.3f} ms, p95 {sorted(overhead)[int(0.95 * len(overhead))]:.3f} ms")
 
 
+def random_draft(payload: str, gamma: int, vocab: int, rng) -> list[DraftToken]:
+    """`gamma` drafted tokens carrying `payload` (ids | topk:K | full) with random distributions: frames of the
+    real sizes for benchmarks (testbed/bench/curve.py too)."""
+    toks = []
+    for _ in range(gamma):
+        if payload == "ids":
+            toks.append(DraftToken(int(rng.integers(vocab))))
+        elif payload == "full":
+            q = rng.random(vocab).astype(np.float32)
+            q /= q.sum()
+            toks.append(DraftToken(int(q.argmax()), None, q))
+        else:
+            k = int(payload.split(":")[1])
+            ids = rng.choice(vocab, k, replace=False).astype(np.int32)
+            q = rng.random(k).astype(np.float32)
+            q /= q.sum()
+            toks.append(DraftToken(int(ids[0]), ids, q))
+    return toks
+
+
 def bench_payload(vocab: int, gamma: int, k: int) -> None:
     rng = np.random.default_rng(0)
     print(f"DRAFT frame bytes per drafted token (vocab {vocab}, gamma {gamma}):")
     for payload in ("ids", f"topk:{k}", "full"):
-        toks = []
-        for _ in range(gamma):
-            if payload == "ids":
-                toks.append(DraftToken(int(rng.integers(vocab))))
-            elif payload == "full":
-                q = rng.random(vocab).astype(np.float32)
-                q /= q.sum()
-                toks.append(DraftToken(int(q.argmax()), None, q))
-            else:
-                ids = rng.choice(vocab, k, replace=False).astype(np.int32)
-                q = rng.random(k).astype(np.float32)
-                q /= q.sum()
-                toks.append(DraftToken(int(ids[0]), ids, q))
+        toks = random_draft(payload, gamma, vocab, rng)
         frame = P.encode(P.Draft.from_tokens("s", 1, 10, toks, payload, vocab, time.time()))
         print(f"  {payload:>8}: {len(frame) / gamma:>10.1f} B/token  ({len(frame)} B per frame)")
 
