@@ -302,8 +302,12 @@ def test_a_reproduce_suite_runs_its_points_on_the_cluster_with_logs_and_runs_whe
     try:
         runner = suite.Runner(tmp_path, jobs=1, progress=lines.append, cluster=connect("ray"))
         done = runner.run(pts)
+        # --resume: both complete points are kept (their logs name the same command); nothing is placed
+        again = suite.Runner(tmp_path, jobs=1, progress=lines.append, cluster=connect("ray"), resume=True).run(pts)
     finally:
         ray.shutdown()
+    assert all(r.message == suite.KEPT and r.run_dir == done[k].run_dir for k, r in again.items())
+    assert sum("point(s) on the Ray cluster" in ln for ln in lines) == 1
     assert [done[p.key].status for p in pts] == ["complete", "complete"], [r.message for r in done.values()]
     for p in pts:
         r = done[p.key]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -117,7 +118,7 @@ def run_point(cli_args: list[str], key: str, attempt: int, collector=None) -> di
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
         with open(work / "point.log", "w") as log:
-            log.write(f"$ testbed {' '.join(cli_args)}   (on {node['host']} {node['ip']}, try {attempt})\n")
+            log.write(f"$ testbed {shlex.join(cli_args)}   (on {node['host']} {node['ip']}, try {attempt})\n")
             log.flush()
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=here, env=env,
                                     preexec_fn=die_with_parent(signal.SIGTERM))

@@ -135,7 +135,8 @@ class Runner:
         jobs, by_key = [], {p.key: p for p in points}
         for p in points:
             log = self.out / "logs" / (p.key.replace("/", "_") + ".log")
-            kept = finished_run(self.out / "runs" / p.key) if self.resume else None
+            same = self.resume and _first_line(log).startswith(f"$ testbed {shlex.join(p.cli_args())}   (on ")
+            kept = finished_run(self.out / "runs" / p.key) if same else None
             if kept is not None:
                 done[p.key] = PointResult(p, "complete", kept, 0.0, log, KEPT)
             else:
@@ -148,7 +149,8 @@ class Runner:
         def landed(r) -> None:
             done[r.job.key] = PointResult(by_key[r.job.key], r.status, r.run_dir, r.seconds, r.job.log,
                                           r.message + (f" (ran on {r.ran_on})" if r.ran_on and r.message else ""))
-        sweep.run(jobs, landed)
+        if jobs:
+            sweep.run(jobs, landed)
         return {p.key: done[p.key] for p in points}
 
     def stop(self) -> None:
@@ -208,13 +210,17 @@ class Runner:
 KEPT = "kept from the earlier run (--resume)"
 
 
-def _same_command(log: Path, argv: list[str]) -> bool:
-    """Whether the point's earlier log was written by this very command (the same point, options and files)."""
+def _first_line(log: Path) -> str:
     try:
         with open(log) as fh:
-            return fh.readline().rstrip("\n") == "$ " + shlex.join(argv)
+            return fh.readline().rstrip("\n")
     except OSError:
-        return False
+        return ""
+
+
+def _same_command(log: Path, argv: list[str]) -> bool:
+    """Whether the point's earlier log was written by this very command (the same point, options and files)."""
+    return _first_line(log) == "$ " + shlex.join(argv)
 
 
 def finished_run(results: Path) -> Path | None:
