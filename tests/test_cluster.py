@@ -293,7 +293,7 @@ def test_a_reproduce_suite_runs_its_points_on_the_cluster_with_logs_and_runs_whe
                                                                                                monkeypatch):
     import ray
     from testbed.common.raycluster import connect
-    from testbed.reproduce import goodspeed, suite
+    from testbed.reproduce import driver, goodspeed, suite
     c, _, _ = cluster
     monkeypatch.setenv("RAY_ADDRESS", c.address)
     pts = [p for p in goodspeed.points(True) if p.key in ("qwen3-4/C24/goodspeed", "qwen3-4/C24/fixed")]
@@ -312,6 +312,8 @@ def test_a_reproduce_suite_runs_its_points_on_the_cluster_with_logs_and_runs_whe
     for p in pts:
         r = done[p.key]
         assert r.run_dir.parent.parent == tmp_path / "runs" / p.key          # where `reproduce` analyses it
-        assert json.loads((r.run_dir / "cluster.json").read_text())["address"] == c.address
+        record = json.loads((r.run_dir / "cluster.json").read_text())
+        assert record["address"] == c.address
+        assert driver._ran_on(r.run_dir) == {"ran_on": record["ran_on"]}      # reproduce.json's points say it
         assert r.log.read_text().startswith("$ testbed run experiments/papers/goodspeed/qwen3-4.yaml")
     assert any("2 point(s) on the Ray cluster" in ln for ln in lines)

@@ -85,7 +85,8 @@ def reproduce(name: str, quick: bool = False, backend: str = "sim", results: Pat
             write_json(out / "reproduce.json", {
                 "paper": paper, "title": PAPERS[paper], "quick": quick, "backend": backend, "interrupted": True,
                 "points": {k: {"status": r.status, "run_dir": str(r.run_dir) if r.run_dir else None,
-                               "seconds": round(r.seconds, 1), "log": str(r.log), "message": r.message}
+                               "seconds": round(r.seconds, 1), "log": str(r.log), "message": r.message,
+                               **_ran_on(r.run_dir)}
                            for k, r in runner.done.items()}})
             print(f"   interrupted: {len(runner.done)} of {len(plans[paper])} point(s) finished; their runs are "
                   f"under {out / 'runs'}", file=sys.stderr, flush=True)
@@ -103,7 +104,8 @@ def reproduce(name: str, quick: bool = False, backend: str = "sim", results: Pat
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": round(seconds, 1),
                 "modelled": m.MODELLED,
                 "points": {k: {"status": r.status, "run_dir": str(r.run_dir) if r.run_dir else None,
-                               "seconds": round(r.seconds, 1), "log": str(r.log), "message": r.message}
+                               "seconds": round(r.seconds, 1), "log": str(r.log), "message": r.message,
+                               **_ran_on(r.run_dir)}
                            for k, r in done.items()},
                 "claims": [c.__dict__ for c in claims], **numbers}
         write_json(out / "reproduce.json", meta)
@@ -149,7 +151,7 @@ def reanalyse(paper: str, out: Path, results: Path = Path("results"),
     return 0
 
 
-_META = ("paper", "title", "quick", "backend", "jobs", "cores", "command", "finished", "seconds", "points")
+_META = ("paper", "title", "quick", "backend", "jobs", "cores", "cluster", "command", "finished", "seconds", "points")
 
 
 def _resumable(out: Path, names: list[str], quick: bool, backend: str) -> Path:
@@ -166,6 +168,14 @@ def _resumable(out: Path, names: list[str], quick: bool, backend: str) -> Path:
     if got != want or meta.get("crosscheck"):
         raise ReproduceError(f"{out} is a run of {got}, not of {want}: resume it with the same paper and options")
     return out
+
+
+def _ran_on(run_dir: Path | None) -> dict:
+    """Where a point ran when it ran on a cluster (its RUN/cluster.json, testbed/cluster/sweep.py), else nothing."""
+    try:
+        return {"ran_on": json.loads((Path(run_dir) / "cluster.json").read_text())["ran_on"]}
+    except (TypeError, OSError, ValueError, KeyError):
+        return {}
 
 
 def _out_dir(results: Path, paper: str) -> Path:
@@ -197,6 +207,9 @@ def claims_md(meta: dict, claims) -> str:
     if failed:
         lines += ["## Points that did not complete", ""]
         lines += [f"- `{k}`: {v['status']}: {v['message']}" for k, v in failed.items()] + [""]
+    if any(v.get("ran_on") for v in pts.values()):
+        lines += [f"Points ran on a Ray cluster ({meta.get('cluster')}); where each ran is in reproduce.json "
+                  f"(`ran_on`) and in its run's cluster.json.", ""]
     if meta.get("figures"):
         lines += ["## Figures", ""] + [f"![{f}]({f})" for f in meta["figures"]] + [""]
     return "\n".join(lines)
