@@ -246,6 +246,17 @@ def test_verifier_and_a_drafter_on_a_real_host_complete_a_run_through_the_emulat
     assert {h["node_ip"] for h in real.values()} == {real_host["ip"]}       # the actors ran in the namespace
     assert real["verifier"]["gateway"]["serves"] == [5555] and real["d2"]["gateway"]["forwards"]
     assert abs(real["verifier"]["clock_offset_s"]) < 1.0
+    # real hosts turn CURVE on (security.curve null, inventory curve absent): keys drawn for this run, every node
+    # a CURVE peer; the secret keys are in RUN/nodes/*.json only (0600), never in the manifest or another file
+    assert man["security"]["curve"] is True and set(man["security"]["public_keys"]) == {"verifier", "d1", "d2",
+                                                                                         "d3", "d4"}
+    secrets = {json.loads((run_dir / "nodes" / f"{n}.json").read_text())["curve"]["secret_key"]
+               for n in ("verifier", "d1", "d2")}
+    assert all((run_dir / "nodes" / f"{n}.json").stat().st_mode & 0o077 == 0 for n in ("verifier", "d1", "d2"))
+    for f in run_dir.rglob("*"):
+        if f.is_file() and f.parent.name != "nodes":
+            text = f.read_bytes().decode(errors="replace")
+            assert not any(k in text for k in secrets), f
     # every drafter, emulated or real, finished its sessions against the real verifier
     for d in ("d1", "d2", "d3", "d4"):
         outs = [json.loads(l) for l in (run_dir / "outputs" / f"{d}.jsonl").read_text().splitlines() if l.strip()]
