@@ -24,7 +24,9 @@ from testbed.cluster.task import SCRATCH_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP = "experiments/papers/goodspeed/qwen3-4.yaml"          # 6 points, simulated
-SHORT = ["--set", "workload.duration_s=2"]
+# short points, and top-8 drafts instead of the full distribution: the simulator's packet-level network then
+# carries a few hundred packets per round, not thousands (a point takes about 3 s instead of 9)
+SHORT = ["--set", "workload.duration_s=3", "--set", "speculation.payload=topk:8"]
 
 
 def _closed_port() -> int:
@@ -223,7 +225,7 @@ def _kill_on_second_point(c, workers, scratch: Path, killed: dict, stop: threadi
             keys.add(p["key"])
             if len(keys) == 2:
                 node = next(w for w in workers if w.node_id == p["node_id"])
-                time.sleep(1.0)              # well inside the point (about 5 s on this machine), past its start
+                time.sleep(1.0)              # inside the point (3-5 s on this machine), past its start
                 c.remove_node(node, allow_graceful=False)
                 killed.update(node_id=p["node_id"], key=p["key"])
                 return
@@ -297,7 +299,7 @@ def test_a_reproduce_suite_runs_its_points_on_the_cluster_with_logs_and_runs_whe
     c, _, _ = cluster
     monkeypatch.setenv("RAY_ADDRESS", c.address)
     pts = [p for p in goodspeed.points(True) if p.key in ("qwen3-4/C24/goodspeed", "qwen3-4/C24/fixed")]
-    pts = [suite.Point(p.key, p.file, p.sets[:1] + ("workload.duration_s=2",), p.drafters, "sim") for p in pts]
+    pts = [suite.Point(p.key, p.file, p.sets[:1] + ("workload.duration_s=3", "speculation.payload=topk:8"), p.drafters, "sim") for p in pts]
     lines = []
     try:
         runner = suite.Runner(tmp_path, jobs=1, progress=lines.append, cluster=connect("ray"))
