@@ -137,6 +137,19 @@ def test_unpack_places_runs_and_never_overwrites_one(tmp_path):
     assert json.loads((second[0] / "metrics.json").read_text()) == {"a": 1}
 
 
+def test_a_dead_workers_scratch_directory_is_removed_by_the_next_task_there(tmp_path):
+    from testbed.cluster.task import remove_orphans
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan, live, starting = (tmp_path / f"specnet-point-{n}" for n in ("a", "b", "c"))
+    for d, pid in ((orphan, dead.pid), (live, os.getpid())):
+        d.mkdir()
+        (d / "point.json").write_text(json.dumps({"pid": pid}))
+    starting.mkdir()                       # no point.json yet: a task that is starting
+    assert remove_orphans(tmp_path) == [orphan]
+    assert not orphan.exists() and live.exists() and starting.exists()
+
+
 # --- a real Ray cluster on this machine ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

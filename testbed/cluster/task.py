@@ -99,6 +99,27 @@ def _result(rc: int, work: Path, node: dict, seconds: float) -> dict:
     return {"rc": rc, "log": _tail(work / "point.log"), "tar": _tarball(work / "results"), "seconds": seconds, **node}
 
 
+def remove_orphans(root: Path) -> list[Path]:
+    """Scratch directories whose task's worker is dead (SIGKILLed with its node, or force-cancelled: no `finally`
+    ran there). A directory without a readable point.json is left alone: it may be starting."""
+    gone = []
+    for d in Path(root).glob("specnet-point-*"):
+        try:
+            pid = int(json.loads((d / "point.json").read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        try:
+            os.kill(pid, 0)
+            continue              # its worker still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue              # another user's process
+        shutil.rmtree(d, ignore_errors=True)
+        gone.append(d)
+    return gone
+
+
 def run_point(cli_args: list[str], key: str, attempt: int, collector=None) -> dict:
     """`python -m testbed.cli <cli_args> --results SCRATCH` on this worker; its exit status, the log's tail, the
     results folder as a gzipped tarball, where it ran and how long it took. `collector`: the driver's Collector."""
@@ -109,6 +130,7 @@ def run_point(cli_args: list[str], key: str, attempt: int, collector=None) -> di
     node = _node()
     root = os.environ.get(SCRATCH_ENV) or tempfile.gettempdir()
     Path(root).mkdir(parents=True, exist_ok=True)
+    remove_orphans(Path(root))
     work = Path(tempfile.mkdtemp(prefix="specnet-point-", dir=root))
     proc, t0 = None, time.monotonic()
     try:
