@@ -39,14 +39,16 @@ class Point:
     drafters: int                 # hosts that draft (the emulator's size limit)
     backend: str = "sim"
 
+    def _set_args(self) -> list[str]:
+        return ["--set", f"backend={self.backend}", *[a for s in self.sets for a in ("--set", s)]]
+
     def argv(self, results: Path) -> list[str]:
         return [sys.executable, "-m", "testbed.cli", "run", str(self.file), "--results", str(results),
-                "--set", f"backend={self.backend}", *[a for s in self.sets for a in ("--set", s)]]
+                *self._set_args()]
 
     def cli_args(self) -> list[str]:
         """The same `testbed run` for a cluster worker: the file relative to the project it receives."""
-        return ["run", str(self.file.resolve().relative_to(REPO)), "--set", f"backend={self.backend}",
-                *[a for s in self.sets for a in ("--set", s)]]
+        return ["run", str(self.file.resolve().relative_to(REPO)), *self._set_args()]
 
 
 @dataclass
